@@ -129,7 +129,7 @@ class _Parser:
         """A u64 count, refused if the remaining bytes cannot possibly hold that many items."""
         n = self.scalar("<Q", what)
         if n * min_item_bytes > len(self.data) - self.pos:
-            raise self.fail(f"corrupt: {what} is {n}, more than the rest of the file can hold")
+            raise self.fail(f"truncated or corrupt: {what} is {n}, more than the rest of the file can hold")
         return n
 
     def string(self, what: str) -> str:
