@@ -1,0 +1,221 @@
+"""The IC's certified hash trees (interface spec, "Certification" and "Encoding of certificates").
+
+A state is a labeled tree: a mapping from labels (bytes) to subtrees or leaf values (bytes).
+`StateTree` turns it into a hash tree once, keeping every digest, so that each read_state
+request only prunes: `witness(paths)` reveals the requested paths and enough neighbouring
+labels to prove that a missing path is absent, and replaces everything else by its digest.
+
+Hash trees leave this module in their CBOR form, the nested lists of the spec:
+[0] empty, [1, left, right] fork, [2, label, tree] labeled, [3, value] leaf, [4, digest] pruned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+
+EMPTY, FORK, LABELED, LEAF, PRUNED = 0, 1, 2, 3, 4
+
+LabeledTree = Mapping[bytes, Union["LabeledTree", bytes]]
+HashTreeCbor = list
+Path = Sequence[bytes]
+
+
+def _domain(name: str) -> bytes:
+    return bytes([len(name)]) + name.encode("ascii")
+
+
+_EMPTY_DIGEST = hashlib.sha256(_domain("ic-hashtree-empty")).digest()
+_FORK_PREFIX = _domain("ic-hashtree-fork")
+_LABELED_PREFIX = _domain("ic-hashtree-labeled")
+_LEAF_PREFIX = _domain("ic-hashtree-leaf")
+
+
+def _fork_digest(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_FORK_PREFIX + left + right).digest()
+
+
+def _labeled_digest(label: bytes, subtree: bytes) -> bytes:
+    return hashlib.sha256(_LABELED_PREFIX + label + subtree).digest()
+
+
+def _leaf_digest(value: bytes) -> bytes:
+    return hashlib.sha256(_LEAF_PREFIX + value).digest()
+
+
+def digest(tree: HashTreeCbor) -> bytes:
+    """The root hash of a hash tree in CBOR form (what a verifier recomputes)."""
+    tag = tree[0]
+    if tag == EMPTY:
+        return _EMPTY_DIGEST
+    if tag == FORK:
+        return _fork_digest(digest(tree[1]), digest(tree[2]))
+    if tag == LABELED:
+        return _labeled_digest(bytes(tree[1]), digest(tree[2]))
+    if tag == LEAF:
+        return _leaf_digest(bytes(tree[1]))
+    if tag == PRUNED:
+        if len(tree[1]) != 32:
+            raise ValueError("a pruned node must carry a 32-byte digest")
+        return bytes(tree[1])
+    raise ValueError(f"unknown hash tree node tag {tag!r}")
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The spec's lookup outcome: a found value, or why there is none."""
+
+    outcome: Literal["found", "absent", "unknown", "error"]
+    value: bytes | None = None
+
+
+def _flatten_forks(tree: HashTreeCbor) -> list[HashTreeCbor]:
+    if tree[0] == EMPTY:
+        return []
+    if tree[0] == FORK:
+        return _flatten_forks(tree[1]) + _flatten_forks(tree[2])
+    return [tree]
+
+
+def _find_label(label: bytes, trees: list[HashTreeCbor]) -> LookupResult | HashTreeCbor:
+    labeled = [(bytes(t[1]), t) for t in trees if t[0] == LABELED]
+    for own, node in labeled:
+        if own == label:
+            return node[2]
+    # Absence is only proven between two revealed neighbours (or beyond the last/first).
+    for index, tree in enumerate(trees):
+        if tree[0] != LABELED:
+            continue
+        own = bytes(tree[1])
+        nxt = trees[index + 1] if index + 1 < len(trees) else None
+        if own < label and nxt is not None and nxt[0] == LABELED and label < bytes(nxt[1]):
+            return LookupResult("absent")
+        if index == 0 and label < own:
+            return LookupResult("absent")
+        if nxt is None and own < label:
+            return LookupResult("absent")
+    if not trees or (len(trees) == 1 and trees[0][0] == LEAF):
+        return LookupResult("absent")
+    return LookupResult("unknown")
+
+
+def lookup_path(path: Path, tree: HashTreeCbor) -> LookupResult:
+    """The spec's lookup_path: Found value, Absent, Unknown (pruned away) or Error."""
+    if not path:
+        tag = tree[0]
+        if tag == LEAF:
+            return LookupResult("found", bytes(tree[1]))
+        if tag == EMPTY:
+            return LookupResult("absent")
+        if tag == PRUNED:
+            return LookupResult("unknown")
+        return LookupResult("error")
+    found = _find_label(bytes(path[0]), _flatten_forks(tree))
+    if isinstance(found, LookupResult):
+        return found
+    return lookup_path(path[1:], found)
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One node of the labeled tree with its hash-tree digests precomputed."""
+
+    digest: bytes
+    leaf: bytes | None
+    labels: tuple[bytes, ...]
+    children: tuple[_Node, ...]
+    # Digest of the balanced fork over children[lo:hi], for every range the shape uses.
+    forks: Mapping[tuple[int, int], bytes]
+
+
+def _build(value: LabeledTree | bytes) -> _Node:
+    if isinstance(value, (bytes, bytearray)):
+        leaf = bytes(value)
+        return _Node(_leaf_digest(leaf), leaf, (), (), {})
+    items = sorted((bytes(label), child) for label, child in value.items())
+    labels = tuple(label for label, _ in items)
+    children = tuple(_build(child) for _, child in items)
+    forks: dict[tuple[int, int], bytes] = {}
+
+    def fork(lo: int, hi: int) -> bytes:
+        if hi - lo == 1:
+            result = _labeled_digest(labels[lo], children[lo].digest)
+        else:
+            mid = (lo + hi) // 2
+            result = _fork_digest(fork(lo, mid), fork(mid, hi))
+        forks[(lo, hi)] = result
+        return result
+
+    root = fork(0, len(items)) if items else _EMPTY_DIGEST
+    return _Node(root, None, labels, children, forks)
+
+
+def _witness(node: _Node, paths: list[tuple[bytes, ...]]) -> HashTreeCbor:
+    if any(not path for path in paths):
+        return _reveal(node)
+    if node.leaf is not None:
+        # A path that runs past a leaf: the leaf itself answers it (lookup ends there).
+        return [LEAF, node.leaf]
+    if not node.labels:
+        return [EMPTY]
+    wanted: dict[int, list[tuple[bytes, ...]]] = {}
+    for path in paths:
+        index = bisect.bisect_left(node.labels, path[0])
+        if index < len(node.labels) and node.labels[index] == path[0]:
+            wanted.setdefault(index, []).append(path[1:])
+        else:
+            # Reveal the neighbours' labels so the verifier can conclude Absent.
+            for neighbour in (index - 1, index):
+                if 0 <= neighbour < len(node.labels):
+                    wanted.setdefault(neighbour, [])
+    marked = sorted(wanted)
+
+    def fork(lo: int, hi: int) -> HashTreeCbor:
+        first = bisect.bisect_left(marked, lo)
+        if first == len(marked) or marked[first] >= hi:
+            return [PRUNED, node.forks[(lo, hi)]]
+        if hi - lo == 1:
+            child = node.children[lo]
+            subpaths = wanted[lo]
+            inner = _witness(child, subpaths) if subpaths else [PRUNED, child.digest]
+            return [LABELED, node.labels[lo], inner]
+        mid = (lo + hi) // 2
+        return [FORK, fork(lo, mid), fork(mid, hi)]
+
+    return fork(0, len(node.labels))
+
+
+def _reveal(node: _Node) -> HashTreeCbor:
+    if node.leaf is not None:
+        return [LEAF, node.leaf]
+    if not node.labels:
+        return [EMPTY]
+
+    def fork(lo: int, hi: int) -> HashTreeCbor:
+        if hi - lo == 1:
+            return [LABELED, node.labels[lo], _reveal(node.children[lo])]
+        mid = (lo + hi) // 2
+        return [FORK, fork(lo, mid), fork(mid, hi)]
+
+    return fork(0, len(node.labels))
+
+
+class StateTree:
+    """A labeled tree with its hash tree; immutable once built."""
+
+    def __init__(self, state: LabeledTree) -> None:
+        self._root = _build(state)
+
+    @property
+    def root_hash(self) -> bytes:
+        return self._root.digest
+
+    def witness(self, paths: Sequence[Path]) -> HashTreeCbor:
+        """A pruned hash tree with the same root hash that reveals every requested path."""
+        return _witness(self._root, [tuple(bytes(label) for label in path) for path in paths])
+
+    def reveal_all(self) -> HashTreeCbor:
+        return _reveal(self._root)
