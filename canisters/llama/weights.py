@@ -1,0 +1,212 @@
+"""One weight tensor (a matrix or a 1-D vector) held in one of two strategies, chosen at load.
+
+- `dequantize`: decoded to f32 once at load and kept as a C-contiguous (out, in) array, so that
+  `x @ W.T` is a single BLAS call. Resident memory: 4 bytes per element (`out * in * 4`).
+- `quantized`: the raw GGUF bytes are kept and each use decodes `block_rows` rows at a time into
+  a scratch buffer that BLAS then multiplies. Resident memory: the raw bytes plus that scratch
+  (`block_rows * in * 4`, at most `SCRATCH_BYTES` or one row if a row is bigger). Slower: every
+  use pays the decoding.
+
+`nbytes_resident` reports exactly these figures, which is what the canister's memory accounting
+charges. A matrix may be restricted to an output-row range at load (`rows=(start, stop)`), so the
+partitioner can split a matrix by rows across canisters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from enum import Enum
+
+import numpy as np
+from gguf.constants import GGMLQuantizationType
+
+from canisters.llama import quants
+from canisters.llama.meter import Meter
+
+# Bound on the f32 scratch of a quantized matrix: rows decoded per block. Large enough that per-block
+# overhead (a few numpy calls and one BLAS call) is small, small enough to stay in a 4 MiB L2 cache.
+SCRATCH_BYTES = 1 << 20
+
+
+class Strategy(str, Enum):
+    DEQUANTIZE = "dequantize"
+    QUANTIZED = "quantized"
+
+    @classmethod
+    def of(cls, value: Strategy | str) -> Strategy:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown weight strategy {value!r}; choose one of {choices}") from None
+
+
+class Weight(ABC):
+    """A matrix (GGUF shape (in, out), used as y = x @ W.T) or a vector (shape (n,)).
+
+    Build with `Weight.load`; the result is read-only.
+    """
+
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...]):
+        self._ggml_type = ggml_type
+        self._shape = shape
+
+    @staticmethod
+    def load(
+        raw: np.ndarray,
+        ggml_type: GGMLQuantizationType | int | str,
+        shape: Sequence[int],
+        strategy: Strategy | str,
+        rows: tuple[int, int] | None = None,
+    ) -> Weight:
+        """Load a tensor from its raw GGUF bytes.
+
+        raw: the whole tensor's bytes (uint8; a read-only memmap slice is fine). The dequantize
+            strategy does not keep it; the quantized strategy keeps a view of the selected rows'
+            bytes, so the caller must not modify it afterwards.
+        shape: GGUF order, (in,) or (in, out).
+        rows: keep only output rows [start, stop) of a matrix; the result behaves as a matrix of
+            stop - start rows, and `rows(ids)` then takes ids relative to `start`.
+        """
+        ggml_type = quants.ggml_type_of(ggml_type)
+        strategy = Strategy.of(strategy)
+        shape = tuple(int(dim) for dim in shape)
+        if len(shape) not in (1, 2):
+            raise ValueError(f"a weight must be a vector or a matrix, got a tensor of shape {shape}")
+        if rows is not None and len(shape) != 2:
+            raise ValueError(f"a row range applies to a matrix, not to a vector of shape {shape}")
+        held = quants.select_rows(raw, ggml_type, shape, rows)
+        held_shape = shape if len(shape) == 1 else (shape[0], held.shape[0])
+        if strategy is Strategy.DEQUANTIZE:
+            dense = quants.dequantize(held, ggml_type, held_shape)
+            return DequantizedWeight(ggml_type, held_shape, dense)
+        held = held.view()
+        held.flags.writeable = False
+        return QuantizedWeight(ggml_type, held_shape, held)
+
+    @property
+    def ggml_type(self) -> GGMLQuantizationType:
+        """The type of the bytes this weight was loaded from."""
+        return self._ggml_type
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """GGUF order: (in,) for a vector, (in, out) for a matrix (out = rows held)."""
+        return self._shape
+
+    @property
+    @abstractmethod
+    def nbytes_resident(self) -> int:
+        """Bytes this weight keeps in memory under its strategy (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def kernel_type(self) -> str:
+        """The GGML type name that matmul multiplies against, as reported to `Meter.macs`."""
+
+    @abstractmethod
+    def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
+        """y = x @ W.T for x f32 (n, in); returns f32 (n, out). Reports macs and weight bytes read."""
+
+    @abstractmethod
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """f32 (len(ids), in): the rows `ids` of the matrix (embedding lookup)."""
+
+    @abstractmethod
+    def dense(self) -> np.ndarray:
+        """The whole tensor as f32 in numpy order ((out, in) or (in,)); read-only. Meant for small
+        tensors: under the quantized strategy it decodes everything on each call."""
+
+    def _check_matmul_input(self, x: np.ndarray) -> None:
+        if len(self._shape) != 2:
+            raise ValueError(f"matmul needs a matrix; this {self._ggml_type.name} weight is a vector {self._shape}")
+        if x.ndim != 2 or x.shape[1] != self._shape[0] or x.dtype != np.float32:
+            raise ValueError(f"matmul input must be float32 (n_tokens, {self._shape[0]}), got {x.dtype} {x.shape}")
+
+    def _check_row_ids(self, ids: np.ndarray) -> np.ndarray:
+        if len(self._shape) != 2:
+            raise ValueError(f"row lookup needs a matrix; this {self._ggml_type.name} weight is a vector")
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"row ids must be a 1-D integer array, got {ids.dtype} of shape {ids.shape}")
+        n_rows = self._shape[1]
+        bad = ids[(ids < 0) | (ids >= n_rows)]
+        if bad.size:
+            raise IndexError(f"row ids {bad[:5].tolist()} are outside this matrix's {n_rows} rows")
+        return ids
+
+
+class DequantizedWeight(Weight):
+    """f32 (out, in), C-contiguous, decoded once at load."""
+
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], dense: np.ndarray):
+        super().__init__(ggml_type, shape)
+        dense.flags.writeable = False
+        self._dense = dense
+
+    @property
+    def nbytes_resident(self) -> int:
+        return self._dense.nbytes
+
+    @property
+    def kernel_type(self) -> str:
+        return GGMLQuantizationType.F32.name
+
+    def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
+        self._check_matmul_input(x)
+        meter.macs(self.kernel_type, x.shape[0] * self._dense.size)
+        meter.touched(self._dense.nbytes)
+        return x @ self._dense.T
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return self._dense[self._check_row_ids(ids)]
+
+    def dense(self) -> np.ndarray:
+        return self._dense
+
+
+class QuantizedWeight(Weight):
+    """The raw GGUF bytes of the rows held, decoded in row blocks on each use."""
+
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw: np.ndarray):
+        super().__init__(ggml_type, shape)
+        self._raw = raw
+        n_in = shape[0]
+        n_rows = shape[1] if len(shape) == 2 else 1
+        self._block_rows = max(1, min(n_rows, SCRATCH_BYTES // (4 * n_in)))
+
+    @property
+    def nbytes_resident(self) -> int:
+        return self._raw.nbytes + self._block_rows * self._shape[0] * 4
+
+    @property
+    def kernel_type(self) -> str:
+        return self._ggml_type.name
+
+    def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
+        self._check_matmul_input(x)
+        n_in, n_out = self._shape
+        meter.macs(self.kernel_type, x.shape[0] * n_in * n_out)
+        meter.touched(self._raw.nbytes)
+        y = np.empty((x.shape[0], n_out), dtype=np.float32)
+        scratch = np.empty((self._block_rows, n_in), dtype=np.float32)
+        for start in range(0, n_out, self._block_rows):
+            stop = min(start + self._block_rows, n_out)
+            block = quants.dequantize(self._raw, self._ggml_type, self._shape, rows=(start, stop),
+                                      out=scratch[: stop - start])
+            np.matmul(x, block.T, out=y[:, start:stop])
+        return y
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        ids = self._check_row_ids(ids)
+        n_in = self._shape[0]
+        if ids.size == 0:
+            return np.empty((0, n_in), dtype=np.float32)
+        selected = self._raw.reshape(self._shape[1], -1)[ids]
+        return quants.dequantize(selected, self._ggml_type, (n_in, ids.size))
+
+    def dense(self) -> np.ndarray:
+        dense = quants.dequantize(self._raw, self._ggml_type, self._shape)
+        dense.flags.writeable = False
+        return dense
