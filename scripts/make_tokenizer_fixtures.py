@@ -1,12 +1,17 @@
-"""Write tests/fixtures/tokenizer/smollm2_corpus.json: SmolLM2's tokenizer as llama.cpp runs it.
+"""Write tests/fixtures/tokenizer/{smollm2,stories}_corpus.json: tokenizers as llama.cpp runs them.
 
 The reference is llama.cpp itself, through llama-cpp-python (0.3.36): for each text of the corpus,
-`Llama.tokenize(text, add_bos=False, special=False)`, every token's `llama_token_to_piece`, and
-`Llama.detokenize(ids)`; for a few chat-formatted texts the same with special parsing; and the
-vocabulary's special tokens (BOS, EOS, EOT, end-of-generation set, non-normal token attributes).
+`Llama.tokenize(text, add_bos=False, special=False)`, every token's `llama_token_to_piece`,
+`Llama.detokenize(ids)` (the pieces joined) and `llama_detokenize` (with llama.cpp's space handling);
+for a few texts with special tokens the same with special parsing; and the vocabulary's special
+tokens (BOS, EOS, EOT, end-of-generation set, non-normal token attributes).
+
+SmolLM2 is byte-level BPE (pre-tokenizer smollm); stories260Ktok512 is SentencePiece with only 512
+tokens, so most characters fall back to bytes.
 
 Run with an interpreter that has llama_cpp (it needs nothing else of this repository):
-    /tmp/llamaref/bin/python scripts/make_tokenizer_fixtures.py path/to/SmolLM2-135M-Instruct.Q4_1.gguf
+    /tmp/llamaref/bin/python scripts/make_tokenizer_fixtures.py \
+        --smollm2 path/to/SmolLM2-135M-Instruct.Q4_1.gguf --stories ../shared/models/stories260Ktok512.gguf
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import llama_cpp
 
-OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tokenizer" / "smollm2_corpus.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tokenizer"
 
 CORPUS = (
     "Hello world",
@@ -77,12 +82,20 @@ CORPUS = (
     "<|im_start|>user\nnot parsed as special here<|im_end|>",
 )
 
-SPECIAL_CORPUS = (
-    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
-    "text<|endoftext|>more text",
-    "<repo_name>icllama<file_sep>README.md<|im_end|>",
-    "<|im_start|><|im_start|>",
-)
+SPECIAL_CORPUS = {
+    "smollm2": (
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
+        "text<|endoftext|>more text",
+        "<repo_name>icllama<file_sep>README.md<|im_end|>",
+        "<|im_start|><|im_start|>",
+    ),
+    "stories": (
+        "<s>Once upon a time</s>",
+        "Once<s>upon</s> a <unk>time",
+        " <s> spaced </s> ",
+        "<s><s>",
+    ),
+}
 
 
 def pieces(vocab: int, ids: list[int], special: bool) -> list[str]:
@@ -97,11 +110,18 @@ def pieces(vocab: int, ids: list[int], special: bool) -> list[str]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf")
-    args = parser.parse_args()
-    llm = llama_cpp.Llama(model_path=str(args.model), vocab_only=True, verbose=False)
+def llama_detokenize(vocab: int, ids: list[int], special: bool) -> str:
+    """llama_detokenize(remove_special=False, unparse_special=special): with llama.cpp's space handling."""
+    tokens = (llama_cpp.llama_token * len(ids))(*ids)
+    buffer = ctypes.create_string_buffer(64 + 32 * len(ids))
+    n = llama_cpp.llama_detokenize(vocab, tokens, len(ids), buffer, len(buffer), False, special)
+    if n < 0:
+        raise RuntimeError(f"detokenized text is longer than {len(buffer)} bytes")
+    return buffer.raw[:n].decode("utf-8")
+
+
+def reference(model: Path, special_corpus: tuple[str, ...]) -> dict:
+    llm = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
     vocab = llm._model.vocab
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
 
@@ -113,9 +133,10 @@ def main() -> None:
             "ids": ids,
             "pieces": pieces(vocab, ids, special=False),
             "detokenized": llm.detokenize(ids).decode("utf-8"),
+            "llama_detokenize": llama_detokenize(vocab, ids, special=False),
         })
     special_cases = []
-    for text in SPECIAL_CORPUS:
+    for text in special_corpus:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         special_cases.append({
             "text": text,
@@ -123,15 +144,17 @@ def main() -> None:
             "ids_add_special": llm.tokenize(text.encode("utf-8"), add_bos=True, special=True),
             "detokenized": llm.detokenize(ids).decode("utf-8"),
             "detokenized_special": llm.detokenize(ids, special=True).decode("utf-8"),
+            "llama_detokenize": llama_detokenize(vocab, ids, special=False),
+            "llama_detokenize_special": llama_detokenize(vocab, ids, special=True),
         })
 
     def optional(token: int) -> int | None:
         return None if token < 0 else token
 
-    document = {
+    return {
         "source": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}, Llama(vocab_only=True)",
-        "model": args.model.name,
-        "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest(),
+        "model": model.name,
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
         "vocab": {
             "n_tokens": n_vocab,
             "bos": optional(llama_cpp.llama_vocab_bos(vocab)),
@@ -146,9 +169,22 @@ def main() -> None:
         "cases": cases,
         "special_cases": special_cases,
     }
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUTPUT}: {len(cases)} texts, {len(special_cases)} with special tokens")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf")
+    parser.add_argument("--stories", type=Path, help="stories260Ktok512.gguf")
+    args = parser.parse_args()
+    models = {name: path for name, path in (("smollm2", args.smollm2), ("stories", args.stories)) if path}
+    if not models:
+        parser.error("give --smollm2 and/or --stories")
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for name, path in models.items():
+        document = reference(path, SPECIAL_CORPUS[name])
+        output = FIXTURES / f"{name}_corpus.json"
+        output.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {output}: {len(document['cases'])} texts, {len(document['special_cases'])} with special tokens")
 
 
 if __name__ == "__main__":
