@@ -1,0 +1,59 @@
+"""Everything the subnet keeps about one canister."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cdk.principal import Principal
+
+from cdk.canister import Canister
+from replica.limits import DEFAULT_LIMITS, Limits
+from replica.loader import LoadedClass
+from replica.messages import CallContext, Request, Response
+from replica.stable_memory import StableMemory
+
+CanisterStatus = Literal["running", "stopping", "stopped"]
+DEFAULT_FREEZING_THRESHOLD_S = 2_592_000  # 30 days: the interface spec's default freezing_threshold
+
+
+@dataclass
+class CanisterSettings:
+    controllers: list[Principal]
+    freezing_threshold_s: int = DEFAULT_FREEZING_THRESHOLD_S
+    wasm64: bool = False
+    wasm_memory_limit: int | None = None  # heap bytes; None means the architecture's maximum
+
+    def heap_limit(self, limits: Limits = DEFAULT_LIMITS) -> int:
+        hard = limits.wasm64_heap_bytes if self.wasm64 else limits.wasm32_heap_bytes
+        return min(hard, self.wasm_memory_limit) if self.wasm_memory_limit else hard
+
+
+@dataclass
+class CanisterState:
+    id: Principal
+    settings: CanisterSettings
+    cycles: int
+    stable: StableMemory
+    status: CanisterStatus = "running"
+    loaded: LoadedClass | None = None
+    instance: Canister | None = None
+    install_arg: bytes = b""  # arg of the last install/upgrade; a restart replays post_upgrade with it
+    heap_bytes: int = 0
+    queue: deque[Request | Response] = field(default_factory=deque)
+    call_contexts: dict[int, CallContext] = field(default_factory=dict)
+    next_id: int = 0
+    free_round: int = 0  # first round in which the canister can start a new execution
+    used_in_free_round: int = 0  # instructions already used in free_round
+    storage_remainder_ns: int = 0
+    restore_error: str | None = None  # why a restart could not rebuild the heap, if it failed
+    ic: Any = None  # the runtime's IC handle, shared by every instance of this canister's code
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.heap_bytes + self.stable.size_bytes

@@ -1,0 +1,346 @@
+"""Runs canister code for one execution and turns what happened into instructions, cycles,
+state changes (committed or rolled back) and outputs.
+
+An execution is one message's worth of canister code: a method up to its first `await`, a
+continuation after a response, an install hook, or a query. Its state changes are committed
+when it ends normally and rolled back when it traps, so an `await` is a commit point.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
+
+from cdk.candid import CandidError, decode, encode
+from cdk.principal import Principal
+
+from cdk.canister import IC, CallRejected, PendingCall, Trap
+from cdk.meter import Work
+from replica import heap
+from replica.canister_state import CanisterState
+from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
+from replica.errors import ErrorCode, Reject, RejectError
+from replica.fees import FeeSchedule
+from replica.limits import Limits
+from replica.messages import CallContext, OutgoingCall
+from replica.stable_memory import StableMemoryError
+
+
+class Environment(Protocol):
+    """What an execution needs from its subnet."""
+
+    limits: Limits
+    fees: FeeSchedule
+    subnet_size: int
+    kernel: Kernel
+
+    def time_ns(self) -> int: ...
+
+    def method_types(self, canister: Principal, method: str) -> tuple[Any, Any]:
+        """(argument types, reply types) of `method` of `canister`; raises RejectError."""
+
+
+@dataclass
+class ExecutionResult:
+    instructions: int
+    cycles: int
+    trap: Reject | None = None
+    calls: list[OutgoingCall] = field(default_factory=list)
+    # Set when the call context is finished by this execution: the reply bytes or the reject.
+    reply: bytes | None = None
+    reject: Reject | None = None
+    value: Any = None  # the Python value returned (queries and install hooks use it)
+
+
+class CanisterContext(IC):
+    """`self.ic` of one canister; `begin` prepares it for each execution."""
+
+    def __init__(self, canister: CanisterState, env: Environment):
+        self._canister = canister
+        self._env = env
+        self._work = Work()
+        self._caller: Principal = Principal.anonymous()
+        self._context: CallContext | None = None
+        self._calls: list[OutgoingCall] = []
+        self._debit = 0
+        self._stable_access = 0
+        self._stable_limit = env.limits.stable_access_bytes_per_message
+        self._mode = "update"
+        self._time_ns = 0
+
+    def begin(self, caller: Principal, context: CallContext | None, mode: str, stable_limit: int) -> None:
+        self._work = Work()
+        self._caller = caller
+        self._context = context
+        self._calls = []
+        self._debit = 0
+        self._stable_access = 0
+        self._stable_limit = stable_limit
+        self._mode = mode
+        self._time_ns = self._env.time_ns()
+
+    # --- the IC API canister code sees -------------------------------------------------------
+    def caller(self) -> Principal:
+        return self._caller
+
+    def id(self) -> Principal:
+        return self._canister.id
+
+    def time(self) -> int:
+        return self._time_ns
+
+    def controllers(self) -> list[Principal]:
+        return list(self._canister.settings.controllers)
+
+    @property
+    def meter(self) -> Work:
+        return self._work
+
+    def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0) -> PendingCall:
+        if self._mode != "update" or self._context is None:
+            raise Trap(f"{self._mode} code cannot make inter-canister calls (only update methods "
+                       "can; composite queries are not simulated)", ErrorCode.CANISTER_CONTRACT_VIOLATION)
+        call_id = self._canister.new_id()
+        pending = PendingCall(call_id)
+        try:
+            arg_types, reply_types = self._env.method_types(canister, method)
+        except RejectError as e:
+            pending.outcome = ("reject", _call_rejected(e.reject))
+            return pending
+        try:
+            arg = encode(arg_types, list(args))
+        except CandidError as e:
+            raise Trap(f"the arguments of the call to {canister.to_text()}.{method} do not match its "
+                       f".did types: {e}") from None
+        limit = self._env.limits.same_subnet_request_bytes
+        if len(arg) > limit:
+            pending.outcome = ("reject", _call_rejected(Reject.of(
+                ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                f"the request to {canister.to_text()}.{method} is {len(arg)} bytes, over the limit of "
+                f"{limit} bytes for a call within a subnet ({self._env.limits.xnet_message_bytes} "
+                "across subnets); send the data in smaller chunks")))
+            return pending
+        fee = self._env.fees.call_cycles(len(arg), self._env.subnet_size)
+        if cycles < 0 or fee + cycles > self.cycles_balance():
+            pending.outcome = ("reject", _call_rejected(Reject.of(
+                ErrorCode.CANISTER_OUT_OF_CYCLES,
+                f"Canister {self._canister.id.to_text()} cannot pay {fee + cycles} cycles for the call "
+                f"to {canister.to_text()}.{method}; top it up with deposit_cycles")))
+            return pending
+        self._debit += fee + cycles
+        self._work.copied(len(arg))
+        self._calls.append(OutgoingCall(call_id, canister, method, arg, reply_types, cycles, pending))
+        self._context.outstanding[call_id] = self._calls[-1]
+        return pending
+
+    def stable_size(self) -> int:
+        return self._canister.stable.pages
+
+    def stable_grow(self, pages: int) -> int:
+        return self._canister.stable.grow(pages)
+
+    def stable_read(self, offset: int, size: int) -> bytes:
+        self._access_stable(size)
+        try:
+            data = self._canister.stable.read(offset, size)
+        except StableMemoryError as e:
+            raise Trap(str(e), ErrorCode.CANISTER_TRAPPED) from None
+        self._work.copied(size)
+        return data
+
+    def stable_write(self, offset: int, data: bytes) -> None:
+        self._access_stable(len(data))
+        try:
+            self._canister.stable.write(offset, data)
+        except StableMemoryError as e:
+            raise Trap(str(e), ErrorCode.CANISTER_TRAPPED) from None
+        self._work.copied(len(data))
+
+    def trap(self, message: str) -> NoReturn:
+        raise Trap(message)
+
+    def cycles_balance(self) -> int:
+        return self._canister.cycles - self._debit
+
+    def msg_cycles_available(self) -> int:
+        return self._context.cycles_available if self._context else 0
+
+    def msg_cycles_accept(self, max_amount: int) -> int:
+        if self._context is None:
+            return 0
+        accepted = max(0, min(max_amount, self._context.cycles_available))
+        self._context.cycles_available -= accepted
+        self._debit -= accepted
+        return accepted
+
+    def heap_bytes(self) -> int:
+        return self._canister.heap_bytes
+
+    def heap_limit_bytes(self) -> int:
+        return self._canister.settings.heap_limit(self._env.limits)
+
+    # --- used by the executor ----------------------------------------------------------------
+    def _access_stable(self, n_bytes: int) -> None:
+        self._stable_access += n_bytes
+        if self._stable_access > self._stable_limit:
+            raise Trap(f"this message read and wrote {self._stable_access} bytes of stable memory, over "
+                       f"the limit of {self._stable_limit} bytes per message; split the work across "
+                       "several messages", ErrorCode.CANISTER_MEMORY_ACCESS_LIMIT_EXCEEDED)
+
+    @property
+    def work(self) -> Work:
+        return self._work
+
+    @property
+    def debit(self) -> int:
+        return self._debit
+
+    @property
+    def calls(self) -> list[OutgoingCall]:
+        return self._calls
+
+
+def _call_rejected(reject: Reject) -> CallRejected:
+    return CallRejected(int(reject.reject_code), reject.message, reject.error_code)
+
+
+def trap_reject(canister: Principal, trap: Trap) -> Reject:
+    code = ErrorCode(trap.error_code)
+    if code is ErrorCode.CANISTER_CALLED_TRAP:
+        return Reject.of(code, f"Canister {canister.to_text()} trapped explicitly: {trap.message}")
+    return Reject.of(code, f"Canister {canister.to_text()} trapped: {trap.message}")
+
+
+class Executor:
+    """Runs executions of one canister against its subnet environment."""
+
+    def __init__(self, env: Environment):
+        self.env = env
+
+    def run(
+        self,
+        canister: CanisterState,
+        step: Callable[[], Any],
+        *,
+        caller: Principal,
+        context: CallContext | None,
+        mode: str,
+        instruction_limit: int,
+        payload_bytes: int,
+        discard_state: bool = False,
+        stable_limit: int | None = None,
+        charge: bool = True,
+    ) -> ExecutionResult:
+        """Runs `step` (which calls into canister code) as one execution.
+
+        The state changes are rolled back if it traps, and also when `discard_state` (queries,
+        and query methods called as updates). Cycles for the instructions are charged either way,
+        unless `charge` is False (queries are free)."""
+        ctx = _context_of(canister)
+        ctx.begin(caller, context, mode, stable_limit or self.env.limits.stable_access_bytes_per_message)
+        snap = heap.snapshot(canister.instance) if canister.instance is not None else None
+        canister.stable.begin()
+        trap: Reject | None = None
+        value: Any = None
+        try:
+            if discard_state and snap is not None:
+                with heap.ReadOnlyArrays(snap.writable_arrays):
+                    value = step()
+            else:
+                value = step()
+        except Trap as t:
+            trap = trap_reject(canister.id, t)
+        except RejectError as e:
+            trap = e.reject
+        except Exception as e:  # noqa: BLE001 - any exception in canister code is a trap, as a panic is
+            trap = trap_reject(canister.id, Trap(f"{type(e).__name__}: {e}"))
+        instructions = work_instructions(ctx.work, self.env.kernel) + message_overhead_instructions(payload_bytes)
+        heap_after = canister.heap_bytes
+        if trap is None and instructions > instruction_limit:
+            trap = Reject.of(
+                ErrorCode.CANISTER_INSTRUCTION_LIMIT_EXCEEDED,
+                f"Canister {canister.id.to_text()} exceeded the instruction limit for single message "
+                f"execution: it needed {instructions} instructions, the limit is {instruction_limit}; "
+                "split the work into several messages")
+        if trap is None and canister.instance is not None and not discard_state:
+            heap_after = heap.measure(canister.instance)
+            limit = canister.settings.heap_limit(self.env.limits)
+            if heap_after > limit:
+                trap = Reject.of(
+                    ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED,
+                    f"Canister {canister.id.to_text()} exceeded its Wasm memory limit of {limit} bytes "
+                    f"(it would use {heap_after}); free state, or raise wasm_memory_limit with "
+                    "update_settings (at most 4 GiB for wasm32, 6 GiB for wasm64)")
+        if trap is not None or discard_state:
+            if snap is not None:
+                heap.restore(snap)
+            canister.stable.rollback()
+            if context is not None:
+                for call in ctx.calls:
+                    context.outstanding.pop(call.call_id, None)
+            calls: list[OutgoingCall] = []
+            debit = 0
+        else:
+            canister.stable.commit()
+            canister.heap_bytes = heap_after
+            calls = ctx.calls
+            debit = ctx.debit
+        cycles = self.env.fees.execution_cycles(instructions, self.env.subnet_size) if charge else 0
+        canister.cycles -= cycles + debit
+        return ExecutionResult(instructions, cycles, trap, calls, value=value)
+
+
+def _context_of(canister: CanisterState) -> CanisterContext:
+    ctx = canister.ic
+    if not isinstance(ctx, CanisterContext):
+        raise RuntimeError(f"canister {canister.id.to_text()} has no runtime context")
+    return ctx
+
+
+def start_method(instance: Any, context: CallContext, method: str, args: list[Any]) -> tuple[str, Any]:
+    """Calls `method`; drives it to its first await if it is async. Returns ("reply", value) or
+    ("await", pending)."""
+    result = getattr(instance, method)(*args)
+    if inspect.iscoroutine(result):
+        context.coroutine = result
+        return resume(context)
+    return "reply", result
+
+
+def resume(context: CallContext) -> tuple[str, Any]:
+    try:
+        awaited = context.coroutine.send(None)
+    except StopIteration as stop:
+        context.coroutine = None
+        context.awaiting = None
+        return "reply", stop.value
+    if not isinstance(awaited, PendingCall):
+        raise Trap(f"canister code awaited {type(awaited).__name__}; only self.ic.call(...) can be awaited")
+    context.awaiting = awaited
+    return "await", awaited
+
+
+def encode_reply(types: Any, value: Any, limit: int) -> bytes:
+    values = [] if len(types) == 0 else [value] if len(types) == 1 else list(value)
+    try:
+        data = encode(types, values)
+    except CandidError as e:
+        raise Trap(f"the method's return value does not match its .did reply types: {e}") from None
+    if len(data) > limit:
+        raise Trap(f"ic0.msg_reply_data_append: application payload size ({len(data)}) cannot be larger "
+                   f"than {limit}; return the data in smaller pieces", ErrorCode.CANISTER_CONTRACT_VIOLATION)
+    return data
+
+
+def decode_args(types: Any, data: bytes, what: str) -> list[Any]:
+    try:
+        return list(decode(types, data))
+    except CandidError as e:
+        raise Trap(f"failed to decode the arguments of {what}: {e}") from None
+
+
+def reject_to_error(reject: Reject) -> CallRejected:
+    return _call_rejected(reject)
+

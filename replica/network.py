@@ -1,0 +1,178 @@
+"""The simulated IC network as the HTTP gateway and in-process tools see it.
+
+Thread-safe: every method takes the network's lock, so HTTP threads may submit, poll and query
+while the round driver thread executes rounds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from cdk.principal import Principal
+
+from replica.api_types import (
+    CanisterInfo,
+    IngressMessage,
+    IngressRejected,
+    QueryResult,
+    RequestStatus,
+)
+from replica.config import NetworkConfig
+from replica.cost_model import CostReport
+from replica.state_store import StateStore
+from replica.subnet import Subnet
+
+__all__ = [
+    "CanisterInfo", "IngressMessage", "IngressRejected", "Network", "NetworkConfig", "QueryResult",
+    "RequestStatus", "IdleTimeout",
+]
+
+DEFAULT_CONFIG = NetworkConfig()
+_FINAL = ("replied", "rejected", "done")
+
+
+class IdleTimeout(RuntimeError):
+    """run_until_idle gave up: the network still had work after max_rounds rounds."""
+
+
+class Network:
+    def __init__(self, state_dir: Path | None, config: NetworkConfig = DEFAULT_CONFIG):
+        self.config = config
+        self._lock = threading.RLock()
+        self._round_done = threading.Condition(self._lock)
+        self._store = StateStore(Path(state_dir)) if state_dir is not None else None
+        self._subnet = Subnet(config)
+        if self._store is not None:
+            self._store.restore(self._subnet)
+        self._driver: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def state_dir(self) -> Path | None:
+        return self._store.root if self._store else None
+
+    @property
+    def subnet(self) -> Subnet:
+        """The subnet itself, for in-process tools; hold `lock` while using it from threads."""
+        return self._subnet
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    # --- ingress -----------------------------------------------------------------------------
+    def submit(self, msg: IngressMessage) -> None:
+        """Accepts an update call for a later round; raises IngressRejected if refused outright."""
+        with self._lock:
+            self._subnet.submit(msg)
+            self._round_done.notify_all()  # wakes the driver if it idles
+
+    def status(self, request_id: bytes) -> RequestStatus | None:
+        with self._lock:
+            return self._subnet.status(request_id)
+
+    def report(self, request_id: bytes) -> CostReport | None:
+        """What the call tree of an ingress message cost so far (final once it is replied)."""
+        with self._lock:
+            record = self._subnet.ingress.get(request_id)
+            return record.report if record else None
+
+    def wait(self, request_id: bytes, timeout_s: float) -> RequestStatus | None:
+        """Blocks until the request is replied or rejected, or `timeout_s` of host time passed;
+        returns its status then (None if unknown). Needs the round driver (`start`) running."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                status = self._subnet.status(request_id)
+                remaining = deadline - time.monotonic()
+                if status is None or status.status in _FINAL or remaining <= 0:
+                    return status
+                self._round_done.wait(remaining)
+
+    def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes) -> QueryResult:
+        with self._lock:
+            return self._subnet.query(sender, canister_id, method, arg)
+
+    # --- time and rounds ---------------------------------------------------------------------
+    def time_ns(self) -> int:
+        with self._lock:
+            return self._subnet.time_ns()
+
+    def round_number(self) -> int:
+        with self._lock:
+            return self._subnet.round
+
+    def execute_round(self) -> None:
+        with self._lock:
+            self._subnet.execute_round()
+            self._checkpoint()
+            self._round_done.notify_all()
+
+    def run_until_idle(self, max_rounds: int = 100_000) -> int:
+        """Executes rounds until nothing is queued or in flight; returns the rounds executed."""
+        for executed in range(max_rounds + 1):
+            with self._lock:
+                if not self._subnet.has_work():
+                    return executed
+            if executed == max_rounds:
+                break
+            self.execute_round()
+        raise IdleTimeout(f"the network still has work after {max_rounds} rounds; a canister may be "
+                          "calling in a loop, or raise max_rounds")
+
+    def start(self, realtime: bool = False) -> None:
+        """Starts the background round driver. `realtime` paces rounds to the host clock (one
+        round per round duration); otherwise rounds run as fast as the host computes them
+        whenever there is work."""
+        with self._lock:
+            if self._driver is not None:
+                return
+            self._stopping.clear()
+            self._driver = threading.Thread(target=self._drive, args=(realtime,), name="icllama-rounds",
+                                            daemon=True)
+            self._driver.start()
+
+    def stop(self) -> None:
+        driver = self._driver
+        if driver is None:
+            return
+        self._stopping.set()
+        with self._lock:
+            self._round_done.notify_all()
+        driver.join()
+        self._driver = None
+        with self._lock:
+            self._checkpoint(force=True)
+
+    def _drive(self, realtime: bool) -> None:
+        period_s = self.config.round_duration_ns / 1e9
+        next_round = time.monotonic()
+        while not self._stopping.is_set():
+            if realtime:
+                delay = next_round - time.monotonic()
+                if delay > 0 and self._stopping.wait(delay):
+                    return
+                next_round += period_s
+                self.execute_round()
+                continue
+            with self._lock:
+                if not self._subnet.has_work():
+                    self._round_done.wait(0.5)
+                    continue
+            self.execute_round()
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self._store is not None and (self._subnet.changed or force):
+            self._store.checkpoint(self._subnet)
+            self._subnet.changed = False
+
+    # --- canisters ---------------------------------------------------------------------------
+    def canister_ids(self) -> list[Principal]:
+        with self._lock:
+            return sorted(self._subnet.canisters, key=lambda p: p.bytes)
+
+    def canister_info(self, canister_id: Principal) -> CanisterInfo:
+        with self._lock:
+            return self._subnet.info(canister_id)

@@ -1,0 +1,476 @@
+"""The subnet: canisters, their queues, and the rounds that execute and route messages.
+
+Each round (`execute_round`):
+1. inducts the ingress messages submitted since the last round, charging ingress fees;
+2. executes queued messages. A canister runs its messages in order; an execution of N
+   instructions occupies the canister for ceil(N / slice) rounds (DTS, one slice per round),
+   continuing the canister's instruction budget of the current round;
+3. routes the outputs of executions that finish in this round: requests and responses are
+   delivered to their destination's queue for the *next* round; ingress replies are recorded;
+4. charges storage for the round's duration.
+
+Canister code runs on the host all at once; the rounds only decide when its effects become
+visible (outputs are released in the round its last slice ends) and what ic.time() reads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cdk.candid import CandidError, Interface, decode, parse_did
+from cdk.principal import Principal
+
+from cdk.canister import Canister
+from replica import execution
+from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
+from replica.canister_state import CanisterSettings, CanisterState
+from replica.config import NetworkConfig
+from replica.cost_model import CostReport
+from replica.errors import ErrorCode, Reject, RejectError
+from replica.execution import CanisterContext, Executor
+from replica.loader import LoadedClass
+from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
+from replica.stable_memory import StableMemory
+
+MANAGEMENT = Principal.management()
+_MANAGEMENT_DID = Path(__file__).parent / "management.did"
+
+
+@dataclass
+class IngressRecord:
+    message: IngressMessage
+    status: str = "received"
+    reply: bytes | None = None
+    reject: Reject | None = None
+    updated_ns: int = 0
+    inducted_round: int = 0
+    report: CostReport = field(default_factory=CostReport)
+
+    def public(self) -> RequestStatus:
+        r = self.reject
+        return RequestStatus(self.status, self.reply, int(r.reject_code) if r else None,  # type: ignore[arg-type]
+                             r.message if r else None, r.error_code if r else None, self.updated_ns)
+
+
+@dataclass
+class _Released:
+    round: int
+    message: Request | Response | tuple[IngressOrigin, bytes | None, Reject | None, CostReport]
+
+
+class Subnet:
+    def __init__(self, config: NetworkConfig):
+        self.config = config
+        self.limits = config.limits
+        self.fees = config.fees
+        self.subnet_size = config.subnet_size
+        self.kernel = config.kernel
+        self.executor = Executor(self)
+        self.management_interface: Interface = parse_did(_MANAGEMENT_DID.read_text())
+        self.canisters: dict[Principal, CanisterState] = {}
+        self.ingress: dict[bytes, IngressRecord] = {}
+        self.pending_ingress: list[bytes] = []
+        self.released: list[_Released] = []
+        self.deleted: list[Principal] = []  # canisters deleted since the last checkpoint
+        self.names: dict[str, Principal] = {}  # dfx-style canister names (canister_ids.json)
+        self.round = 0
+        genesis = config.genesis_time_ns if config.genesis_time_ns is not None else time.time_ns()
+        self.genesis_ns = genesis
+        self.next_canister_index = config.first_canister_index
+        self.changed = False  # something to checkpoint since the last checkpoint
+        from replica.management import ManagementCanister  # management needs Subnet's types
+
+        self.management = ManagementCanister(self)
+
+    # --- Environment for executions ----------------------------------------------------------
+    def time_ns(self) -> int:
+        return self.genesis_ns + self.round * self.config.round_duration_ns
+
+    def method_types(self, canister: Principal, method: str) -> tuple[Any, Any]:
+        interface = self.interface_of(canister)
+        found = interface.methods.get(method)
+        if found is None:
+            raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                              f"Canister {canister.to_text()} has no method '{method}' in its Candid interface")
+        return found.args, found.rets
+
+    def interface_of(self, canister: Principal) -> Interface:
+        if canister == MANAGEMENT:
+            return self.management_interface
+        state = self.canisters.get(canister)
+        if state is None:
+            raise RejectError(ErrorCode.CANISTER_NOT_FOUND, f"Canister {canister.to_text()} not found")
+        if state.loaded is None:
+            raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                              f"Canister {canister.to_text()} has no code installed; install code first")
+        return state.loaded.interface
+
+    # --- canisters ---------------------------------------------------------------------------
+    def allocate_id(self) -> Principal:
+        last = self.config.first_canister_index + self.config.canister_range_size - 1
+        if self.next_canister_index > last:
+            raise RejectError(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                              "this subnet's canister id range is used up; delete canisters or start a "
+                              "network with a new state directory")
+        index = self.next_canister_index
+        self.next_canister_index += 1
+        return Principal.from_canister_index(index)
+
+    def create_canister(self, controllers: list[Principal], cycles: int,
+                        settings: CanisterSettings | None = None, specified_id: Principal | None = None
+                        ) -> CanisterState:
+        canister_id = specified_id or self.allocate_id()
+        if canister_id in self.canisters:
+            raise RejectError(ErrorCode.CANISTER_REJECTED_MESSAGE,
+                              f"Canister {canister_id.to_text()} already exists")
+        settings = settings or CanisterSettings(controllers=list(controllers))
+        state = CanisterState(canister_id, settings, cycles, StableMemory(self.limits.stable_memory_bytes))
+        self.canisters[canister_id] = state
+        self.changed = True
+        return state
+
+    def canister(self, canister_id: Principal) -> CanisterState:
+        state = self.canisters.get(canister_id)
+        if state is None:
+            raise RejectError(ErrorCode.CANISTER_NOT_FOUND, f"Canister {canister_id.to_text()} not found")
+        return state
+
+    def freezing_threshold_cycles(self, state: CanisterState) -> int:
+        return self.fees.storage_cycles(state.memory_bytes, state.settings.freezing_threshold_s * 10**9,
+                                        self.subnet_size)
+
+    def require_cycles(self, state: CanisterState, needed: int) -> None:
+        """Rejects with IC0207 unless `state` can pay `needed` cycles above its freezing threshold."""
+        threshold = self.freezing_threshold_cycles(state)
+        if state.cycles - threshold < needed:
+            missing = needed + threshold - state.cycles
+            raise RejectError(ErrorCode.CANISTER_OUT_OF_CYCLES,
+                              f"Canister {state.id.to_text()} is out of cycles: please top up the canister "
+                              f"with at least {missing} additional cycles (it has {state.cycles}, its "
+                              f"freezing threshold is {threshold} and this message may cost {needed})")
+
+    def new_instance(self, state: CanisterState, loaded: LoadedClass) -> Canister:
+        if state.ic is None:
+            state.ic = CanisterContext(state, self)
+        return loaded.cls(state.ic)
+
+    def info(self, canister_id: Principal) -> CanisterInfo:
+        s = self.canister(canister_id)
+        ref = s.loaded.ref if s.loaded else None
+        return CanisterInfo(s.id, ref.class_path if ref else None, ref.version if ref else None,
+                            ref.module_hash if ref else None, list(s.settings.controllers), s.status,
+                            s.cycles, s.heap_bytes, s.stable.size_bytes)
+
+    # --- ingress -----------------------------------------------------------------------------
+    def submit(self, msg: IngressMessage) -> None:
+        if msg.request_id in self.ingress:
+            return  # resubmission of a known request: the IC accepts it again and does nothing
+        size = len(msg.arg) + len(msg.method)
+        if size > self.limits.ingress_message_bytes:
+            raise IngressRejected(413, "IC0504", f"the ingress message is {size} bytes, over the limit of "
+                                  f"{self.limits.ingress_message_bytes} bytes; send the data in chunks", 5)
+        now = time.time_ns()
+        if msg.ingress_expiry_ns < now:
+            raise IngressRejected(400, "IC0202", "the ingress_expiry of the request is in the past; check "
+                                  "the client's clock and send a fresh request", 2)
+        if msg.ingress_expiry_ns > now + self.limits.ingress_expiry_max_ns + 30 * 10**9:
+            raise IngressRejected(400, "IC0202", "the ingress_expiry of the request is more than 5 minutes "
+                                  "in the future; check the client's clock", 2)
+        if msg.canister_id == MANAGEMENT:
+            self.management.check_ingress(msg)
+        else:
+            state = self.canisters.get(msg.canister_id)
+            if state is None:
+                raise IngressRejected(400, "IC0301", f"Canister {msg.canister_id.to_text()} not found", 3)
+            try:
+                self.require_cycles(state, self.fees.ingress_cycles(size, self.subnet_size)
+                                    + self.fees.execution_cycles(self.limits.instructions_per_update,
+                                                                 self.subnet_size))
+            except RejectError as e:
+                raise IngressRejected(400, e.reject.error_code or "", e.reject.message, 2) from None
+        self.ingress[msg.request_id] = IngressRecord(msg, updated_ns=self.time_ns())
+        self.pending_ingress.append(msg.request_id)
+
+    def status(self, request_id: bytes) -> RequestStatus | None:
+        record = self.ingress.get(request_id)
+        return record.public() if record else None
+
+    # --- rounds ------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.pending_ingress or self.released
+                    or any(s.queue or s.status == "stopping" for s in self.canisters.values()))
+
+    def execute_round(self) -> None:
+        self.round += 1
+        r = self.round
+        self._induct(r)
+        self.management.execute(r)
+        for canister_id in sorted(self.canisters, key=lambda p: p.bytes):
+            state = self.canisters.get(canister_id)
+            if state is not None:
+                self._execute_canister(state, r)
+        self._route(r)
+        self.management.finish_stopping(r)
+        self._charge_storage()
+        self.changed = True
+
+    def _induct(self, r: int) -> None:
+        for request_id in self.pending_ingress:
+            record = self.ingress[request_id]
+            msg = record.message
+            record.inducted_round = r
+            record.updated_ns = self.time_ns()
+            record.report.messages += 1
+            record.report.bytes += len(msg.arg)
+            request = Request(msg.sender, msg.canister_id, msg.method, msg.arg, IngressOrigin(request_id),
+                              record.report, available_round=r)
+            if msg.canister_id == MANAGEMENT:
+                record.status = "processing"
+                self.management.enqueue(request)
+                continue
+            state = self.canisters.get(msg.canister_id)
+            try:
+                if state is None:
+                    raise RejectError(ErrorCode.CANISTER_NOT_FOUND,
+                                      f"Canister {msg.canister_id.to_text()} not found")
+                fee = self.fees.ingress_cycles(len(msg.arg) + len(msg.method), self.subnet_size)
+                self.require_cycles(state, fee)
+            except RejectError as e:
+                self._finish_ingress(record, None, e.reject)
+                continue
+            state.cycles -= fee
+            record.report.cycles += fee
+            record.status = "processing"
+            state.queue.append(request)
+        self.pending_ingress = []
+
+    def _execute_canister(self, state: CanisterState, r: int) -> None:
+        slice_ = self.limits.instructions_per_slice
+        while state.queue and state.id in self.canisters:
+            if state.free_round > r or (state.free_round == r and state.used_in_free_round >= slice_):
+                return
+            if state.queue[0].available_round > r:
+                return
+            message = state.queue.popleft()
+            used = state.used_in_free_round if state.free_round == r else 0
+            instructions, outputs = self._execute_message(state, message, r)
+            total = used + instructions
+            finish = r + max(0, total - 1) // slice_
+            state.free_round = finish
+            state.used_in_free_round = total - (finish - r) * slice_
+            message.trace.instructions += instructions
+            message.trace.executions += 1
+            for output in outputs:
+                self.released.append(_Released(finish, output))
+
+    def _execute_message(self, state: CanisterState, message: Request | Response, r: int
+                         ) -> tuple[int, list[Any]]:
+        if isinstance(message, Response):
+            return self._execute_response(state, message)
+        return self._execute_request(state, message)
+
+    def _execute_request(self, state: CanisterState, request: Request) -> tuple[int, list[Any]]:
+        try:
+            if state.status != "running":
+                code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
+                raise RejectError(code, f"Canister {state.id.to_text()} is {state.status}; a controller can "
+                                  "start it again with start_canister")
+            if state.loaded is None or state.instance is None:
+                why = f" ({state.restore_error})" if state.restore_error else ""
+                raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                                  f"Canister {state.id.to_text()} has no code installed{why}; install code first")
+            method = state.loaded.interface.methods.get(request.method)
+            if method is None:
+                raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                  f"Canister {state.id.to_text()} has no update method '{request.method}'")
+            self.require_cycles(state, self.fees.execution_cycles(self.limits.instructions_per_update,
+                                                                  self.subnet_size))
+        except RejectError as e:
+            return 0, [self._reply_output(request.origin, request.receiver, None, e.reject, request.trace,
+                                          request.cycles)]
+        is_query = "query" in method.modes
+        context = CallContext(state.new_id(), request.origin, request.sender, request.method, is_query,
+                              method.rets, request.trace, cycles_available=request.cycles)
+
+        def step() -> Any:
+            args = execution.decode_args(method.args, request.arg, f"{state.id.to_text()}.{request.method}")
+            kind, value = execution.start_method(state.instance, context, request.method, args)
+            return self._finish_step(state, context, kind, value)
+
+        result = self.executor.run(
+            state, step, caller=request.sender, context=context, mode="update",
+            instruction_limit=self.limits.instructions_per_update,
+            payload_bytes=len(request.arg), discard_state=is_query,
+        )
+        request.trace.cycles += result.cycles
+        return result.instructions, self._outputs(state, context, result)
+
+    def _execute_response(self, state: CanisterState, response: Response) -> tuple[int, list[Any]]:
+        context = state.call_contexts.get(response.call_context_id)
+        call: OutgoingCall | None = context.outstanding.pop(response.call_id, None) if context else None
+        state.cycles += response.refund
+        if context is None or call is None:
+            return 0, []  # the call context is gone (the canister was reinstalled or its caller trapped)
+        fee = self.fees.response_byte_cycles(len(response.reply or b""), self.subnet_size)
+
+        def step() -> Any:
+            if response.reject is not None:
+                call.pending.outcome = ("reject", execution.reject_to_error(response.reject))
+            else:
+                try:
+                    call.pending.outcome = ("reply", _unwrap(decode(call.reply_types, response.reply or b"")))
+                except CandidError as e:
+                    call.pending.outcome = ("reject", execution.reject_to_error(Reject.of(
+                        ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                        f"the reply of {call.callee.to_text()}.{call.method} does not match its .did: {e}")))
+            if context.awaiting is not call.pending:
+                return ("buffered", None)  # the coroutine awaits another call first
+            kind, value = execution.resume(context)
+            return self._finish_step(state, context, kind, value)
+
+        result = self.executor.run(
+            state, step, caller=context.caller, context=context, mode="update",
+            instruction_limit=self.limits.instructions_per_update,
+            payload_bytes=len(response.reply or b""),
+        )
+        state.cycles -= fee
+        response.trace.cycles += result.cycles + fee
+        return result.instructions, self._outputs(state, context, result)
+
+    def _finish_step(self, state: CanisterState, context: CallContext, kind: str, value: Any) -> Any:
+        if kind == "reply":
+            limit = self.limits.reply_bytes
+            return ("reply", execution.encode_reply(context.reply_types, value, limit))
+        return (kind, value)
+
+    def _outputs(self, state: CanisterState, context: CallContext, result: execution.ExecutionResult) -> list[Any]:
+        outputs: list[Any] = []
+        for call in result.calls:
+            context.trace.messages += 1
+            context.trace.bytes += len(call.arg)
+            context.trace.cycles += self.fees.call_cycles(len(call.arg), self.subnet_size) + call.cycles
+            outputs.append(Request(state.id, call.callee, call.method, call.arg,
+                                   CanisterOrigin(state.id, context.id, call.call_id), context.trace,
+                                   cycles=call.cycles))
+        if result.trap is not None:
+            state.call_contexts.pop(context.id, None)
+            context.coroutine = None
+            outputs.append(self._reply_output(context.origin, state.id, None, result.trap, context.trace,
+                                              context.cycles_available))
+            return outputs
+        kind, value = result.value
+        if kind == "reply":
+            state.call_contexts.pop(context.id, None)
+            outputs.append(self._reply_output(context.origin, state.id, value, None, context.trace,
+                                              context.cycles_available))
+        elif kind == "await":
+            state.call_contexts[context.id] = context
+        return outputs
+
+    def _reply_output(self, origin: IngressOrigin | CanisterOrigin, responder: Principal, reply: bytes | None,
+                      reject: Reject | None, trace: CostReport, refund: int) -> Any:
+        if isinstance(origin, IngressOrigin):
+            return (origin, reply, reject, trace)
+        trace.messages += 1
+        trace.bytes += len(reply or b"")
+        return Response(origin.caller, origin.call_context_id, origin.call_id, reply, reject, trace, refund)
+
+    def _route(self, r: int) -> None:
+        keep: list[_Released] = []
+        for item in self.released:
+            if item.round > r:
+                keep.append(item)
+                continue
+            message = item.message
+            if isinstance(message, tuple):
+                origin, reply, reject, _trace = message
+                self._finish_ingress(self.ingress[origin.request_id], reply, reject)
+            elif isinstance(message, Request):
+                message.available_round = r + 1
+                if message.receiver == MANAGEMENT:
+                    self.management.enqueue(message)
+                elif message.receiver in self.canisters:
+                    self.canisters[message.receiver].queue.append(message)
+                else:
+                    origin = message.origin
+                    assert isinstance(origin, CanisterOrigin)
+                    keep.append(_Released(r + 1, Response(
+                        origin.caller, origin.call_context_id, origin.call_id, None,
+                        Reject.of(ErrorCode.CANISTER_NOT_FOUND, f"Canister {message.receiver.to_text()} not found"),
+                        message.trace, message.cycles)))
+            else:
+                message.available_round = r + 1
+                caller = self.canisters.get(message.receiver)
+                if caller is not None:
+                    caller.queue.append(message)
+        self.released = keep
+
+    def release(self, finish_round: int, output: Any) -> None:
+        self.released.append(_Released(finish_round, output))
+
+    def _finish_ingress(self, record: IngressRecord, reply: bytes | None, reject: Reject | None) -> None:
+        record.status = "replied" if reject is None else "rejected"
+        record.reply = reply
+        record.reject = reject
+        record.updated_ns = self.time_ns()
+        rounds = self.round - record.inducted_round + 1 if record.inducted_round else 0
+        record.report.rounds = rounds
+        record.report.seconds = rounds * self.config.round_duration_ns / 1e9
+        record.report.bytes += len(reply or b"")
+
+    def _charge_storage(self) -> None:
+        for state in self.canisters.values():
+            state.cycles = max(0, state.cycles - self.fees.storage_cycles(
+                state.memory_bytes, self.config.round_duration_ns, self.subnet_size))
+
+    # --- queries -----------------------------------------------------------------------------
+    def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes) -> QueryResult:
+        try:
+            if canister_id == MANAGEMENT:
+                raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                  "the management canister has no query methods; call it with an update")
+            state = self.canister(canister_id)
+            if state.status != "running":
+                raise RejectError(ErrorCode.CANISTER_STOPPED,
+                                  f"Canister {canister_id.to_text()} is {state.status}; it answers no queries")
+            if state.loaded is None or state.instance is None:
+                raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                                  f"Canister {canister_id.to_text()} has no code installed")
+            method = state.loaded.interface.methods.get(method_name)
+            if method is None or "query" not in method.modes:
+                raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                  f"Canister {canister_id.to_text()} has no query method '{method_name}'")
+            self.require_cycles(state, 0)
+        except RejectError as e:
+            return _query_reject(e.reject)
+
+        def step() -> Any:
+            args = execution.decode_args(method.args, arg, f"{canister_id.to_text()}.{method_name}")
+            value = getattr(state.instance, method_name)(*args)
+            return execution.encode_reply(method.rets, value, self.limits.query_reply_bytes)
+
+        result = self.executor.run(
+            state, step, caller=sender, context=None, mode="query",
+            instruction_limit=self.limits.instructions_per_query, payload_bytes=len(arg),
+            discard_state=True, charge=False,
+        )
+        if result.trap is not None:
+            return _query_reject(result.trap)
+        return QueryResult(result.value, None, None, None)
+
+
+def _query_reject(reject: Reject) -> QueryResult:
+    return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
+
+
+def _unwrap(values: list[Any]) -> Any:
+    return None if len(values) == 0 else values[0] if len(values) == 1 else tuple(values)
+
+
+def rounds_for(instructions: int, slice_: int) -> int:
+    """Rounds an execution of `instructions` occupies when it starts at a fresh round."""
+    return max(1, math.ceil(instructions / slice_))
