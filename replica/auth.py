@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import cbor2
-from cdk.principal import Principal
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from cdk.principal import Principal
 from replica.limits import DEFAULT_LIMITS
 from replica.request_id import REQUEST_DOMAIN_SEPARATOR, request_id
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cbor2
-from cdk.principal import Principal
 from nacl.signing import SigningKey
 from pyblst import BlstP1Element, BlstP2Element
 
+from cdk.principal import Principal
 from replica.hash_tree import StateTree
 
 # DER SubjectPublicKeyInfo prefix of a BLS12-381 G2 key (OIDs 1.3.6.1.4.1.44668.5.3.1.2.1 and
