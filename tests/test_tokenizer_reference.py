@@ -40,3 +40,22 @@ def test_pinned_unicode_classes_equal_llama_cpp_table() -> None:
     assert [tuple(r) for r in pinned["number"]] == list(table.number)
     assert [tuple(r) for r in pinned["punctuation"]] == list(table.punctuation)
     assert pinned["whitespace"] == list(table.whitespace)
+
+
+# llama_detokenize's clean_spaces on the gpt-2 vocabulary; the expected texts are what llama.cpp
+# (llama-cpp-python 0.3.36) returned for these inputs, quirks included (" ' ' " keeps a space).
+CLEAN_SPACES = {
+    "Hi , there ! Yes . No ? a ' b": "Hi, there! Yes. No? a'b",
+    "a ' ' b": "a'' b",
+    "It 's , I 'm , we 're , they 've , don 't , I 'd , we 'll": "It's, I'm, we're, they've, don 't, I 'd, we 'll",
+    " ' x": "'x",
+    "x '": "x '",
+    "end ,": "end,",
+}
+
+
+def test_decode_cleans_spaces_as_llama_detokenize() -> None:
+    tokenizer = Tokenizer.from_metadata(read_gguf(vocab_test("gpt-2").gguf).fields)
+    assert tokenizer.pre is not None and tokenizer.pre.clean_spaces
+    for text, cleaned in CLEAN_SPACES.items():
+        assert tokenizer.decode(tokenizer.encode(text)) == cleaned, text

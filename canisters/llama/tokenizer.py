@@ -180,6 +180,7 @@ class Tokenizer:
         if not raw_tokens:
             raise TokenizerError("tokenizer.ggml.tokens is missing or empty; the GGUF file has no vocabulary")
         n = len(raw_tokens)
+        _check_items(raw_tokens, str, "tokens")
         tokens = tuple(t if t else f"[EMPTY_{i}]" for i, t in enumerate(raw_tokens))
         scores = _get(fields, "scores", list)
         types = _get(fields, "token_type", list)
@@ -188,7 +189,7 @@ class Tokenizer:
                 raise TokenizerError(f"tokenizer.ggml.{name} has {len(values)} entries for {n} tokens; "
                                      "the GGUF file is corrupt")
         token_ids = {text: i for i, text in enumerate(tokens)}  # a repeated text maps to its last id
-        attrs = [_TYPE_ATTRS.get(t, TokenAttr.UNDEFINED) for t in types] if types else [TokenAttr.NORMAL] * n
+        attrs = [_TYPE_ATTRS.get(t, TokenAttr.UNDEFINED) for t in types[:n]] if types else [TokenAttr.NORMAL] * n
 
         is_spm = model == "llama"
         pre = None
@@ -196,11 +197,15 @@ class Tokenizer:
         if is_spm:
             add_bos, add_space_prefix, default_ids = True, True, dict(_SPM_DEFAULT_IDS)
         else:
-            pre = pre_tokenizer(_get(fields, "pre", str) or "")
+            try:
+                pre = pre_tokenizer(_get(fields, "pre", str) or "")
+            except ValueError as e:
+                raise TokenizerError(str(e)) from None
             add_bos, add_space_prefix, default_ids = pre.add_bos, False, dict(_BPE_DEFAULT_IDS)
             merges = _get(fields, "merges", list)
             if merges is None:
                 raise TokenizerError("tokenizer.ggml.merges is missing; a gpt2 (BPE) tokenizer needs its merges")
+            _check_items(merges, str, "merges")
             for rank, merge in enumerate(merges):
                 cut = merge.find(" ", 1)
                 pair = (merge[:cut], merge[cut + 1 :]) if cut >= 0 else ("", "")
@@ -236,7 +241,7 @@ class Tokenizer:
         return cls(
             model=model,
             tokens=tokens,
-            scores=tuple(float(s) for s in scores) if scores else (0.0,) * n,
+            scores=tuple(float(s) for s in scores[:n]) if scores else (0.0,) * n,
             attrs=final_attrs,
             special=SpecialIds(**ids, eog=frozenset(eog)),
             add_bos=add_bos,
@@ -478,6 +483,13 @@ def _get(fields: Mapping[str, Any], name: str, kind: type, default: Any = None) 
         raise TokenizerError(f"{key} should be a {kind.__name__}, got {type(value).__name__}; "
                              "the GGUF metadata is malformed")
     return value
+
+
+def _check_items(values: list[Any], kind: type, name: str) -> None:
+    wrong = next((v for v in values if not isinstance(v, kind)), None)
+    if wrong is not None:
+        raise TokenizerError(f"tokenizer.ggml.{name} should hold {kind.__name__} items, found "
+                             f"{type(wrong).__name__} {wrong!r}; the GGUF metadata is malformed")
 
 
 def _recognize_roles(token_ids: Mapping[str, int], attrs: list[TokenAttr],
