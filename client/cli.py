@@ -8,11 +8,15 @@ import argparse
 import importlib
 import sys
 
+from canisters.llama.config import UnsupportedModel
+from canisters.llama.gguf_file import GGUFError
+from canisters.llama.tokenizer import TokenizerError
 from client.errors import UserError
 
 # Order is the order of `icllama --help`.
 COMMAND_MODULES = [
     "client.commands.models",
+    "client.commands.network",
     "client.commands.tokenize",
     "client.commands.logits",
     "client.commands.run",
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as e:
+    except (UserError, GGUFError, UnsupportedModel, TokenizerError) as e:
         print(f"icllama: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -241,7 +241,9 @@ class LayerStack:
         h = rms_norm(x, w.ffn_norm, cfg.rms_eps, meter)
         gate, up = w.w_gate.matmul(h, meter), w.w_up.matmul(h, meter)
         meter.elementwise(5 * gate.size)
-        x = x + w.w_down.matmul(gate / (1.0 + np.exp(-gate)) * up, meter)
+        with np.errstate(over="ignore"):  # exp(-gate) -> inf for very negative gates gives silu = -0, as it should
+            silu = gate / (1.0 + np.exp(-gate))
+        x = x + w.w_down.matmul(silu * up, meter)
         meter.elementwise(2 * x.size)  # the two residual adds
         return x
 
