@@ -92,6 +92,22 @@ def test_row_ranges_equal_the_same_rows_of_the_whole(ggml_type):
         assert_same_bits(quants.dequantize(raw, ggml_type, shape, rows=(start, stop)), whole[start:stop])
 
 
+@pytest.mark.parametrize("ggml_type", TYPES, ids=ids(TYPES))
+def test_planar_layout_round_trips_and_decodes_to_the_transposed_matrix(ggml_type):
+    rng = np.random.default_rng(8)
+    shape = matrix_shape(ggml_type, 3, 5)
+    raw = random_tensor_bytes(ggml_type, shape, rng)
+    rows = quants.select_rows(raw, ggml_type, shape, rows=(1, 4))
+    planar = quants.to_planar(rows, ggml_type)
+    np.testing.assert_array_equal(quants.from_planar(planar, ggml_type), rows)
+    block_size = GGML_QUANT_SIZES[ggml_type][0]
+    out = np.empty(3 * shape[0], dtype=np.float32)
+    w_t = quants.decode_planar(planar, ggml_type, out)
+    # planar input order: row j * S + s of W.T is input s * block_size + j
+    expected = reference(raw, ggml_type)[1:4].reshape(3, -1, block_size).transpose(2, 1, 0).reshape(-1, 3)
+    assert_same_bits(w_t, np.ascontiguousarray(expected))
+
+
 def test_decodes_into_a_given_buffer():
     rng = np.random.default_rng(4)
     shape = (256, 6)

@@ -53,6 +53,9 @@ def test_matmul_over_many_row_blocks(strategy):
     weight = Weight.load(raw, T.Q4_0, shape, strategy)
     x = np.random.default_rng(2).standard_normal((3, shape[0]), dtype=np.float32)
     assert_matmul_close(weight.matmul(x, Work()), x, dense)
+    ids = np.array([199, 0, 64, 63, 130, 64])
+    np.testing.assert_array_equal(weight.rows(ids), dense[ids])
+    np.testing.assert_array_equal(weight.dense(), dense)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.value for s in STRATEGIES])

@@ -2,10 +2,12 @@
 
 - `dequantize`: decoded to f32 once at load and kept as a C-contiguous (out, in) array, so that
   `x @ W.T` is a single BLAS call. Resident memory: 4 bytes per element (`out * in * 4`).
-- `quantized`: the raw GGUF bytes are kept and each use decodes `block_rows` rows at a time into
-  a scratch buffer that BLAS then multiplies. Resident memory: the raw bytes plus that scratch
-  (`block_rows * in * 4`, at most `SCRATCH_BYTES` or one row if a row is bigger). Slower: every
-  use pays the decoding.
+- `quantized`: the raw GGUF bytes are kept (repacked at load into a planar layout of the same
+  size) and each use decodes `block_rows` rows at a time into a scratch buffer that BLAS then
+  multiplies. Resident memory: the raw bytes plus that scratch (`block_rows * in * 4`, at most
+  `SCRATCH_BYTES`, or one row if a row is bigger). While a block decodes, numpy also holds uint8
+  temporaries of about 1-2 bytes per block element, not counted. Slower: every use pays the
+  decoding.
 
 `nbytes_resident` reports exactly these figures, which is what the canister's memory accounting
 charges. A matrix may be restricted to an output-row range at load (`rows=(start, stop)`), so the
@@ -62,9 +64,8 @@ class Weight(ABC):
     ) -> Weight:
         """Load a tensor from its raw GGUF bytes.
 
-        raw: the whole tensor's bytes (uint8; a read-only memmap slice is fine). The dequantize
-            strategy does not keep it; the quantized strategy keeps a view of the selected rows'
-            bytes, so the caller must not modify it afterwards.
+        raw: the whole tensor's bytes (uint8; a read-only memmap slice is fine). Neither strategy
+            keeps a reference to it: both copy what they hold.
         shape: GGUF order, (in,) or (in, out).
         rows: keep only output rows [start, stop) of a matrix; the result behaves as a matrix of
             stop - start rows, and `rows(ids)` then takes ids relative to `start`.
@@ -79,10 +80,7 @@ class Weight(ABC):
         held = quants.select_rows(raw, ggml_type, shape, rows)
         held_shape = shape if len(shape) == 1 else (shape[0], held.shape[0])
         if strategy is Strategy.DEQUANTIZE:
-            dense = quants.dequantize(held, ggml_type, held_shape)
-            return DequantizedWeight(ggml_type, held_shape, dense)
-        held = held.view()
-        held.flags.writeable = False
+            return DequantizedWeight(ggml_type, held_shape, quants.dequantize(held, ggml_type, held_shape))
         return QuantizedWeight(ggml_type, held_shape, held)
 
     @property
@@ -167,18 +165,21 @@ class DequantizedWeight(Weight):
 
 
 class QuantizedWeight(Weight):
-    """The raw GGUF bytes of the rows held, decoded in row blocks on each use."""
+    """The raw GGUF bytes of the rows held, repacked at load into planar row blocks (same bytes,
+    block fields contiguous: see quants.to_planar) and decoded one row block per step on each use."""
 
-    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw: np.ndarray):
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw_rows: np.ndarray):
         super().__init__(ggml_type, shape)
-        self._raw = raw
-        n_in = shape[0]
-        n_rows = shape[1] if len(shape) == 2 else 1
+        n_in, n_rows = shape[0], raw_rows.shape[0]
         self._block_rows = max(1, min(n_rows, SCRATCH_BYTES // (4 * n_in)))
+        self._planar = tuple(
+            _read_only(quants.to_planar(raw_rows[start : start + self._block_rows], ggml_type))
+            for start in range(0, n_rows, self._block_rows)
+        )
 
     @property
     def nbytes_resident(self) -> int:
-        return self._raw.nbytes + self._block_rows * self._shape[0] * 4
+        return sum(block.nbytes for block in self._planar) + self._block_rows * self._shape[0] * 4
 
     @property
     def kernel_type(self) -> str:
@@ -188,25 +189,38 @@ class QuantizedWeight(Weight):
         self._check_matmul_input(x)
         n_in, n_out = self._shape
         meter.macs(self.kernel_type, x.shape[0] * n_in * n_out)
-        meter.touched(self._raw.nbytes)
+        meter.touched(sum(block.nbytes for block in self._planar))
+        # decode_planar yields W.T with inputs in planar order (j * S + s for input s * block + j)
+        block_size = n_in // self._planar[0].shape[1]
+        x_planar = np.ascontiguousarray(x.reshape(x.shape[0], -1, block_size).transpose(0, 2, 1)).reshape(x.shape)
         y = np.empty((x.shape[0], n_out), dtype=np.float32)
-        scratch = np.empty((self._block_rows, n_in), dtype=np.float32)
-        for start in range(0, n_out, self._block_rows):
-            stop = min(start + self._block_rows, n_out)
-            block = quants.dequantize(self._raw, self._ggml_type, self._shape, rows=(start, stop),
-                                      out=scratch[: stop - start])
-            np.matmul(x, block.T, out=y[:, start:stop])
+        scratch = np.empty(self._block_rows * n_in, dtype=np.float32)
+        start = 0
+        for block in self._planar:
+            stop = start + block.shape[2]
+            w_t = quants.decode_planar(block, self._ggml_type, scratch[: block.shape[2] * n_in])
+            np.matmul(x_planar, w_t, out=y[:, start:stop])
+            start = stop
         return y
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         ids = self._check_row_ids(ids)
         n_in = self._shape[0]
-        if ids.size == 0:
-            return np.empty((0, n_in), dtype=np.float32)
-        selected = self._raw.reshape(self._shape[1], -1)[ids]
-        return quants.dequantize(selected, self._ggml_type, (n_in, ids.size))
+        result = np.empty((ids.size, n_in), dtype=np.float32)
+        block_of, column = np.divmod(ids, self._block_rows)
+        for block in np.unique(block_of):
+            wanted = block_of == block
+            raw = quants.from_planar(self._planar[block][:, :, column[wanted]], self._ggml_type)
+            result[wanted] = quants.dequantize(raw, self._ggml_type, (n_in, raw.shape[0]))
+        return result
 
     def dense(self) -> np.ndarray:
-        dense = quants.dequantize(self._raw, self._ggml_type, self._shape)
+        raw = np.concatenate([quants.from_planar(block, self._ggml_type) for block in self._planar])
+        dense = quants.dequantize(raw, self._ggml_type, self._shape)
         dense.flags.writeable = False
         return dense
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
