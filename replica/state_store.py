@@ -16,9 +16,8 @@ A restart restores each canister's class, version, settings, cycles, status and 
 The heap is not saved: it is rebuilt by constructing the class and running its post_upgrade with
 the argument of the last install or upgrade, as if the canister had been upgraded to the same
 code without running pre_upgrade. Queued messages, calls in flight and the ingress history are
-not kept (they are lost as on a restarted `dfx start` without `--clean`... except that dfx keeps
-its whole replicated state; here heap state that a canister did not put into stable memory is
-lost).
+not kept. Unlike a restarted `dfx start` (which keeps the whole replicated state), heap state that
+a canister did not put into stable memory is lost.
 """
 
 from __future__ import annotations
