@@ -131,8 +131,8 @@ def test_encoding_reports_work_to_the_meter() -> None:
         (bpe_fields(["a"], ["a a"], **{"tokenizer.ggml.pre": "jais"}), "unsupported pre-tokenizer"),
         ({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a"]}, "tokenizer.ggml.merges is missing"),
         (spm_fields({}, **{"tokenizer.ggml.scores": [0.0]}), "scores has 1 entries for 260 tokens"),
-        (spm_fields({}, **{"tokenizer.ggml.add_bos_token": "yes"}), "add_bos_token should be a bool"),
-        (spm_fields({}, **{"tokenizer.ggml.bos_token_id": True}), "bos_token_id should be a int"),
+        (spm_fields({}, **{"tokenizer.ggml.add_bos_token": "yes"}), "add_bos_token should be a boolean"),
+        (spm_fields({}, **{"tokenizer.ggml.bos_token_id": True}), "bos_token_id should be an integer"),
     ],
 )
 def test_bad_metadata_is_refused_with_a_clear_error(fields: dict[str, Any], message: str) -> None:

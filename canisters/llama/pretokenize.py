@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _LLAMA3 = (
@@ -37,15 +39,15 @@ class _Family:
 
 
 # llama.cpp's LLAMA_VOCAB_PRE_TYPE_* families that are supported, with their load-time flags.
-_FAMILIES = {
+_FAMILIES = MappingProxyType({
     "default": _Family((r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")),
     "llama3": _Family((_LLAMA3,), ignore_merges=True, add_bos=True),
     "qwen2": _Family((_QWEN2,), clean_spaces=False),
     "smollm": _Family((r"\p{N}", _GPT2), clean_spaces=False),
     "gpt2": _Family((_GPT2,)),
-}
+})
 # tokenizer.ggml.pre -> family, as llama.cpp's llama_vocab::impl::load maps them.
-_NAMES = {
+_NAMES = MappingProxyType({
     "default": "default",
     "llama3": "llama3",
     "llama-v3": "llama3",
@@ -54,11 +56,11 @@ _NAMES = {
     "deepseek-r1-qwen": "qwen2",
     "smollm": "smollm",
     "gpt-2": "gpt2",
-}
+})
 SUPPORTED_NAMES = tuple(_NAMES)
 
 
-def _load_classes() -> dict[str, str]:
+def _load_classes() -> Mapping[str, str]:
     """Regex class bodies (the part between brackets) for each escape that llama.cpp tabulates."""
     table = json.loads((Path(__file__).parent / "unicode_classes.json").read_text(encoding="utf-8"))
 
@@ -66,12 +68,12 @@ def _load_classes() -> dict[str, str]:
         return "".join(rf"\U{lo:08x}-\U{hi:08x}" if hi > lo else rf"\U{lo:08x}" for lo, hi in pairs)
 
     whitespace = "".join(rf"\U{cp:08x}" for cp in table["whitespace"])
-    return {
+    return MappingProxyType({
         r"\p{L}": ranges(table["letter"]),
         r"\p{N}": ranges(table["number"]),
         r"\p{P}": ranges(table["punctuation"]),
         r"\s": whitespace,
-    }
+    })
 
 
 _CLASSES = _load_classes()

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntFlag
 from itertools import pairwise
+from types import MappingProxyType
 from typing import Any
 
 from canisters.llama.meter import Meter, NullMeter
@@ -51,14 +52,14 @@ class TokenAttr(IntFlag):
 
 
 # GGUF tokenizer.ggml.token_type values -> attributes; anything else is UNDEFINED.
-_TYPE_ATTRS = {
+_TYPE_ATTRS = MappingProxyType({
     1: TokenAttr.NORMAL,
     2: TokenAttr.UNKNOWN,
     3: TokenAttr.CONTROL,
     4: TokenAttr.USER_DEFINED,
     5: TokenAttr.UNUSED,
     6: TokenAttr.BYTE,
-}
+})
 _SPECIAL = TokenAttr.CONTROL | TokenAttr.UNKNOWN  # pieces hidden unless special=True
 
 # Token texts by which llama.cpp recognizes special roles when the metadata does not name them.
@@ -66,7 +67,7 @@ _SPECIAL = TokenAttr.CONTROL | TokenAttr.UNKNOWN  # pieces hidden unless special
 _EOT_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
               "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>")
 _EOM_TEXTS = ("<|eom_id|>",)
-_FIM_TEXTS = {
+_FIM_TEXTS = MappingProxyType({
     "fim_pre": ("<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
                 "<|code_prefix|>", "<|prefix|>"),
     "fim_suf": ("<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
@@ -76,7 +77,7 @@ _FIM_TEXTS = {
     "fim_pad": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
     "fim_rep": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
     "fim_sep": ("<|file_sep|>",),
-}
+})
 # Tokens that end generation, by text (llama.cpp's special_eog_ids).
 _EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
               "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
@@ -84,7 +85,8 @@ _EOG_TEXTS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "
               "<｜end▁of▁sentence｜>", "[e~[")
 
 _KEY = "tokenizer.ggml."
-_ID_KEYS = {
+_KIND_NAMES = MappingProxyType({str: "a string", int: "an integer", bool: "a boolean", list: "an array"})
+_ID_KEYS = MappingProxyType({
     "bos": ("bos_token_id",),
     "eos": ("eos_token_id",),
     "eot": ("eot_token_id",),
@@ -98,9 +100,9 @@ _ID_KEYS = {
     "fim_pad": ("fim_pad_token_id",),
     "fim_rep": ("fim_rep_token_id",),
     "fim_sep": ("fim_sep_token_id",),
-}
-_SPM_DEFAULT_IDS = {"bos": 1, "eos": 2, "unk": 0}
-_BPE_DEFAULT_IDS = {"bos": 11, "eos": 11}
+})
+_SPM_DEFAULT_IDS = MappingProxyType({"bos": 1, "eos": 2, "unk": 0})
+_BPE_DEFAULT_IDS = MappingProxyType({"bos": 11, "eos": 11})
 
 
 def _gpt2_byte_chars() -> tuple[str, ...]:
@@ -116,8 +118,8 @@ def _gpt2_byte_chars() -> tuple[str, ...]:
 
 
 _BYTE_CHARS = _gpt2_byte_chars()
-_BYTES_TO_CHARS = {b: c for b, c in enumerate(_BYTE_CHARS)}  # str.translate table over latin-1 text
-_CHAR_TO_BYTE = {c: b for b, c in enumerate(_BYTE_CHARS)}
+_BYTES_TO_CHARS = MappingProxyType(dict(enumerate(_BYTE_CHARS)))  # str.translate table over latin-1 text
+_CHAR_TO_BYTE = MappingProxyType({c: b for b, c in enumerate(_BYTE_CHARS)})
 _SPM_SPACE = "\u2581"  # "▁"
 
 
@@ -195,32 +197,17 @@ class Tokenizer:
         pre = None
         merge_ranks: dict[tuple[str, str], int] = {}
         if is_spm:
-            add_bos, add_space_prefix, default_ids = True, True, dict(_SPM_DEFAULT_IDS)
+            add_bos, add_space_prefix, default_ids = True, True, _SPM_DEFAULT_IDS
         else:
             try:
                 pre = pre_tokenizer(_get(fields, "pre", str) or "")
             except ValueError as e:
                 raise TokenizerError(str(e)) from None
-            add_bos, add_space_prefix, default_ids = pre.add_bos, False, dict(_BPE_DEFAULT_IDS)
-            merges = _get(fields, "merges", list)
-            if merges is None:
-                raise TokenizerError("tokenizer.ggml.merges is missing; a gpt2 (BPE) tokenizer needs its merges")
-            _check_items(merges, str, "merges")
-            for rank, merge in enumerate(merges):
-                cut = merge.find(" ", 1)
-                pair = (merge[:cut], merge[cut + 1 :]) if cut >= 0 else ("", "")
-                merge_ranks.setdefault(pair, rank)
+            add_bos, add_space_prefix, default_ids = pre.add_bos, False, _BPE_DEFAULT_IDS
+            merge_ranks = _merge_ranks(fields)
         add_space_prefix = _get(fields, "add_space_prefix", bool, add_space_prefix)
 
-        ids: dict[str, int | None] = {role: default_ids.get(role) for role in _ID_KEYS}
-        for role, keys in _ID_KEYS.items():
-            if ids[role] is not None and ids[role] >= n:
-                ids[role] = None  # a default id outside the vocabulary is disabled
-            for key in keys:
-                value = _get(fields, key, int)
-                if value is not None and 0 <= value < n:
-                    ids[role] = value
-                    break
+        ids = _special_ids(fields, n, default_ids)
         add_bos = _get(fields, "add_bos_token", bool, add_bos)
         add_eos = _get(fields, "add_eos_token", bool, False)
 
@@ -480,15 +467,42 @@ def _get(fields: Mapping[str, Any], name: str, kind: type, default: Any = None) 
     if value is None:
         return default
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise TokenizerError(f"{key} should be a {kind.__name__}, got {type(value).__name__}; "
+        raise TokenizerError(f"{key} should be {_KIND_NAMES[kind]}, got {type(value).__name__}; "
                              "the GGUF metadata is malformed")
     return value
+
+
+def _merge_ranks(fields: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """(left, right) -> rank, split at the first space after the first character as llama.cpp does."""
+    merges = _get(fields, "merges", list)
+    if merges is None:
+        raise TokenizerError("tokenizer.ggml.merges is missing; a gpt2 (BPE) tokenizer needs its merges")
+    _check_items(merges, str, "merges")
+    ranks: dict[tuple[str, str], int] = {}
+    for rank, merge in enumerate(merges):
+        cut = merge.find(" ", 1)
+        ranks.setdefault((merge[:cut], merge[cut + 1 :]) if cut >= 0 else ("", ""), rank)
+    return ranks
+
+
+def _special_ids(fields: Mapping[str, Any], n: int, defaults: Mapping[str, int]) -> dict[str, int | None]:
+    """Special token ids from the metadata; an id outside the vocabulary keeps the default."""
+    ids: dict[str, int | None] = {}
+    for role, keys in _ID_KEYS.items():
+        default = defaults.get(role)
+        ids[role] = default if default is not None and default < n else None
+        for key in keys:
+            value = _get(fields, key, int)
+            if value is not None and 0 <= value < n:
+                ids[role] = value
+                break
+    return ids
 
 
 def _check_items(values: list[Any], kind: type, name: str) -> None:
     wrong = next((v for v in values if not isinstance(v, kind)), None)
     if wrong is not None:
-        raise TokenizerError(f"tokenizer.ggml.{name} should hold {kind.__name__} items, found "
+        raise TokenizerError(f"tokenizer.ggml.{name} should hold {_KIND_NAMES[kind]} in each item, found "
                              f"{type(wrong).__name__} {wrong!r}; the GGUF metadata is malformed")
 
 
