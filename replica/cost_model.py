@@ -26,20 +26,26 @@ class Kernel(str, Enum):
 # SCALAR, fitted to ONE figure: yllama.oc (Llama 3 8B, scalar f32 matmuls) reports "22 cycles
 # per multiply/accumulate" at the 2024 fee of 0.4 cycles per instruction (forum.dfinity.org
 # topic 33037, "Llama 3 8b is running on-chain!", July 2024): 22 / 0.4 = 55 instructions per MAC.
-# yllama.oc converts its F16 weights to f32 on load, so the stored type does not change the
-# scalar kernel's cost; quantized types add their per-weight unpacking (below).
+# yllama.oc converts its F16 weights to f32 on load, so the scalar kernel's cost does not depend
+# on the stored type: a plan that dequantizes at load computes in f32 whatever the file holds.
 SCALAR_F32_INSTRUCTIONS_PER_MAC = 55.0
 
-# SIMD: wasm simd128 instructions per weight in ggml's vec_dot kernels for wasm
-# (ggml/src/ggml-cpu/arch/wasm/quants.c, one block per loop iteration), counted from the
-# kernel's source: loads, unpacking, i16x8 multiplies / i32x4 dot products, horizontal adds and
-# the per-block f32 scaling, divided by the block's weight count; plus the activation's
-# quantization to q8 (amortized over the output rows, so negligible per MAC). See
-# SIMD_INSTRUCTIONS_PER_MAC_DERIVATION in the calibration test for the per-block counts.
-SIMD_INSTRUCTIONS_PER_MAC: dict[str, float] = {}
-
-# Scalar per-weight unpacking of quantized blocks, added to the scalar f32 cost.
-SCALAR_DEQUANT_INSTRUCTIONS_PER_WEIGHT: dict[str, float] = {}
+# SIMD, fitted to ONE figure: llama_cpp_canister runs Qwen2.5-0.5B q8_0 at 25 generated tokens
+# per 40B-instruction update call (onicai/llama_cpp_canister README, per DESIGN.md), i.e. 1.6B
+# instructions per token. From the model's shapes (24 layers, d_model 896, 14/2 heads of 64,
+# d_ff 4864, 151936-token tied output) a token is 494.0M weight MACs + 4.3M attention MACs
+# (context 100) + 2.53M other ops (10.1M instructions at 4 each), so
+# (1.6e9 - 10.1e6) / 498.3e6 = 3.19 instructions per MAC.
+# One value for every weight type: in ggml's wasm simd128 kernels (ggml/src/ggml-cpu/arch/wasm/
+# quants.c of onicai/llama_cpp_onicai_fork) the inner dot product is the same for q8_0, q4_K,
+# q5_K and q6_K (i16x8 extends, i32x4.dot_i16x8, i32x4 adds per 32 weights against q8
+# activations), and unpacking the weight bits adds work that the published figures do not
+# resolve: Qwen3-1.7B Q4_K_M (mostly q4_K with q6_K attn_v/ffn_down/output) is then predicted
+# at 5.5B instructions per token against the published 6.4B (-13%; tests/test_replica_cost_model.py).
+SIMD_INSTRUCTIONS_PER_MAC_ALL_TYPES = 3.19
+SIMD_WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+SIMD_INSTRUCTIONS_PER_MAC: dict[str, float] = {t: SIMD_INSTRUCTIONS_PER_MAC_ALL_TYPES for t in SIMD_WEIGHT_TYPES}
 
 # --- other work ------------------------------------------------------------------------------
 # Scalar ops outside matmuls (norms, rope, softmax, activations): one wasm f32 op plus its
@@ -75,7 +81,7 @@ def instructions_per_mac(weight_type: str, kernel: Kernel) -> float:
                 f"no SIMD kernel cost for weight type {weight_type!r}; known types: "
                 f"{', '.join(sorted(SIMD_INSTRUCTIONS_PER_MAC))}"
             ) from None
-    return SCALAR_F32_INSTRUCTIONS_PER_MAC + SCALAR_DEQUANT_INSTRUCTIONS_PER_WEIGHT.get(weight_type, 0.0)
+    return SCALAR_F32_INSTRUCTIONS_PER_MAC
 
 
 def work_instructions(work: Work, kernel: Kernel = Kernel.SIMD) -> int:
