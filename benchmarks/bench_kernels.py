@@ -4,8 +4,9 @@ Prints:
 1. dequantization throughput per type, ours vs gguf.quants.dequantize (M weights/s);
 2. single-token matvec time per strategy, for a 576x1536 and a 4096x4096 matrix;
 3. the matmul time of one decoded token of SmolLM2-135M (its 211 matrix shapes, Q4_1), per
-   strategy, to compare with the 0.5x llama.cpp target (about 35 tokens/s);
-4. alternatives to f32 BLAS for single-token decode: f16 weights and int8 weights.
+   strategy, to compare with the 0.5x llama.cpp target (about 35 tokens/s), and the same with f16
+   or int8 storage cast to f32 in row blocks (an investigation: both lossy);
+4. single cache-resident matrices: f32 BLAS against f16 and int8 formulations.
 
 Timings are the best of several runs (the machine is shared). Run: python3 benchmarks/bench_kernels.py
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -72,50 +74,80 @@ def matvec_times(repeats: int) -> None:
                   f"{ms[Strategy.QUANTIZED]:10.3f} {mib:>24}")
 
 
+class ChunkedCastMatrix:
+    """Investigation only: a matrix stored narrow (f16, or int8 with one scale per row) and cast to
+    f32 one cache-sized row block at a time before BLAS. int8 per row is a lossy re-quantization,
+    and f16 rounds Q4_1's f32 values, so neither is exact; they are here to see whether narrower
+    storage would beat streaming f32 from memory."""
+
+    def __init__(self, dense: np.ndarray, kind: str):
+        self.kind = kind
+        if kind == "f16":
+            self.stored, self.row_scale = dense.astype(np.float16), None
+        else:
+            self.row_scale = np.abs(dense).max(axis=1) / 127
+            self.stored = np.round(dense / self.row_scale[:, None]).astype(np.int8)
+        self.block_rows = max(1, (1 << 18) // dense.shape[1])
+        self.scratch = np.empty((self.block_rows, dense.shape[1]), dtype=np.float32)
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        y = np.empty((x.shape[0], self.stored.shape[0]), dtype=np.float32)
+        for start in range(0, self.stored.shape[0], self.block_rows):
+            rows = self.stored[start : start + self.block_rows]
+            block = self.scratch[: rows.shape[0]]
+            np.copyto(block, rows)
+            np.matmul(x, block.T, out=y[:, start : start + rows.shape[0]])
+        return y if self.row_scale is None else y * self.row_scale
+
+
 def smollm2_token(repeats: int) -> None:
     """SmolLM2-135M: d_model 576, 30 layers, 9 heads / 3 KV heads of 64, d_ff 1536, vocab 49152 (tied)."""
     d, d_kv, d_ff, vocab, layers = 576, 192, 1536, 49152, 30
-    block = [(d, d), (d, d_kv), (d, d_kv), (d, d), (d, d_ff), (d, d_ff), (d_ff, d)]
+    shapes = [(d, d), (d, d_kv), (d, d_kv), (d, d), (d, d_ff), (d, d_ff), (d_ff, d)] * layers + [(d, vocab)]
     rng = np.random.default_rng(2)
-    print("\n3. SmolLM2-135M shapes, Q4_1, matmuls of one decoded token (211 matrices)")
+    # Distinct weights per matrix, as in the model, so nothing stays cached from one matrix to the next.
+    raws = [random_tensor_bytes(T.Q4_1, shape, rng) for shape in shapes]
+    xs = {n_in: rng.standard_normal((1, n_in), dtype=np.float32) for n_in in (d, d_ff)}
+    runs = max(2, repeats // 3)
+    print(f"\n3. SmolLM2-135M shapes (211 matrices, 134.5 M weights), Q4_1: matmuls of one decoded token, "
+          f"best of {runs}")
+
+    def report(label: str, resident: int, token: Callable[[], None]) -> None:
+        seconds = best_seconds(token, runs)
+        print(f"  {label:44} {1e3 * seconds:7.1f} ms/token {1 / seconds:6.1f} tokens/s  "
+              f"resident {resident / 2**20:5.0f} MiB")
+
     for strategy in Strategy:
         start = time.perf_counter()
-        # One set of distinct weights per layer, as in the model (no cache reuse across layers).
-        matrices = [Weight.load(random_tensor_bytes(T.Q4_1, shape, rng), T.Q4_1, shape, strategy)
-                    for _ in range(layers) for shape in block]
-        matrices.append(Weight.load(random_tensor_bytes(T.Q4_1, (d, vocab), rng), T.Q4_1, (d, vocab), strategy))
-        load_s = time.perf_counter() - start
-        xs = {n_in: rng.standard_normal((1, n_in), dtype=np.float32) for n_in in (d, d_ff)}
-
-        def token(matrices=matrices, xs=xs) -> None:
-            for w in matrices:
-                w.matmul(xs[w.shape[0]], NullMeter())
-
-        seconds = best_seconds(token, max(2, repeats // 4))
-        resident = sum(w.nbytes_resident for w in matrices) / 2**20
-        print(f"  {strategy.value:10}: {1e3 * seconds:7.1f} ms/token ({1 / seconds:6.1f} tokens/s matmul-only), "
-              f"resident {resident:6.0f} MiB, synthetic load {load_s:5.1f} s")
+        matrices = [Weight.load(raw, T.Q4_1, shape, strategy) for raw, shape in zip(raws, shapes, strict=True)]
+        label = f"{strategy.value} strategy (load {time.perf_counter() - start:.1f} s)"
+        report(label, sum(w.nbytes_resident for w in matrices),
+               lambda matrices=matrices: [w.matmul(xs[w.shape[0]], NullMeter()) for w in matrices])
+        if strategy is Strategy.DEQUANTIZE:
+            dense = [w.dense() for w in matrices]
         del matrices
+    for kind in ("f16", "int8"):
+        narrow = [ChunkedCastMatrix(w, kind) for w in dense]
+        report(f"{kind} storage, chunked cast + BLAS (lossy)", sum(m.stored.nbytes for m in narrow),
+               lambda narrow=narrow: [m.matmul(xs[m.stored.shape[1]]) for m in narrow])
 
 
 def alternatives(repeats: int) -> None:
-    """Is anything cheaper than f32 BLAS for a single-token matvec on this machine?"""
-    print(f"\n4. Alternatives to f32 BLAS for single-token decode (ms, best of {repeats})")
+    """Single cache-resident matrices: is anything cheaper than f32 BLAS per matvec?"""
+    print(f"\n4. One cache-resident matrix, alternatives to f32 BLAS for a single token (ms, best of {repeats})")
     rng = np.random.default_rng(3)
     for n_in, n_out in [(576, 1536), (4096, 4096)]:
         w = rng.standard_normal((n_out, n_in), dtype=np.float32)
         x = rng.standard_normal((1, n_in), dtype=np.float32)
         w16, x16 = w.astype(np.float16), x.astype(np.float16)
-        row_scale = np.abs(w).max(axis=1) / 127
-        w8 = np.round(w / row_scale[:, None]).astype(np.int8)
         x_int = np.round(x * 127 / np.abs(x).max()).astype(np.int32)
+        as_f16, as_int8 = ChunkedCastMatrix(w, "f16"), ChunkedCastMatrix(w, "int8")
         candidates = {
-            "f32 BLAS x @ W.T": lambda: x @ w.T,  # noqa: B023
-            "f16 numpy matmul (no BLAS)": lambda: x16 @ w16.T,  # noqa: B023
-            "f16 -> f32 cast, then BLAS": lambda: x @ w16.astype(np.float32).T,  # noqa: B023
-            "int8 -> f32 cast, then BLAS, row scale": lambda: (x @ w8.astype(np.float32).T) * row_scale,  # noqa: B023
-            "int8 x int32 numpy matmul (no BLAS)": lambda: x_int @ w8.T,  # noqa: B023
-            "f32 einsum (no BLAS)": lambda: np.einsum("ti,oi->to", x, w),  # noqa: B023
+            "f32 BLAS x @ W.T": partial(np.matmul, x, w.T),
+            "f16 numpy matmul (no BLAS)": partial(np.matmul, x16, w16.T),
+            "f16 chunked cast + BLAS": partial(as_f16.matmul, x),
+            "int8 chunked cast + BLAS": partial(as_int8.matmul, x),
+            "int8 x int32 numpy matmul (no BLAS)": partial(np.matmul, x_int, as_int8.stored.T),
         }
         print(f"  {n_in}x{n_out}:")
         for name, run in candidates.items():

@@ -4,13 +4,16 @@
   `x @ W.T` is a single BLAS call. Resident memory: 4 bytes per element (`out * in * 4`).
 - `quantized`: the raw GGUF bytes are kept (repacked at load into a planar layout of the same
   size) and each use decodes `block_rows` rows at a time into a scratch buffer that BLAS then
-  multiplies. Resident memory: the raw bytes plus that scratch (`block_rows * in * 4`, at most
-  `SCRATCH_BYTES`, or one row if a row is bigger). While a block decodes, numpy also holds uint8
-  temporaries of about 1-2 bytes per block element, not counted. Slower: every use pays the
-  decoding.
+  multiplies. Resident memory: the raw bytes. Each matmul also allocates, and frees when it
+  returns, that f32 scratch (`nbytes_scratch` = `block_rows * in * 4`: at most `SCRATCH_BYTES`, or
+  one row if a row is bigger) plus uint8 temporaries of about 1-2 bytes per scratch element.
+  Slower: every use pays the decoding.
 
-`nbytes_resident` reports exactly these figures, which is what the canister's memory accounting
-charges. A matrix may be restricted to an output-row range at load (`rows=(start, stop)`), so the
+`nbytes_resident` and `nbytes_scratch` report exactly these figures for the canister's memory
+accounting. Scratch is transient, so a holder of many weights needs the sum of `nbytes_resident`
+plus the largest `nbytes_scratch`, not the sum of both.
+
+A matrix may be restricted to an output-row range at load (`rows=(start, stop)`), so the
 partitioner can split a matrix by rows across canisters.
 """
 
@@ -96,7 +99,12 @@ class Weight(ABC):
     @property
     @abstractmethod
     def nbytes_resident(self) -> int:
-        """Bytes this weight keeps in memory under its strategy (see the module docstring)."""
+        """Bytes this weight keeps in memory between uses under its strategy (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def nbytes_scratch(self) -> int:
+        """Bytes of f32 scratch a matmul allocates while it runs (0 when it needs none)."""
 
     @property
     @abstractmethod
@@ -148,6 +156,10 @@ class DequantizedWeight(Weight):
         return self._dense.nbytes
 
     @property
+    def nbytes_scratch(self) -> int:
+        return 0
+
+    @property
     def kernel_type(self) -> str:
         return GGMLQuantizationType.F32.name
 
@@ -179,7 +191,11 @@ class QuantizedWeight(Weight):
 
     @property
     def nbytes_resident(self) -> int:
-        return sum(block.nbytes for block in self._planar) + self._block_rows * self._shape[0] * 4
+        return sum(block.nbytes for block in self._planar)
+
+    @property
+    def nbytes_scratch(self) -> int:
+        return self._block_rows * self._shape[0] * 4
 
     @property
     def kernel_type(self) -> str:
@@ -194,7 +210,7 @@ class QuantizedWeight(Weight):
         block_size = n_in // self._planar[0].shape[1]
         x_planar = np.ascontiguousarray(x.reshape(x.shape[0], -1, block_size).transpose(0, 2, 1)).reshape(x.shape)
         y = np.empty((x.shape[0], n_out), dtype=np.float32)
-        scratch = np.empty(self._block_rows * n_in, dtype=np.float32)
+        scratch = np.empty(self.nbytes_scratch // 4, dtype=np.float32)
         start = 0
         for block in self._planar:
             stop = start + block.shape[2]
