@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from canisters.llama.pretokenize import SUPPORTED_NAMES, pre_tokenizer, translate
 from canisters.llama.tokenizer import DetokenizerState, TokenAttr, Tokenizer, TokenizerError
 from cdk.meter import Work
 
@@ -154,3 +157,24 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     no_bos = Tokenizer.from_metadata(bpe_fields(["a"], [], **{"tokenizer.ggml.add_bos_token": True}))
     with pytest.raises(TokenizerError, match="asks to add the BOS token but names none"):
         no_bos.encode("a", add_special=True)
+
+
+@settings(derandomize=True, deadline=None, max_examples=200)
+@given(st.text(max_size=60))
+def test_every_pre_tokenizer_splits_text_into_pieces_that_join_back(text: str) -> None:
+    for name in SUPPORTED_NAMES:
+        pieces = pre_tokenizer(name).split(text)
+        assert "".join(pieces) == text and all(pieces), name
+
+
+def test_a_regex_with_a_class_outside_llama_cpp_table_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\\p\{Han\} is not in llama.cpp's table"):
+        translate(r"\p{Han}+")
+    assert translate(r"[^\s\p{N}]").startswith("[^\\U00000009")
+
+
+@settings(derandomize=True, deadline=None, max_examples=200)
+@given(st.text(st.characters(exclude_characters="\u2581"), max_size=60))  # "▁" is SPM's space: it decodes as " "
+def test_spm_decodes_back_to_the_text_through_byte_fallback(text: str) -> None:
+    tokenizer = spm({"▁": -3.0, "a": -2.0, "▁a": -1.0, "ab": -1.5, "b": -2.0})
+    assert tokenizer.decode(tokenizer.encode(text)) == text

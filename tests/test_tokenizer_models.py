@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canisters.llama.gguf_file import read_gguf
 from canisters.llama.tokenizer import DetokenizerState, TokenAttr, Tokenizer
@@ -62,7 +64,8 @@ def test_streaming_joins_the_pieces_and_never_breaks_a_character(model: tuple[To
             chunks.append(chunk)
         chunks.append(tokenizer.detokenize_end(state))
         assert "".join(chunks) == case["detokenized"], case["text"]  # Llama.detokenize joins the pieces
-        assert not any("\ufffd" in chunk for chunk in chunks), case["text"]
+        if "\ufffd" not in case["detokenized"]:
+            assert not any("\ufffd" in chunk for chunk in chunks), case["text"]
 
 
 def test_special_tokens_parse_and_render_as_llama_cpp(model: tuple[Tokenizer, dict]) -> None:
@@ -86,3 +89,16 @@ def test_vocabulary_facts_match_llama_cpp(model: tuple[Tokenizer, dict]) -> None
     assert tokenizer.special.eot == vocab["eot"] or tokenizer.special.eot in vocab["eog"]
     attrs = {str(t): int(a) for t, a in enumerate(tokenizer.attrs) if a != TokenAttr.NORMAL}
     assert attrs == vocab["attrs"]
+
+
+# "▁" is SPM's space. Control characters and planes 4 and up are left out: SmolLM2 lacks the byte
+# tokens of some of them, and llama.cpp (as we) drops those bytes (a corpus text pins that).
+TEXT = st.text(st.characters(max_codepoint=0x3FFFF, exclude_categories=("Cc", "Cs"), include_characters="\t\n\r",
+                             exclude_characters="\u2581"), max_size=80)
+
+
+@settings(derandomize=True, deadline=None, max_examples=150)
+@given(text=TEXT)
+def test_decode_inverts_encode_for_any_text(model: tuple[Tokenizer, dict], text: str) -> None:
+    tokenizer, _ = model
+    assert tokenizer.decode(tokenizer.encode(text)) == text
