@@ -28,15 +28,21 @@ class FeeSchedule:
     gib_storage_per_second: int
     canister_creation: int
 
-    def _scaled(self, cycles: Fraction | int, subnet_size: int) -> int:
-        return int(Fraction(cycles) * subnet_size / REFERENCE_SUBNET_SIZE)
+    # Integer arithmetic throughout (Fraction is too slow for per-message use): a fee in cycles
+    # times subnet_size / 13, rounded down as the replica's integer cycle arithmetic does.
+    def _scaled(self, cycles: int, subnet_size: int) -> int:
+        return cycles * subnet_size // REFERENCE_SUBNET_SIZE
+
+    def _per_instruction(self, instructions: int, base: int, subnet_size: int) -> int:
+        rate = self.cycles_per_instruction
+        return ((base * rate.denominator + rate.numerator * instructions) * subnet_size
+                // (rate.denominator * REFERENCE_SUBNET_SIZE))
 
     def execution_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
-        return self._scaled(self.update_message_execution + self.cycles_per_instruction * instructions,
-                            subnet_size)
+        return self._per_instruction(instructions, self.update_message_execution, subnet_size)
 
     def instruction_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
-        return self._scaled(self.cycles_per_instruction * instructions, subnet_size)
+        return self._per_instruction(instructions, 0, subnet_size)
 
     def call_cycles(self, request_bytes: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
         return self._scaled(self.xnet_call + self.xnet_byte * request_bytes, subnet_size)
@@ -49,8 +55,8 @@ class FeeSchedule:
                             subnet_size)
 
     def storage_cycles(self, n_bytes: int, duration_ns: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
-        return self._scaled(Fraction(self.gib_storage_per_second * n_bytes * duration_ns, GiB * NS_PER_S),
-                            subnet_size)
+        return (self.gib_storage_per_second * n_bytes * duration_ns * subnet_size
+                // (GiB * NS_PER_S * REFERENCE_SUBNET_SIZE))
 
     def creation_cycles(self, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
         return self._scaled(self.canister_creation, subnet_size)
