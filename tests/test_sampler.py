@@ -94,6 +94,8 @@ def test_sampling_reports_work_over_the_vocabulary() -> None:
         (dict(repeat_last_n=-1), "repeat_last_n must be >= 0"),
         (dict(seed=-1), "seed must be an integer"),
         (dict(stop=("",)), "stop must be a tuple of non-empty strings"),
+        (dict(stop=["END"]), "stop must be a tuple of non-empty strings"),
+        (dict(top_k=2.5), "top_k, repeat_last_n and seed must be integers"),
     ],
 )
 def test_bad_parameters_are_refused_with_a_clear_error(params: dict, message: str) -> None:

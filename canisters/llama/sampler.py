@@ -44,6 +44,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # stop strings, matched on the decoded text
 
     def __post_init__(self) -> None:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.top_k, self.repeat_last_n, self.seed)):
+            raise SamplingError(f"top_k, repeat_last_n and seed must be integers; got {self}")
+        numbers = (self.temperature, self.top_p, self.min_p, self.repeat_penalty)
+        if not all(isinstance(v, (int, float)) for v in numbers):
+            raise SamplingError(f"temperature, top_p, min_p and repeat_penalty must be numbers; got {self}")
         checks = (
             (math.isfinite(self.temperature), "temperature must be a finite number (<= 0 means greedy)"),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1] (1 turns it off)"),
@@ -52,7 +57,8 @@ class SamplingParams:
              "repeat_penalty must be a positive number (1 turns it off)"),
             (self.repeat_last_n >= 0, "repeat_last_n must be >= 0 (0 turns the penalty off)"),
             (0 <= self.seed <= _MAX_SEED, f"seed must be an integer in [0, {_MAX_SEED}]"),
-            (all(isinstance(s, str) and s for s in self.stop), "stop must be a tuple of non-empty strings"),
+            (isinstance(self.stop, tuple) and all(isinstance(s, str) and s for s in self.stop),
+             "stop must be a tuple of non-empty strings"),
         )
         for ok, message in checks:
             if not ok:
