@@ -176,3 +176,18 @@ def test_expired_ingress_is_refused(client: LocalClient) -> None:
         client.network.submit(message)
     assert refused.value.http_status == 400 and "past" in refused.value.message
     assert client.network.status(message.request_id) is None
+
+
+def test_heap_is_accounted_against_the_memory_limit(client: LocalClient) -> None:
+    hog = client.install("tests.canisters_for_tests.memory_hog:MemoryHog", cycles=400 * T)
+    start = client.query(hog, "heap")
+    assert start > 10_000 * 50  # the frozen table is counted
+    client.update(Principal.management(), "update_settings", {
+        "canister_id": hog, "settings": {"wasm_memory_limit": start + 3 * MiB}, "sender_canister_version": None})
+    client.update(hog, "allocate", 2 * MiB)
+    assert client.query(hog, "heap") >= start + 2 * MiB - 1024  # numpy buffer plus small objects
+    assert client.query(hog, "available") < 1 * MiB + 1024
+    with pytest.raises(CallFailed) as failed:
+        client.update(hog, "allocate", 2 * MiB)
+    assert failed.value.error_code == "IC0539" and "wasm_memory_limit" in failed.value.message
+    assert client.query(hog, "heap") < start + 3 * MiB  # the failed allocation was rolled back
