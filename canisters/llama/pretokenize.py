@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -108,7 +108,7 @@ def translate(regex: str) -> str:
 @dataclass(frozen=True)
 class PreTokenizer:
     name: str  # the tokenizer.ggml.pre value
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[re.Pattern[str], ...] = field(repr=False)
     ignore_merges: bool  # a word that is already a token skips the merges (llama3)
     clean_spaces: bool  # detokenizing removes the space before . , ! ? and some contractions
     add_bos: bool  # llama.cpp's default for add_bos, before tokenizer.ggml.add_bos_token

@@ -25,7 +25,7 @@ from __future__ import annotations
 import codecs
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntFlag
 from itertools import pairwise
 from types import MappingProxyType
@@ -151,20 +151,20 @@ class DetokenizerState:
 @dataclass(frozen=True, eq=False)
 class Tokenizer:
     model: str  # tokenizer.ggml.model: "llama" (SPM) or "gpt2" (byte-level BPE)
-    tokens: tuple[str, ...]
-    scores: tuple[float, ...]
-    attrs: tuple[TokenAttr, ...]
+    tokens: tuple[str, ...] = field(repr=False)
+    scores: tuple[float, ...] = field(repr=False)
+    attrs: tuple[TokenAttr, ...] = field(repr=False)
     special: SpecialIds
     add_bos: bool
     add_eos: bool
     add_space_prefix: bool
     pre: PreTokenizer | None  # BPE only
-    _token_ids: Mapping[str, int]
-    _merge_ranks: Mapping[tuple[str, str], int]
-    _byte_tokens: tuple[int | None, ...]  # SPM byte fallback, by byte value
-    _pieces: tuple[bytes, ...]  # llama_token_to_piece(id, special=True) for every id
-    _specials_all: tuple[int, ...]  # cut out with parse_special, longest text first
-    _specials_user: tuple[int, ...]  # cut out always (user-defined), longest text first
+    _token_ids: Mapping[str, int] = field(repr=False)
+    _merge_ranks: Mapping[tuple[str, str], int] = field(repr=False)
+    _byte_tokens: tuple[int | None, ...] = field(repr=False)  # SPM byte fallback, by byte value
+    _pieces: tuple[bytes, ...] = field(repr=False)  # llama_token_to_piece(id, special=True) for every id
+    _specials_all: tuple[int, ...] = field(repr=False)  # cut out with parse_special, longest text first
+    _specials_user: tuple[int, ...] = field(repr=False)  # cut out always (user-defined), longest text first
 
     # construction
 
