@@ -95,17 +95,24 @@ def test_row_ranges_equal_the_same_rows_of_the_whole(ggml_type):
 @pytest.mark.parametrize("ggml_type", TYPES, ids=ids(TYPES))
 def test_planar_layout_round_trips_and_decodes_to_the_transposed_matrix(ggml_type):
     rng = np.random.default_rng(8)
-    shape = matrix_shape(ggml_type, 3, 5)
+    blocks_per_row, n_rows = 3, 2
+    shape = matrix_shape(ggml_type, blocks_per_row, 5)
     raw = random_tensor_bytes(ggml_type, shape, rng)
-    rows = quants.select_rows(raw, ggml_type, shape, rows=(1, 4))
+    rows = quants.select_rows(raw, ggml_type, shape, rows=(1, 1 + n_rows))
     planar = quants.to_planar(rows, ggml_type)
     np.testing.assert_array_equal(quants.from_planar(planar, ggml_type), rows)
     block_size = GGML_QUANT_SIZES[ggml_type][0]
-    out = np.empty(3 * shape[0], dtype=np.float32)
-    w_t = quants.decode_planar(planar, ggml_type, out)
+    out = np.empty(n_rows * shape[0], dtype=np.float32)
+    scaled, offsets = quants.decode_planar(planar, ggml_type, out)
+    has_offsets = ggml_type in (T.Q4_1, T.Q5_1, T.Q2_K, T.Q4_K, T.Q5_K)
+    assert (offsets is not None) == has_offsets
+    if has_offsets:  # row k * S + s of offsets covers sub-block k of block s
+        n_sub = offsets.shape[0] // blocks_per_row
+        spread = scaled.reshape(n_sub, -1, blocks_per_row, n_rows)
+        np.add(spread, offsets.reshape(n_sub, 1, blocks_per_row, n_rows), out=spread)
     # planar input order: row j * S + s of W.T is input s * block_size + j
-    expected = reference(raw, ggml_type)[1:4].reshape(3, -1, block_size).transpose(2, 1, 0).reshape(-1, 3)
-    assert_same_bits(w_t, np.ascontiguousarray(expected))
+    expected = reference(raw, ggml_type)[1 : 1 + n_rows].reshape(n_rows, -1, block_size).transpose(2, 1, 0)
+    assert_same_bits(scaled, np.ascontiguousarray(expected).reshape(-1, n_rows))
 
 
 def test_decodes_into_a_given_buffer():

@@ -27,8 +27,9 @@ from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 QK_K = 256  # elements per k-quant super-block
 
 # Decoding runs over chunks of about this many elements so that the uint8 temporaries and the f32
-# output stay in L2 cache between the passes (measured best around 32K to 128K on a 4 MiB L2).
-_CHUNK_ELEMENTS = 64 * 1024
+# output stay in L2 cache between the passes (measured best at 128K to 256K on a 4 MiB L2: smaller
+# chunks pay numpy's per-call overhead more often).
+_CHUNK_ELEMENTS = 128 * 1024
 
 
 class UnsupportedTensorType(ValueError):
@@ -55,7 +56,12 @@ _SHIFTS_1BIT = _read_only(np.arange(8, dtype=np.uint8))
 # every block is one contiguous row, and `out` is (block size, n_blocks). numpy's per-call overhead
 # makes short inner loops slow (a block's 16- or 32-element runs cost 3-5x a long run), and here every
 # inner loop runs over all n blocks. The quantized strategy keeps its bytes in this layout (see
-# `planar_rows`); `dequantize` transposes a cache-sized chunk in and out.
+# `to_planar`); `dequantize` transposes a cache-sized chunk in and out.
+#
+# A decoder writes the scaled part of each value into `out` and returns the additive part (Q4_1's m,
+# the k-quants' -dmin * m) as offsets (sub-blocks per block, n_blocks), or None for types without
+# one. `_decode_exact` adds them, which gives gguf.quants' bits (x - y and x + (-y) are the same
+# IEEE operation); a matmul can instead apply them to sums of x, which saves a pass over the block.
 
 
 def _shift_left(values: np.ndarray, bits: int, out: np.ndarray) -> None:
@@ -133,33 +139,35 @@ def _decode_q8_0(fields: np.ndarray, out: np.ndarray) -> None:
     _scale(fields[2:].view(np.int8), _f16_field(fields, 0), out)
 
 
-def _scale_and_offset(q: np.ndarray, fields: np.ndarray, has_min: bool, zero_point: int, out: np.ndarray) -> None:
+def _scale_and_offset(
+    q: np.ndarray, fields: np.ndarray, has_min: bool, zero_point: int, out: np.ndarray
+) -> np.ndarray | None:
     """Q4/Q5 (32 elements, f16 d at 0, f16 m at 2 if has_min): d * q + m, or d * (q - zero_point)."""
     if has_min:
         _scale(q, _f16_field(fields, 0), out)
-        np.add(out, _f16_field(fields, 2), out=out)
-    else:
-        _scale(_signed(q, zero_point), _f16_field(fields, 0), out)
+        return _f16_field(fields, 2)[None, :]
+    _scale(_signed(q, zero_point), _f16_field(fields, 0), out)
+    return None
 
 
-def _decode_q4(fields: np.ndarray, out: np.ndarray, has_min: bool) -> None:
+def _decode_q4(fields: np.ndarray, out: np.ndarray, has_min: bool) -> np.ndarray | None:
     """Q4_0 (d, qs[16]) and Q4_1 (d, m, qs[16]): element j < 16 is qs[j] & 15, j >= 16 is qs[j-16] >> 4."""
     qs = 4 if has_min else 2
     q = _nibbles(fields[qs : qs + 16]).reshape(32, -1)
-    _scale_and_offset(q, fields, has_min, 8, out)
+    return _scale_and_offset(q, fields, has_min, 8, out)
 
 
-def _decode_q5(fields: np.ndarray, out: np.ndarray, has_min: bool) -> None:
+def _decode_q5(fields: np.ndarray, out: np.ndarray, has_min: bool) -> np.ndarray | None:
     """Q5_0 (d, qh[4], qs[16]) and Q5_1 (d, m, qh[4], qs[16]): Q4's nibbles plus a fifth bit, bit j
     of the little-endian u32 qh for element j."""
     qh = 4 if has_min else 2
     q = _nibbles(fields[qh + 4 : qh + 20]).reshape(32, -1)
     # element j = 8 * byte + bit
     np.bitwise_or(q, _bits(fields[qh : qh + 4], 4, axis=1).reshape(32, -1), out=q)
-    _scale_and_offset(q, fields, has_min, 16, out)
+    return _scale_and_offset(q, fields, has_min, 16, out)
 
 
-def _decode_q2_k(fields: np.ndarray, out: np.ndarray) -> None:
+def _decode_q2_k(fields: np.ndarray, out: np.ndarray) -> np.ndarray | None:
     """Layout: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin.
 
     Element 128h + 32t + l is bits 2t..2t+1 of qs[32h + l]; each 16 elements have their own scales[i].
@@ -168,9 +176,8 @@ def _decode_q2_k(fields: np.ndarray, out: np.ndarray) -> None:
     d_scale = np.multiply(_f16_field(fields, 80), scales & 0x0F, dtype=np.float32)
     d_min = np.multiply(_f16_field(fields, 82), scales >> 4, dtype=np.float32)
     q = _crumbs(fields[16:80].reshape(2, 32, -1)).reshape(16, 16, -1)
-    out = out.reshape(16, 16, -1)
-    _scale(q, d_scale[:, None, :], out)
-    np.subtract(out, d_min[:, None, :], out=out)
+    _scale(q, d_scale[:, None, :], out.reshape(16, 16, -1))
+    return np.negative(d_min, out=d_min)
 
 
 def _q3_k_scales(packed: np.ndarray) -> np.ndarray:
@@ -202,27 +209,26 @@ def _k_scale_min(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scales, mins
 
 
-def _k_scales_apply(fields: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
-    """out = (d * sc) * q - (dmin * m) per 32-element sub-block, for Q4_K and Q5_K."""
+def _k_scales_apply(fields: np.ndarray, q: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(d * sc) * q - (dmin * m) per 32-element sub-block, for Q4_K and Q5_K."""
     scales, mins = _k_scale_min(fields[4:16])
     d_scale = np.multiply(_f16_field(fields, 0), scales, dtype=np.float32)
     d_min = np.multiply(_f16_field(fields, 2), mins, dtype=np.float32)
-    out = out.reshape(8, 32, -1)
-    _scale(q, d_scale[:, None, :], out)
-    np.subtract(out, d_min[:, None, :], out=out)
+    _scale(q, d_scale[:, None, :], out.reshape(8, 32, -1))
+    return np.negative(d_min, out=d_min)
 
 
-def _decode_q4_k(fields: np.ndarray, out: np.ndarray) -> None:
+def _decode_q4_k(fields: np.ndarray, out: np.ndarray) -> np.ndarray | None:
     """Layout: d, dmin, scales[12], qs[128]; sub-blocks 2c and 2c+1 are the nibbles of qs[32c:32c+32]."""
     q = _nibbles(fields[16:144].reshape(4, 32, -1)).reshape(8, 32, -1)
-    _k_scales_apply(fields, q, out)
+    return _k_scales_apply(fields, q, out)
 
 
-def _decode_q5_k(fields: np.ndarray, out: np.ndarray) -> None:
+def _decode_q5_k(fields: np.ndarray, out: np.ndarray) -> np.ndarray | None:
     """Layout: d, dmin, scales[12], qh[32], qs[128]; Q4_K's nibbles plus bit s of qh[l] for sub-block s."""
     q = _nibbles(fields[48:176].reshape(4, 32, -1)).reshape(8, 32, -1)
     np.bitwise_or(q, _bits(fields[16:48], 4), out=q)
-    _k_scales_apply(fields, q, out)
+    return _k_scales_apply(fields, q, out)
 
 
 def _decode_q6_k(fields: np.ndarray, out: np.ndarray) -> None:
@@ -242,7 +248,8 @@ def _decode_q6_k(fields: np.ndarray, out: np.ndarray) -> None:
 @dataclass(frozen=True)
 class _Codec:
     # decode(fields: unit (units per block, n_blocks), out: f32 (block size, n_blocks)) fills `out`
-    decode: Callable[[np.ndarray, np.ndarray], None]
+    # with the scaled values and returns the offsets (sub-blocks, n_blocks) or None
+    decode: Callable[[np.ndarray, np.ndarray], np.ndarray | None]
     # what a block is made of: bytes for the block formats; the element itself for F32/F16/BF16,
     # whose block is one element, so their planar layout is the plain transpose
     unit: type[np.generic] = np.uint8
@@ -390,7 +397,7 @@ def dequantize(
             codec.decode(chunk_blocks.T, chunk_out.T)
         else:
             chunk_planar_out = planar_out[:, : chunk_blocks.shape[0]]
-            codec.decode(np.ascontiguousarray(chunk_blocks.T), chunk_planar_out)
+            _decode_exact(codec, np.ascontiguousarray(chunk_blocks.T), chunk_planar_out)
             np.copyto(chunk_out, chunk_planar_out.T)
     return out
 
@@ -411,12 +418,18 @@ def from_planar(planar: np.ndarray, ggml_type: GGMLQuantizationType | int | str)
     return np.ascontiguousarray(planar.transpose(2, 1, 0)).reshape(n_rows, -1).view(np.uint8)
 
 
-def decode_planar(planar: np.ndarray, ggml_type: GGMLQuantizationType | int | str, out: np.ndarray) -> np.ndarray:
-    """Decode planar rows (units per block, S blocks per row, R rows) into `out`, a C-contiguous
-    f32 array of block_size * S * R elements, and return it shaped (block_size * S, R).
+def decode_planar(
+    planar: np.ndarray, ggml_type: GGMLQuantizationType | int | str, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode planar rows (units per block, S blocks per row, R rows) into `out`, a C-contiguous f32
+    array of block_size * S * R elements.
 
-    The result is W.T for those rows with its input dimension in planar order: row j * S + s holds
-    input s * block_size + j. Values are the same bits as `dequantize`'s.
+    Returns (scaled, offsets) with the input dimension in planar order, where W.T for those rows
+    is `scaled` plus `offsets` spread over sub-blocks:
+    - scaled: `out` shaped (block_size * S, R); row j * S + s holds input s * block_size + j;
+    - offsets: None, or (n_sub * S, R) for types with an additive term (Q4_1, Q5_1, Q2_K, Q4_K,
+      Q5_K): row k * S + s applies to inputs s * block_size + k * L ... + L - 1, L = block_size / n_sub.
+    Adding them as f32 gives `dequantize`'s bits; a matmul adds `sums_of_x @ offsets` instead.
     """
     ggml_type = ggml_type_of(ggml_type)
     units, blocks_per_row, n_rows = planar.shape
@@ -424,9 +437,16 @@ def decode_planar(planar: np.ndarray, ggml_type: GGMLQuantizationType | int | st
     if not planar.flags.c_contiguous or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError("decode_planar needs C-contiguous planar bytes and a C-contiguous float32 out")
     out = out.reshape(block_size, blocks_per_row * n_rows)
-    _CODECS[ggml_type].decode(planar.reshape(units, -1), out)
-    return out.reshape(block_size * blocks_per_row, n_rows)
+    offsets = _CODECS[ggml_type].decode(planar.reshape(units, -1), out)
+    scaled = out.reshape(block_size * blocks_per_row, n_rows)
+    return scaled, None if offsets is None else offsets.reshape(-1, n_rows)
 
+
+def _decode_exact(codec: _Codec, fields: np.ndarray, out: np.ndarray) -> None:
+    offsets = codec.decode(fields, out)
+    if offsets is not None:
+        by_sub_block = out.reshape(offsets.shape[0], -1, out.shape[1])
+        np.add(by_sub_block, offsets[:, None, :], out=by_sub_block)
 
 def _units_per_block(ggml_type: GGMLQuantizationType) -> int:
     return GGML_QUANT_SIZES[ggml_type][1] // np.dtype(_CODECS[ggml_type].unit).itemsize

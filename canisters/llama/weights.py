@@ -206,16 +206,25 @@ class QuantizedWeight(Weight):
         n_in, n_out = self._shape
         meter.macs(self.kernel_type, x.shape[0] * n_in * n_out)
         meter.touched(sum(block.nbytes for block in self._planar))
-        # decode_planar yields W.T with inputs in planar order (j * S + s for input s * block + j)
-        block_size = n_in // self._planar[0].shape[1]
-        x_planar = np.ascontiguousarray(x.reshape(x.shape[0], -1, block_size).transpose(0, 2, 1)).reshape(x.shape)
+        # decode_planar yields W.T with inputs in planar order (j * S + s for input s * block + j),
+        # and additive offsets per sub-block, applied here through per-sub-block sums of x
+        blocks_per_row = self._planar[0].shape[1]
+        by_block = x.reshape(x.shape[0], blocks_per_row, -1)
+        x_planar = np.ascontiguousarray(by_block.transpose(0, 2, 1)).reshape(x.shape)
         y = np.empty((x.shape[0], n_out), dtype=np.float32)
         scratch = np.empty(self.nbytes_scratch // 4, dtype=np.float32)
+        sub_block_sums = None  # (n, n_sub * S), row k * S + s: x summed over sub-block k of block s
         start = 0
         for block in self._planar:
             stop = start + block.shape[2]
-            w_t = quants.decode_planar(block, self._ggml_type, scratch[: block.shape[2] * n_in])
-            np.matmul(x_planar, w_t, out=y[:, start:stop])
+            scaled, offsets = quants.decode_planar(block, self._ggml_type, scratch[: block.shape[2] * n_in])
+            np.matmul(x_planar, scaled, out=y[:, start:stop])
+            if offsets is not None:
+                if sub_block_sums is None:
+                    n_sub = offsets.shape[0] // blocks_per_row
+                    sums = by_block.reshape(x.shape[0], blocks_per_row, n_sub, -1).sum(axis=3, dtype=np.float32)
+                    sub_block_sums = sums.transpose(0, 2, 1).reshape(x.shape[0], -1)
+                y[:, start:stop] += sub_block_sums @ offsets
             start = stop
         return y
 
