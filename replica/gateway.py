@@ -110,33 +110,18 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        endpoints: Endpoints,
-        describe: Callable[[], dict],
-        report_error: Callable[[Exception], None],
-    ):
-        self.endpoints = endpoints
-        self.describe = describe
-        self.report_error = report_error
-        super().__init__(address, _Handler)
+    # Set by Gateway.serve before the first request is accepted.
+    endpoints: Endpoints
+    describe: Callable[[], dict]
+    report_error: Callable[[Exception], None]
 
 
 class Gateway:
-    """Serves `endpoints` over HTTP on host:port in a background thread."""
+    """The HTTP server: binds on construction (so a busy port is reported before anything else
+    starts), then serves `endpoints` from a background thread."""
 
-    def __init__(
-        self,
-        endpoints: Endpoints,
-        host: str,
-        port: int,
-        describe: Callable[[], dict],
-        report_error: Callable[[Exception], None],
-    ):
-        # Binding happens here so that a busy port is reported before anything else starts.
-        self._server = _Server((host, port), endpoints, describe, report_error)
+    def __init__(self, host: str, port: int):
+        self._server = _Server((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -148,12 +133,25 @@ class Gateway:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def start(self) -> None:
+    def serve(
+        self,
+        endpoints: Endpoints,
+        describe: Callable[[], dict],
+        report_error: Callable[[Exception], None],
+    ) -> None:
+        self._server.endpoints = endpoints
+        self._server.describe = describe
+        self._server.report_error = report_error
         self._thread = threading.Thread(target=self._server.serve_forever, name="gateway", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        """Stops accepting requests; requests already being answered finish on their threads."""
         if self._thread is not None:
+            self._server.shutdown()
             self._thread.join()
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self._server.server_close()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import cbor2
+from cdk.candid import CandidError, decode, parse_did
 from cdk.principal import Principal
 
 from replica.api_types import IngressMessage, IngressRejected, QueryResult, RequestStatus
@@ -31,6 +33,7 @@ IMPL_VERSION = "icllama-0.1.0"
 # timeout for /api/v3 calls is 10 s).
 SYNC_CALL_TIMEOUT_S = 10.0
 CallVersion = Literal["v2", "v3", "v4"]
+MANAGEMENT_DID = Path(__file__).parent / "management.did"
 
 
 class Network(Protocol):
@@ -87,6 +90,7 @@ class Endpoints:
         # Checking for a duplicate and submitting must be one step, or two copies of the same
         # request arriving together would both execute.
         self._submit_lock = threading.Lock()
+        self._management = parse_did(MANAGEMENT_DID.read_text())
 
     def _authenticate(self, body: bytes, request_type: Literal["call", "query", "read_state"]) -> Request:
         # Expiry is checked against the wall clock: agents compute it from theirs.
@@ -151,14 +155,46 @@ class Endpoints:
         return cbor_response(body)
 
     def _check_effective_canister(self, request: Request, effective: Principal) -> None:
-        # Calls to the management canister are routed by the canister named in their argument;
-        # the network checks that one against the effective id it is given.
-        if request.canister_id != Principal.management() and request.canister_id != effective:
+        """Interface spec, "Effective canister id"."""
+        if request.canister_id != Principal.management():
+            if request.canister_id != effective:
+                raise EnvelopeRejected(
+                    400,
+                    f"the effective canister id in the URL ({effective.to_text()}) must be the canister "
+                    f"being called ({request.canister_id.to_text()})",
+                )
+            return
+        if request.method_name in _ANY_EFFECTIVE_ID:
+            return
+        if request.method_name not in self._management.methods:
+            return  # the management canister itself rejects methods it does not have
+        named = self._management_target(request.method_name, request.arg)
+        if named is None:
             raise EnvelopeRejected(
                 400,
-                f"the effective canister id in the URL ({effective.to_text()}) must be the canister "
-                f"being called ({request.canister_id.to_text()})",
+                f"management canister method '{request.method_name}' takes no record with a canister_id, so it "
+                "cannot be called from outside",
             )
+        if named != effective:
+            raise EnvelopeRejected(
+                400,
+                f"a call to the management canister's {request.method_name} must be sent to the canister it "
+                f"manages: use /api/.../canister/{named.to_text()}/call (effective_canister_id="
+                f"{named.to_text()}), not {effective.to_text()}",
+            )
+
+    def _management_target(self, method: str, arg: bytes) -> Principal | None:
+        """The canister_id field of a management call's record argument, if it has one."""
+        try:
+            values = decode(self._management.methods[method].args, arg)
+        except CandidError as error:
+            raise EnvelopeRejected(
+                400, f"the argument of the management canister's {method} is not valid Candid for its type: {error}"
+            ) from None
+        first = values[0] if values else None
+        if isinstance(first, Mapping) and isinstance(first.get("canister_id"), Principal):
+            return first["canister_id"]
+        return None
 
     # ---- query ----
 
@@ -238,3 +274,5 @@ class Endpoints:
 
 
 _STATUS_FIELDS = (b"status", b"reply", b"reject_code", b"reject_message", b"error_code")
+# Interface spec: canister creation may be sent to any effective canister id.
+_ANY_EFFECTIVE_ID = ("create_canister", "provisional_create_canister_with_cycles")

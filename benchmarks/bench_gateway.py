@@ -1,0 +1,101 @@
+"""Load on the IC HTTP gateway: concurrent icp-py-core clients making update calls to a counter.
+
+Starts `icllama start` as a real subprocess on a free port with a fresh state directory,
+installs the test counter canister through the management canister over HTTP, then runs
+CLIENTS threads, each with its own Ed25519 identity and Agent, making CALLS update calls
+(icp-py-core's default path: a synchronous /api/v4 call answered with a certificate, polling
+read_state when the gateway answers 202). It checks that every call was answered and that the
+counter equals the number of calls, and prints calls/s and the gateway's resident memory
+sampled through the run (it should stay flat: statuses are pruned, nothing accumulates per call).
+
+    python3 -m benchmarks.bench_gateway [--clients 32] [--calls 25] [--rounds 2]   (from the repo root)
+
+Certificate verification is off in the clients so that the figure is the gateway's, not the
+clients' BLS verification; tests/test_gateway_icp_py_core.py covers verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from icp_candid.candid import Types, encode
+from icp_identity import Identity
+
+from tests.gateway_support import agent_for, install_counter, start_network, stop_network
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def load(url: str, canister_id: str, clients: int, calls: int) -> tuple[int, list[str], float]:
+    answered = 0
+    failures: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        nonlocal answered
+        agent = agent_for(url, Identity())
+        barrier.wait()
+        for _ in range(calls):
+            try:
+                agent.update(canister_id, "inc", encode([]), verify_certificate=False)
+                with lock:
+                    answered += 1
+            except Exception as error:  # counted and reported, the run goes on
+                with lock:
+                    failures.append(repr(error))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answered, failures, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--calls", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=2, help="load rounds, to see whether memory grows")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as state:
+        network = start_network(Path(state))
+        url, pid = network.url, network.process.pid
+        try:
+            canister_id = install_counter(agent_for(url, Identity()))
+            reader = agent_for(url)
+            print(f"network {url} (pid {pid}); counter {canister_id}; "
+                  f"{args.clients} clients x {args.calls} update calls per load round")
+            print(f"gateway RSS before load: {rss_kib(pid) / 1024:.1f} MiB")
+            total_calls = 0
+            for load_round in range(1, args.rounds + 1):
+                answered, failures, seconds = load(url, canister_id, args.clients, args.calls)
+                total_calls += args.clients * args.calls
+                counter = reader.query(canister_id, "get", encode([]), return_type=[Types.Nat])[0]["value"]
+                print(f"load round {load_round}: {answered}/{args.clients * args.calls} answered in "
+                      f"{seconds:.1f} s = {answered / seconds:.1f} calls/s; counter {counter} "
+                      f"(expected {total_calls}); gateway RSS {rss_kib(pid) / 1024:.1f} MiB")
+                for failure in failures[:5]:
+                    print(f"  failure: {failure}")
+                if failures or counter != total_calls:
+                    return 1
+        finally:
+            stop_network(network)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

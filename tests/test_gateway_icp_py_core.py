@@ -1,0 +1,145 @@
+"""icp-py-core (Agent and Canister, unchanged) against `icllama start` running as a subprocess.
+
+Certificate verification is on. icp-py-core 2.3.1 verifies with the official blst binding and
+against the module-level root key `icp_certificate.certificate.IC_ROOT_KEY` (it ignores
+Agent(root_key=...)), so a user of a local network installs blst and points that key at the one
+/api/v2/status serves, exactly as agent-js users call fetchRootKey(). These tests do the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cbor2
+import httpx
+import pytest
+from icp_agent import system_state
+from icp_agent.agent import sign_request
+from icp_candid.candid import Types, encode
+from icp_canister import Canister
+from icp_certificate import certificate as icp_certificate
+from icp_core.errors import ReplicaReject
+from icp_identity import Identity
+from icp_principal import Principal
+
+from tests.agent_envs import blst_binding_dir
+from tests.gateway_support import (
+    CANISTER_ID_ARG,
+    COUNTER_DID,
+    agent_for,
+    create_canister,
+    install_counter,
+    start_network,
+    stop_network,
+)
+
+pytestmark = pytest.mark.network
+
+IDENTITIES = {
+    "ed25519": lambda: Identity(type="ed25519"),
+    "secp256k1": lambda: Identity(type="secp256k1"),
+    "anonymous": lambda: Identity(anonymous=True),
+}
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    running = start_network(tmp_path_factory.mktemp("icp-py-core-network"))
+    yield running
+    stop_network(running)
+
+
+@pytest.fixture(scope="module")
+def root_key(network) -> bytes:
+    return cbor2.loads(agent_for(network.url).client.status())["root_key"]
+
+
+@pytest.fixture
+def verifying(root_key, monkeypatch):
+    """icp-py-core set up to verify our certificates: blst importable, our root key trusted."""
+    monkeypatch.syspath_prepend(str(blst_binding_dir()))
+    monkeypatch.setattr(icp_certificate, "IC_ROOT_KEY", root_key)
+
+
+@pytest.fixture(scope="module")
+def counter(network) -> str:
+    return install_counter(agent_for(network.url, Identity()))
+
+
+def test_status_serves_the_root_key(network, root_key):
+    status = cbor2.loads(agent_for(network.url).client.status())
+    assert status["replica_health_status"] == "healthy"
+    assert root_key.startswith(icp_certificate.DER_PREFIX) and len(root_key) == 133
+
+
+@pytest.mark.parametrize("kind", IDENTITIES)
+def test_update_and_query_through_canister_class(network, counter, verifying, kind):
+    agent = agent_for(network.url, IDENTITIES[kind]())
+    canister = Canister(agent, counter, candid_str=COUNTER_DID)
+    before = canister.get()[0]
+    assert canister.inc()[0] == before + 1  # update, certificate verified with blst
+    assert canister.get()[0] == before + 1  # query
+    assert canister.whoami()[0].to_str() == agent.get_principal().to_str()
+
+
+@pytest.mark.parametrize("kind", IDENTITIES)
+def test_management_canister_calls(network, verifying, kind):
+    agent = agent_for(network.url, IDENTITIES[kind]())
+    canister_id = create_canister(agent, verify_certificate=True)
+    status = agent.update(
+        "aaaaa-aa", "canister_status",
+        [{"type": CANISTER_ID_ARG, "value": {"canister_id": Principal.from_str(canister_id)}}],
+        effective_canister_id=canister_id,
+    )
+    record = status[0]["value"]
+    assert "running" in record["status"]
+    assert [p.to_str() for p in record["settings"]["controllers"]] == [agent.get_principal().to_str()]
+
+
+def test_rejects_decode_into_replica_reject(network, counter, verifying):
+    agent = agent_for(network.url, Identity())
+    canister = Canister(agent, counter, candid_str=COUNTER_DID)
+    with pytest.raises(ReplicaReject) as caught:
+        canister.inc_then_trap()
+    assert caught.value.reject_code == 5 and "IC05" in str(caught.value)
+    # A non-controller may not manage the counter: a certified reject from the management canister.
+    with pytest.raises(ReplicaReject, match="controller"):
+        agent.update("aaaaa-aa", "stop_canister",
+                     [{"type": CANISTER_ID_ARG, "value": {"canister_id": Principal.from_str(counter)}}],
+                     effective_canister_id=counter)
+
+
+def test_query_signatures_verify(network, counter, verifying):
+    agent = agent_for(network.url, Identity(), verify_query_signatures=True)
+    assert agent.query(counter, "get", encode([]), return_type=[Types.Nat])[0]["value"] >= 0
+
+
+def test_read_state_paths_agents_request(network, counter, verifying, root_key):
+    agent = agent_for(network.url, Identity())
+    assert abs(system_state.time(agent, counter) - time.time_ns()) < 300 * 10**9
+    assert len(system_state.canister_module_hash(agent, counter)) == 64
+    controllers = system_state.canister_controllers(agent, counter)
+    assert len(controllers) == 1
+    subnet_id = Principal.self_authenticating(root_key).to_str()
+    assert system_state.subnet_public_key(agent, counter, subnet_id) == root_key.hex()
+    ((low, high),) = system_state.subnet_canister_ranges(agent, counter, subnet_id)
+    assert low.bytes <= Principal.from_str(counter).bytes <= high.bytes
+    assert system_state.subnet_public_key_direct(agent, subnet_id) == root_key.hex()
+
+
+def test_polling_path_v2_call_then_read_state(network, counter, verifying):
+    agent = agent_for(network.url, Identity(type="secp256k1"))
+    content = {
+        "request_type": "call",
+        "sender": agent.identity.sender().bytes,
+        "canister_id": Principal.from_str(counter).bytes,
+        "method_name": "inc",
+        "arg": encode([]),
+        "ingress_expiry": agent.get_expiry_date(),
+    }
+    request_id, body = sign_request(content, agent.identity)
+    response = httpx.post(f"{network.url}/api/v2/canister/{counter}/call", content=body,
+                          headers={"Content-Type": "application/cbor"})
+    assert response.status_code == 202 and response.content == b""
+    reply = agent.poll_and_wait(counter, request_id, verify_certificate=True, return_type=[Types.Nat])
+    assert reply[0]["value"] > 0
