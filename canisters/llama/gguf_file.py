@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf.constants import GGML_QUANT_SIZES, GGUF_MAGIC, GGMLQuantizationType
+from gguf.constants import GGUF_MAGIC, GGMLQuantizationType
+
+from canisters.llama.quants import tensor_nbytes
 
 DEFAULT_ALIGNMENT = 32
 
@@ -75,15 +77,6 @@ class GGUFFile:
     @property
     def architecture(self) -> str:
         return str(self.fields.get("general.architecture", ""))
-
-
-def tensor_nbytes(ggml_type: GGMLQuantizationType, shape: tuple[int, ...]) -> int:
-    """Bytes of a tensor of this type and shape; rows must hold whole quantization blocks."""
-    block_size, type_size = GGML_QUANT_SIZES[ggml_type]
-    if shape and shape[0] % block_size:
-        raise ValueError(f"{ggml_type.name} needs rows that are a multiple of {block_size} elements, got {shape[0]}")
-    n = int(np.prod(shape, dtype=np.int64))
-    return n // block_size * type_size
 
 
 def read_gguf(source: str | Path | bytes | bytearray | memoryview | np.ndarray, name: str | None = None) -> GGUFFile:

@@ -20,9 +20,9 @@ import numpy as np
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import GGUFFile
 from canisters.llama.meter import Meter
-from canisters.llama.weights import Weight
+from canisters.llama.weights import Strategy, Weight
 
-STRATEGIES = ("dequantize", "quantized")
+STRATEGIES = tuple(s.value for s in Strategy)  # for command-line choices
 
 
 def load_weight(gguf: GGUFFile, name: str, strategy: str, rows: tuple[int, int] | None = None) -> Weight:
@@ -337,8 +337,7 @@ class Llama:
 
     @classmethod
     def load(cls, gguf: GGUFFile, strategy: str = "dequantize", n_ctx: int | None = None) -> Llama:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown weight strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        strategy = Strategy.of(strategy)
         config = ModelConfig.from_gguf(gguf.fields, gguf.source)
         n_ctx = min(n_ctx or config.n_ctx_train, config.n_ctx_train)
         embedding = Embedding.load(gguf, strategy)
