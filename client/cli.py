@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "client.commands.tokenize",
     "client.commands.logits",
     "client.commands.run",
+    "client.commands.identity",
 ]
 
 
