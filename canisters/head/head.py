@@ -1,0 +1,344 @@
+"""The head canister: the entry point of generation, and the orchestrator of the yblocks.
+
+It holds its own shard (token_embd and the tokenizer and chat template metadata), uploaded and
+loaded the same way as a yblock's. For each prefill chunk and each generated token it embeds the
+ids and calls the stages in order with `forward`; the output stage samples (or, when the output
+rows are split, the head samples from the slices' candidates). Every await commits the session's
+progress, which `poll` reads, so `start` can return at once and let `advance` (a call the head
+makes to itself and does not await) carry the generation on in later messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from canisters.head.session import NS_PER_S, Fees, Request, Session
+from canisters.head.stages import Pipeline, PipelineError, Stage, merged_logits
+from canisters.llama.chat_template import TEMPLATE_KEY, ChatTemplate, ChatTemplateError
+from canisters.llama.config import ModelConfig
+from canisters.llama.generation import TokenStream
+from canisters.llama.gguf_file import GGUFError, read_gguf
+from canisters.llama.model import Embedding
+from canisters.llama.sampler import SamplingError, StopStrings, sample
+from canisters.llama.tokenizer import Tokenizer, TokenizerError
+from canisters.yblock.shard_layout import ShardLayout, ShardLayoutError
+from canisters.yblock.shard_store import ShardHolder, ShardNotReady
+from cdk import CallRejected, Frozen, frozen, query, update
+
+ACTIVATION_DTYPE = np.dtype("<f4")
+KEPT_FINISHED_SESSIONS = 256  # finished sessions stay pollable until this many newer ones finished
+
+
+@dataclass(frozen=True)
+class HeadModel:
+    name: str
+    sha256: str
+    strategy: str
+    config: ModelConfig
+    tokenizer: Tokenizer
+    chat_template: str | None  # the Jinja source; compiled per request (a compiled one holds caches)
+    embedding: Embedding
+
+
+class StageFailed(Exception):
+    """A stage rejected or refused a forward; the message names it and says what to do."""
+
+
+class Head(ShardHolder):
+    DID = "head.did"
+    KIND = "head"
+
+    def init(self, args: dict[str, Any]) -> None:
+        self.n_ctx: int = args["n_ctx"]
+        self.fees = Fees.from_candid(args["fees"])
+        self.model: Frozen[HeadModel] | None = None
+        self.pipeline: Pipeline | None = None
+        self.sessions: dict[int, Session] = {}  # running
+        # Finished sessions never change again: frozen, so the runtime's per-message heap
+        # snapshots skip them (a running session's tokens are walked on every message).
+        self.finished: dict[int, Frozen[Session]] = {}
+        self.next_session = 1
+        self.restore_upload()
+
+    def post_upgrade(self, args: dict[str, Any]) -> None:
+        """The heap starts over: sessions and the pipeline are gone; a loaded shard is loaded again."""
+        self.init(args)
+        if self.upload.loaded:
+            loaded = self._load()
+            if isinstance(loaded, str):
+                self.ic.trap(f"reloading the head's shard after the upgrade failed: {loaded}")
+
+    # --- deployment ----------------------------------------------------------------------------
+    @update
+    def load(self) -> dict[str, Any]:
+        if not self.ic.is_controller(self.ic.caller()):
+            return {"err": f"only controllers of {self.describe()} may load its shard"}
+        if self.model is None:
+            loaded = self._load()
+            if isinstance(loaded, str):
+                return {"err": loaded}
+        model = self.model.value
+        return {"ok": {
+            "name": model.name, "sha256": model.sha256, "n_vocab": model.config.n_vocab,
+            "d_model": model.config.d_model, "n_layer": model.config.n_layer, "strategy": model.strategy,
+            "weight_bytes": model.embedding.weight.nbytes_resident, "chat_template": model.chat_template is not None,
+        }}
+
+    def _load(self) -> HeadModel | str:
+        try:
+            gguf = read_gguf(self.committed_bytes(), name=self.upload.name)
+            layout = ShardLayout.from_gguf(gguf)
+            if layout.role != "head":
+                raise ShardLayoutError(f"{self.upload.name!r} is a {layout.role} shard; upload it to a yblock")
+            config = ModelConfig.from_gguf(gguf.fields, self.upload.name)
+            if self.n_ctx > config.n_ctx_train:
+                raise ShardLayoutError(f"the head was installed for {self.n_ctx} positions, more than the model's "
+                                       f"trained context of {config.n_ctx_train}; reinstall it with a smaller n_ctx")
+            model = HeadModel(self.upload.name, self.upload.sha256 or "", layout.strategy, config,
+                              Tokenizer.from_metadata(gguf.fields), gguf.fields.get(TEMPLATE_KEY),
+                              Embedding.load(gguf, layout.strategy))
+        except (ShardNotReady, GGUFError, ShardLayoutError, TokenizerError, ValueError) as e:
+            return f"{self.describe()} cannot load its shard: {e}"
+        self.ic.meter.copied(model.embedding.weight.nbytes_resident)
+        self.model = frozen(model)
+        self.mark_loaded()
+        return model
+
+    @update
+    def set_pipeline(self, value: dict[str, Any]) -> dict[str, Any]:
+        if not self.ic.is_controller(self.ic.caller()):
+            return {"err": f"only controllers of {self.describe()} may set its pipeline"}
+        if self.model is None:
+            return {"err": f"{self.describe()} must load its shard before set_pipeline (it checks the stages "
+                           "against the model)"}
+        try:
+            self.pipeline = Pipeline.from_candid(value, self.model.value.config)
+        except PipelineError as e:
+            return {"err": f"set_pipeline refused: {e}"}
+        return {"ok": None}
+
+    # --- generation ----------------------------------------------------------------------------
+    @update
+    async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._open(request)
+        if isinstance(session, str):
+            return {"err": session}
+        await self._run(session)
+        if session.error is not None:
+            return {"err": session.error}
+        return {"ok": session.generation(self.fees)}
+
+    @update
+    def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = self._open(request)
+        if isinstance(session, str):
+            return {"err": session}
+        # Not awaited: this message replies now, and `advance` runs in messages of its own.
+        self.ic.call(self.ic.id(), "advance", session.id)
+        session.costs.messages += 2
+        session.head_base_instructions = self.ic.performance_counter(1)
+        return {"ok": session.id}
+
+    @update
+    async def advance(self, session_id: int) -> None:
+        if self.ic.caller() != self.ic.id():
+            self.ic.trap("advance is the head's own continuation of a started session; call start instead")
+        session = self.sessions.get(session_id)
+        if session is not None:
+            await self._run(session)
+
+    def _open(self, value: dict[str, Any]) -> Session | str:
+        """A new session for the request, or why there cannot be one."""
+        if self.model is None or self.pipeline is None:
+            return (f"{self.describe()} is not ready: a controller must upload and load its shard and call "
+                    "set_pipeline")
+        model = self.model.value
+        try:
+            request = Request.from_candid(value)
+            prompt_ids = self._prompt_ids(model, request)
+        except (SamplingError, TokenizerError, ChatTemplateError, ValueError) as e:
+            return f"generate refused: {e}"
+        if not prompt_ids:
+            return "generate refused: the prompt has no tokens"
+        if len(prompt_ids) + request.max_tokens > self.n_ctx:
+            return (f"generate refused: the prompt ({len(prompt_ids)} tokens) plus max_tokens {request.max_tokens} "
+                    f"exceeds the context of {self.n_ctx} positions; shorten the prompt or lower max_tokens")
+        session = Session(self.next_session, request, tuple(prompt_ids), self.ic.time(),
+                          TokenStream(request.max_tokens))
+        self.next_session += 1
+        self.sessions[session.id] = session
+        return session
+
+    def _prompt_ids(self, model: HeadModel, request: Request) -> list[int]:
+        """As `icllama run` does: chat text carries its own BOS, raw text gets the model's specials."""
+        meter = self.ic.meter
+        if not request.chat:
+            return model.tokenizer.encode(request.prompt, add_special=True, meter=meter)
+        if model.chat_template is None:
+            raise ChatTemplateError("the model has no chat template; send the prompt with chat = false")
+        template = ChatTemplate.from_metadata({TEMPLATE_KEY: model.chat_template}, model.tokenizer)
+        now = datetime.fromtimestamp(self.ic.time() / NS_PER_S, tz=timezone.utc)
+        text = template.render([{"role": "user", "content": request.prompt}], now=now)
+        return model.tokenizer.encode(text, add_special=False, parse_special=True, meter=meter)
+
+    async def _run(self, session: Session) -> None:
+        """Prefill, then one forward per token until the stream is done; a failed stage ends the
+        session with an error. The stages' KV caches of the session are released either way."""
+        assert self.model is not None and self.pipeline is not None
+        model, pipeline = self.model.value, self.pipeline
+        tokenizer, stops = model.tokenizer, StopStrings(session.request.params.stop)
+        prompt = list(session.prompt_ids)
+        try:
+            token = None
+            for start in range(0, len(prompt), pipeline.prefill_chunk):
+                chunk = prompt[start : start + pipeline.prefill_chunk]
+                last = start + len(chunk) == len(prompt)
+                token = await self._forward(session, model, pipeline, chunk, start, last)
+            while True:
+                assert token is not None
+                session.stream, shown = session.stream.push(token, tokenizer, stops)
+                session.pieces.append(shown)
+                if session.stream.done:
+                    break
+                pos = len(prompt) + len(session.stream.ids) - 1
+                token = await self._forward(session, model, pipeline, [token], pos, last=True)
+        except StageFailed as e:
+            session.error = str(e)
+        self._release(session, pipeline)
+        self._count_own_instructions(session)
+        session.ended_ns = self.ic.time()
+        del self.sessions[session.id]
+        self.finished[session.id] = frozen(session)
+        for old in sorted(self.finished)[: max(0, len(self.finished) - KEPT_FINISHED_SESSIONS)]:
+            del self.finished[old]
+
+    async def _forward(self, session: Session, model: HeadModel, pipeline: Pipeline, ids: list[int], pos: int,
+                       last: bool) -> int | None:
+        """Runs `ids` at positions pos.. through every stage; the next token if `last` (the chunk
+        that ends the prompt, or a generated token), else None."""
+        config = model.config
+        activations = model.embedding(ids, self.ic.meter).astype(ACTIVATION_DTYPE).tobytes()
+        sampling = self._sampling(session) if last else None
+        slices: list[dict[str, Any]] = []
+        output_only = [(i, s) for i, s in enumerate(pipeline.stages) if not s.has_layers]
+        for i, stage in enumerate(pipeline.stages):
+            if not stage.has_layers:
+                continue
+            reply = await self._call(session, i, stage, pos, activations, len(ids), sampling)
+            if reply["token"] is not None:
+                return reply["token"]
+            activations = reply["activations"]
+        if not last:
+            return None
+        # Output-only stages: the last token's hidden state, to every one at once.
+        hidden = activations[-config.d_model * ACTIVATION_DTYPE.itemsize :]
+        pending = [(i, s, self._send(session, s, pos + len(ids) - 1, hidden, 1, sampling)) for i, s in output_only]
+        for i, stage, call in pending:
+            reply = await self._receive(session, i, stage, pos, call)
+            if reply["token"] is not None:
+                return reply["token"]
+            slices.append(reply["candidates"])
+        logits = merged_logits(slices, config.n_vocab)
+        params = replace(session.request.params, repeat_penalty=1.0)  # the slices applied it
+        return sample(logits, params, len(session.stream.ids), (), self.ic.meter)
+
+    def _sampling(self, session: Session) -> dict[str, Any]:
+        params = session.request.params
+        recent = (session.prompt_ids + session.stream.ids)[-params.repeat_last_n:] if params.repeat_last_n else ()
+        return {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p,
+                "min_p": params.min_p, "repeat_penalty": params.repeat_penalty,
+                "repeat_last_n": params.repeat_last_n, "seed": params.seed, "step": len(session.stream.ids),
+                "recent": list(recent)}
+
+    async def _call(self, session: Session, index: int, stage: Stage, pos: int, activations: bytes, n_tokens: int,
+                    sampling: dict[str, Any] | None) -> dict[str, Any]:
+        call = self._send(session, stage, pos, activations, n_tokens, sampling)
+        return await self._receive(session, index, stage, pos, call)
+
+    def _send(self, session: Session, stage: Stage, pos: int, activations: bytes, n_tokens: int,
+              sampling: dict[str, Any] | None) -> Any:
+        session.costs.messages += 1
+        session.costs.activation_bytes += len(activations)
+        return self.ic.call(stage.canister, "forward", {
+            "session": session.id, "pos": pos, "activations": activations, "n_tokens": n_tokens, "sample": sampling})
+
+    async def _receive(self, session: Session, index: int, stage: Stage, pos: int, call: Any) -> dict[str, Any]:
+        self._count_own_instructions(session)
+        try:
+            result = await call
+        except CallRejected as e:
+            raise StageFailed(self._failure(session, index, stage, pos, str(e))) from None
+        costs = session.costs
+        costs.messages += 1
+        costs.executions += 2  # the stage's forward, and the head's execution of the reply
+        if "err" in result:
+            raise StageFailed(self._failure(session, index, stage, pos, result["err"]))
+        reply = result["ok"]
+        costs.stage_instructions += reply["instructions"]
+        costs.activation_bytes += len(reply["activations"])
+        return reply
+
+    def _failure(self, session: Session, index: int, stage: Stage, pos: int, why: str) -> str:
+        return (f"generation failed in {stage.describe(index)} at position {pos} of session {session.id}, after "
+                f"{len(session.stream.ids)} generated tokens: {why}. The session's KV caches were released; "
+                "generate again to retry")
+
+    def _count_own_instructions(self, session: Session) -> None:
+        """The head's instructions in this call context so far, plus any from `start`."""
+        session.costs.head_instructions = session.head_base_instructions + self.ic.performance_counter(1)
+
+    def _release(self, session: Session, pipeline: Pipeline) -> None:
+        """Frees the session's KV caches. Not awaited: the reply need not wait for it, and a
+        stage that misses it keeps nothing another session needs more than a new session does."""
+        for stage in pipeline.stages:
+            if stage.has_layers:
+                self.ic.call(stage.canister, "reset_session", session.id)
+                session.costs.messages += 2
+
+    # --- queries -------------------------------------------------------------------------------
+    @query
+    def poll(self, session_id: int, start: int) -> dict[str, Any]:
+        session = self.sessions.get(session_id) or _value(self.finished.get(session_id))
+        if session is None:
+            return {"err": f"{self.describe()} has no session {session_id} (unknown, or finished long ago: the "
+                           f"head keeps the latest {KEPT_FINISHED_SESSIONS} finished sessions)"}
+        return {"ok": session.progress(start, self.fees, self.ic.time())}
+
+    @query
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        tokenizer = self._tokenizer()
+        try:
+            return tokenizer.encode(text, add_special=add_special, parse_special=parse_special, meter=self.ic.meter)
+        except TokenizerError as e:
+            self.ic.trap(str(e))
+
+    @query
+    def detokenize(self, ids: list[int]) -> str:
+        tokenizer = self._tokenizer()
+        try:
+            return tokenizer.decode(ids)
+        except TokenizerError as e:
+            self.ic.trap(str(e))
+
+    @query
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.upload.name, "loaded": self.model is not None, "bytes": self.upload.held,
+            "n_ctx": self.n_ctx, "stages": [s.to_candid() for s in self.pipeline.stages] if self.pipeline else [],
+            "prefill_chunk": self.pipeline.prefill_chunk if self.pipeline else 0,
+            "running_sessions": len(self.sessions), "kept_sessions": len(self.finished),
+            "heap_bytes": self.ic.heap_bytes(), "heap_limit_bytes": self.ic.heap_limit_bytes(),
+        }
+
+    def _tokenizer(self) -> Tokenizer:
+        if self.model is None:
+            self.ic.trap(f"{self.describe()} has no shard loaded, so no tokenizer yet")
+        return self.model.value.tokenizer
+
+
+def _value(held: Frozen[Session] | None) -> Session | None:
+    return held.value if held is not None else None

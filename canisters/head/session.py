@@ -1,0 +1,122 @@
+"""One generation as the head keeps it: the request, the token stream, and what it cost.
+
+Everything here is plain data that the head mutates between awaits, so that the state committed
+at each await (what `poll` sees) is the progress so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from canisters.llama.generation import TokenStream
+from canisters.llama.sampler import SamplingParams
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Fees:
+    """The fee schedule the head prices its metrics with, scaled to its subnet."""
+
+    execution_base: int
+    cycles_per_billion_instructions: int
+    call: int
+    call_byte: int
+
+    @classmethod
+    def from_candid(cls, value: dict[str, int]) -> Fees:
+        return cls(value["execution_base"], value["cycles_per_billion_instructions"], value["call"],
+                   value["call_byte"])
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    max_tokens: int
+    params: SamplingParams
+    chat: bool
+
+    @classmethod
+    def from_candid(cls, value: dict[str, Any]) -> Request:
+        """Raises SamplingError or ValueError with what is wrong."""
+        if value["max_tokens"] < 1:
+            raise ValueError("max_tokens must be at least 1")
+        params = SamplingParams(
+            temperature=value["temperature"], top_k=value["top_k"], top_p=value["top_p"], min_p=value["min_p"],
+            repeat_penalty=value["repeat_penalty"], seed=value["seed"], stop=tuple(value["stop"]))
+        return cls(value["prompt"], value["max_tokens"], params, value["chat"])
+
+
+@dataclass
+class Costs:
+    stage_instructions: int = 0
+    head_instructions: int = 0
+    messages: int = 0  # inter-canister requests and replies
+    executions: int = 0  # messages executed, by the stages and by the head
+    activation_bytes: int = 0
+
+    def priced(self, fees: Fees) -> int:
+        instructions = self.stage_instructions + self.head_instructions
+        return (self.executions * fees.execution_base
+                + instructions * fees.cycles_per_billion_instructions // NS_PER_S
+                + self.messages // 2 * fees.call + self.activation_bytes * fees.call_byte)
+
+
+@dataclass
+class Session:
+    id: int
+    request: Request
+    prompt_ids: tuple[int, ...]
+    started_ns: int
+    stream: TokenStream
+    pieces: list[str] = field(default_factory=list)  # the text each generated token made safe to show
+    costs: Costs = field(default_factory=Costs)
+    head_base_instructions: int = 0  # the head's instructions in an earlier call context (start)
+    ended_ns: int | None = None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.ended_ns is not None
+
+    @property
+    def stop_reason(self) -> str:
+        if self.error is not None:
+            return "error"
+        return self.stream.stop_reason or ""
+
+    def metrics(self, fees: Fees, now_ns: int) -> dict[str, Any]:
+        c = self.costs
+        return {
+            "instructions": c.stage_instructions + c.head_instructions,
+            "head_instructions": c.head_instructions,
+            "messages": c.messages,
+            "activation_bytes": c.activation_bytes,
+            "virtual_seconds": ((self.ended_ns or now_ns) - self.started_ns) / NS_PER_S,
+            "prompt_tokens": len(self.prompt_ids),
+            "generated_tokens": len(self.stream.ids),
+            "cycles": c.priced(fees),
+        }
+
+    def progress(self, start: int, fees: Fees, now_ns: int) -> dict[str, Any]:
+        return {
+            "session": self.id,
+            "ids": list(self.stream.ids[start:]),
+            "text": "".join(self.pieces[start:]),
+            "generated": len(self.stream.ids),
+            "done": self.done,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+            "metrics": self.metrics(fees, now_ns),
+        }
+
+    def generation(self, fees: Fees) -> dict[str, Any]:
+        return {
+            "session": self.id,
+            "text": self.stream.text,
+            "ids": list(self.stream.ids),
+            "prompt_ids": list(self.prompt_ids),
+            "stop_reason": self.stop_reason,
+            "metrics": self.metrics(fees, self.ended_ns or self.started_ns),
+        }
