@@ -1,0 +1,428 @@
+"""Uploading shard files into canisters: chunked, parallel, resumable, verified.
+
+Every canister that holds a shard (yblock and head) has the same upload methods
+(canisters/yblock/shard_store.py): `upload_chunk(name, offset, blob)` appends, `upload_status`
+(a query) says how many bytes it holds, `upload_commit(name, size)` returns the sha256 the
+canister computed over the bytes it holds, and `load` reads the committed file.
+
+For each shard the uploader
+1. checks the local file against the manifest's sha256 (nothing is sent from a damaged export);
+2. asks the canister what it holds and verifies those bytes by their sha256 (`upload_commit` at
+   the held size), then sends only the rest: this is the resume;
+3. sends chunks of at most CHUNK_BYTES, so each update call stays under the 2 MiB ingress limit,
+   and after each chunk commits and compares the canister's sha256 of everything held with the
+   local one. A corrupted chunk is caught as it lands, the error names the shard and the chunk,
+   and nothing after it is sent;
+4. calls `load` only once the canister's sha256 of the whole file equals the manifest's.
+
+Calls that fail transiently (reject code 2 SYS_TRANSIENT, HTTP 5xx or 429, a lost connection)
+are retried with exponential backoff; retrying is safe because every upload method is idempotent
+(a chunk sent twice is compared with the bytes held and changes nothing). Several canisters
+upload in parallel, one thread per shard, under one progress bar counting bytes per second.
+
+The calls go through a `ShardTarget`: over HTTP with icp-py-core (`RemoteShardTarget`) or
+in-process with replica.inprocess.LocalClient (`LocalShardTarget`), so `icllama deploy` and the
+in-process pipeline share this one implementation.
+
+Run standalone as `python -m client.upload --network local --manifest DIR/manifest.json
+--canister-ids .icllama/local/canister_ids.json` (see --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from tqdm import tqdm
+
+from client.errors import UserError
+
+INGRESS_LIMIT_BYTES = 2 * 1024 * 1024
+# Room for the method name, the Candid header, the shard name (at most 255 bytes), the offset
+# and the blob's length, so that a whole upload_chunk message is at most INGRESS_LIMIT_BYTES.
+CALL_OVERHEAD_BYTES = 1024
+CHUNK_BYTES = INGRESS_LIMIT_BYTES - CALL_OVERHEAD_BYTES
+READ_BYTES = 8 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+# --- what is uploaded where ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShardFile:
+    label: str  # the canister's name in dfx.json ("yblock_2"), for messages
+    name: str  # the name the canister stores the file under (the file's name)
+    path: Path
+    size: int
+    sha256: str  # from the export's manifest
+
+
+@dataclass(frozen=True)
+class HeldUpload:
+    """What a canister holds of a shard (its upload_status)."""
+
+    held: int
+    sha256: str | None  # of the held bytes, if committed at this size
+    loaded: bool
+
+
+class UploadRefused(Exception):
+    """The canister answered an upload method with its `err` variant; the text says why."""
+
+
+class ShardTarget(Protocol):
+    """One canister's upload methods, whatever the transport."""
+
+    canister_id: str
+
+    def upload_status(self, name: str) -> HeldUpload: ...
+
+    def upload_chunk(self, name: str, offset: int, data: bytes) -> int:
+        """Returns the bytes held afterwards; raises UploadRefused."""
+
+    def upload_commit(self, name: str, size: int) -> str:
+        """Returns the sha256 (hex) of the `size` bytes held; raises UploadRefused."""
+
+    def load(self) -> Any:
+        """Loads the committed shard; raises UploadRefused."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Backoff for transient failures: delays initial, initial*factor, ... capped at max_delay."""
+
+    attempts: int = 8
+    initial_s: float = 0.25
+    factor: float = 2.0
+    max_delay_s: float = 8.0
+
+    def delays(self) -> list[float]:
+        return [min(self.initial_s * self.factor**i, self.max_delay_s) for i in range(self.attempts - 1)]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    label: str
+    canister_id: str
+    size: int
+    bytes_sent: int  # blob bytes sent in upload_chunk calls (resends after retries included)
+    bytes_resumed: int  # bytes the canister already held and verified, not sent again
+    chunks: int
+    retries: int
+    seconds: float
+    outcome: str  # "uploaded", "resumed", "already loaded" or "loaded" (committed earlier, loaded now)
+
+
+class UploadError(UserError):
+    """An upload failed; the message names the shard (and the chunk) and what to do."""
+
+    def __init__(self, message: str, label: str | None = None):
+        super().__init__(message)
+        self.label = label
+
+
+class HeldBytesDiffer(UploadError):
+    """Found before sending: the canister holds (or has loaded) bytes of another file. They
+    cannot be resumed and the canister refuses to overwrite them, so it must be reinstalled
+    (deploy does that and uploads again)."""
+
+
+class ChunkCorrupted(UploadError):
+    """A chunk arrived different from the file (the canister's sha256 disagrees after it)."""
+
+
+class UploadsFailed(UploadError):
+    """Some shards failed (the others completed); `errors` has one UploadError per failed shard."""
+
+    def __init__(self, errors: list[UploadError]):
+        super().__init__("\n".join(map(str, errors)))
+        self.errors = errors
+
+
+# --- the upload of one shard ---------------------------------------------------------------------------
+@dataclass
+class _Progress:
+    bar: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self, n: int) -> None:
+        with self.lock:
+            self.bar.update(n)
+
+
+def _file_digests(path: Path, prefix: int) -> tuple[Any, str]:
+    """(sha256 state after the first `prefix` bytes, hex sha256 of the whole file)."""
+    hasher = hashlib.sha256()
+    at_prefix = hasher.copy() if prefix == 0 else None
+    with open(path, "rb") as f:
+        position = 0
+        while True:
+            want = READ_BYTES if at_prefix is not None else min(READ_BYTES, prefix - position)
+            block = f.read(want)
+            if not block:
+                break
+            hasher.update(block)
+            position += len(block)
+            if at_prefix is None and position == prefix:
+                at_prefix = hasher.copy()
+    if at_prefix is None:
+        raise UploadError(f"{path} has {position} bytes, fewer than the {prefix} its canister holds")
+    return at_prefix, hasher.hexdigest()
+
+
+@dataclass
+class _ShardUpload:
+    shard: ShardFile
+    target: ShardTarget
+    retry: Retry
+    sleep: Callable[[float], None]
+    retries: int = 0
+
+    def fail(self, kind: type[UploadError], message: str) -> UploadError:
+        where = f"shard {self.shard.label} ({self.shard.name} -> canister {self.target.canister_id})"
+        return kind(f"{where}: {message}", self.shard.label)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        from client.agent import is_transient
+
+        delays = self.retry.delays()
+        for attempt in range(len(delays) + 1):
+            try:
+                return fn()
+            except UploadRefused as e:
+                raise self.fail(UploadError, f"{what} was refused: {e}") from None
+            except Exception as e:
+                if not is_transient(e):
+                    raise self.fail(UploadError, f"{what} failed: {e}") from None
+                if attempt == len(delays):
+                    raise self.fail(UploadError, f"{what} still failed after {self.retry.attempts} attempts ({e}); "
+                                    "re-run the upload when the network is healthy: it resumes") from None
+                self.retries += 1
+                self.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    def status(self) -> HeldUpload:
+        return self.call("upload_status", lambda: self.target.upload_status(self.shard.name))
+
+    def run(self, held: HeldUpload, progress: _Progress) -> UploadResult:
+        shard, start = self.shard, time.perf_counter()
+        if held.loaded:
+            if held.sha256 == shard.sha256 and held.held == shard.size:
+                return self._result(0, 0, 0, start, "already loaded")
+            raise self.fail(HeldBytesDiffer, f"the canister has loaded other bytes (sha256 {held.sha256}) than the "
+                            f"manifest's {shard.sha256}; reinstall the canister to upload this shard")
+        if held.held > shard.size:
+            raise self.fail(HeldBytesDiffer, f"the canister holds {held.held} bytes, more than the file's "
+                            f"{shard.size}: it holds another file; reinstall the canister to upload this one")
+        prefix, file_sha256 = _file_digests(shard.path, held.held)
+        if file_sha256 != shard.sha256:
+            raise self.fail(UploadError, f"the file's sha256 {file_sha256} is not the manifest's {shard.sha256}; "
+                            "the export is damaged: export the shards again (nothing was sent)")
+        if held.held:
+            canister_sha256 = held.sha256 or self.call(
+                f"upload_commit at the {held.held} bytes held",
+                lambda: self.target.upload_commit(shard.name, held.held))
+            if canister_sha256 != prefix.hexdigest():
+                raise self.fail(HeldBytesDiffer, f"the {held.held} bytes the canister holds differ from the file's "
+                                f"(sha256 {canister_sha256} vs {prefix.hexdigest()}); reinstall the canister and "
+                                "upload again (`icllama deploy` does both)")
+        sent, chunks = self._send(prefix, held.held, progress)
+        self.call("load", self.target.load)
+        outcome = "loaded" if sent == 0 else "resumed" if held.held else "uploaded"
+        return self._result(sent, held.held, chunks, start, outcome)
+
+    def _send(self, hasher: Any, offset: int, progress: _Progress) -> tuple[int, int]:
+        """Sends the file from `offset` (whose prefix `hasher` has hashed), verifying each chunk."""
+        shard, sent, chunks = self.shard, 0, 0
+        with open(shard.path, "rb") as f:
+            f.seek(offset)
+            while offset < shard.size:
+                data = f.read(CHUNK_BYTES)
+                chunk = f"chunk {offset // CHUNK_BYTES} (bytes {offset}..{offset + len(data)})"
+                held = self.call(f"upload_chunk of {chunk}",
+                                 lambda d=data, o=offset: self.target.upload_chunk(shard.name, o, d))
+                if held != offset + len(data):
+                    raise self.fail(UploadError, f"after {chunk} the canister holds {held} bytes, not "
+                                    f"{offset + len(data)}; re-run the upload to resume from what it holds")
+                hasher.update(data)
+                canister_sha256 = self.call(f"upload_commit after {chunk}",
+                                            lambda h=held: self.target.upload_commit(shard.name, h))
+                if canister_sha256 != hasher.hexdigest():
+                    raise self.fail(ChunkCorrupted, f"{chunk} is corrupted: the canister's sha256 of the {held} bytes "
+                                    f"it holds is {canister_sha256}, the file's is {hasher.hexdigest()}. Nothing more "
+                                    "was sent and the shard was not loaded; re-run `icllama deploy`, which reinstalls "
+                                    "that canister and uploads the shard again")
+                sent += len(data)
+                chunks += 1
+                offset = held
+                progress.advance(len(data))
+        if hasher.hexdigest() != shard.sha256:
+            raise self.fail(UploadError, "the file changed while it was uploaded (its sha256 is no longer the "
+                            "manifest's); the shard was not loaded: export again and re-run the upload")
+        return sent, chunks
+
+    def _result(self, sent: int, resumed: int, chunks: int, start: float, outcome: str) -> UploadResult:
+        return UploadResult(self.shard.label, self.target.canister_id, self.shard.size, sent, resumed, chunks,
+                            self.retries, time.perf_counter() - start, outcome)
+
+
+def upload_shards(jobs: Sequence[tuple[ShardFile, ShardTarget]], parallel: int = 4, progress: bool = True,
+                  retry: Retry = Retry(), sleep: Callable[[float], None] = time.sleep) -> list[UploadResult]:
+    """Uploads, verifies and loads every shard, `parallel` canisters at a time. Shards that fail
+    do not stop the others; their errors are raised together at the end, each naming its shard."""
+    uploads = [_ShardUpload(shard, target, retry, sleep) for shard, target in jobs]
+    helds = [u.status() for u in uploads]
+    remaining = sum(0 if h.loaded else max(u.shard.size - h.held, 0) for u, h in zip(uploads, helds, strict=True))
+    results: list[UploadResult | None] = [None] * len(uploads)
+    errors: list[UploadError] = []
+    with tqdm(total=remaining, unit="B", unit_scale=True, unit_divisor=1024, desc="upload", disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        shared = _Progress(bar)
+
+        def one(i: int) -> None:
+            try:
+                results[i] = uploads[i].run(helds[i], shared)
+            except UploadError as e:
+                errors.append(e)
+
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="upload") as pool:
+            list(pool.map(one, range(len(uploads))))
+    if errors:
+        raise UploadsFailed(errors)
+    return [r for r in results if r is not None]
+
+
+# --- transports ----------------------------------------------------------------------------------------
+def _ok(reply: dict[str, Any], method: str) -> Any:
+    if "err" in reply:
+        raise UploadRefused(reply["err"])
+    if "ok" not in reply:
+        raise UploadRefused(f"{method} replied {reply!r}, neither ok nor err")
+    return reply["ok"]
+
+
+@dataclass(frozen=True)
+class RemoteShardTarget:
+    """Over the IC HTTP interface with icp-py-core (client.agent.RemoteCanister)."""
+
+    canister: Any  # client.agent.RemoteCanister typed by the canister's .did
+
+    @property
+    def canister_id(self) -> str:
+        return self.canister.canister_id
+
+    def upload_status(self, name: str) -> HeldUpload:
+        reply = self.canister.query("upload_status", name)
+        return HeldUpload(int(reply["held"]), reply["sha256"][0] if reply["sha256"] else None, bool(reply["loaded"]))
+
+    def upload_chunk(self, name: str, offset: int, data: bytes) -> int:
+        return int(_ok(self.canister.update("upload_chunk", name, offset, data), "upload_chunk"))
+
+    def upload_commit(self, name: str, size: int) -> str:
+        return _ok(self.canister.update("upload_commit", name, size), "upload_commit")
+
+    def load(self) -> Any:
+        return _ok(self.canister.update("load"), "load")
+
+
+@dataclass(frozen=True)
+class LocalShardTarget:
+    """In-process, through replica.inprocess.LocalClient (cdk.candid values)."""
+
+    client: Any  # replica.inprocess.LocalClient
+    principal: Any  # cdk.principal.Principal
+
+    @property
+    def canister_id(self) -> str:
+        return self.principal.to_text()
+
+    def upload_status(self, name: str) -> HeldUpload:
+        reply = self.client.query(self.principal, "upload_status", name)
+        return HeldUpload(int(reply["held"]), reply["sha256"], bool(reply["loaded"]))
+
+    def upload_chunk(self, name: str, offset: int, data: bytes) -> int:
+        return int(_ok(self.client.update(self.principal, "upload_chunk", name, offset, data).value, "upload_chunk"))
+
+    def upload_commit(self, name: str, size: int) -> str:
+        return _ok(self.client.update(self.principal, "upload_commit", name, size).value, "upload_commit")
+
+    def load(self) -> Any:
+        return _ok(self.client.update(self.principal, "load").value, "load")
+
+
+# --- the manifest --------------------------------------------------------------------------------------
+def shards_from_manifest(manifest_path: Path) -> list[ShardFile]:
+    """The shard files an export's manifest.json lists (one per canister), with their sha256."""
+    from sharding.export import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    return [ShardFile(entry.canister, entry.path.name, entry.path, entry.size, entry.sha256)
+            for entry in manifest.files]
+
+
+# --- python -m client.upload ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    from client.agent import DEFAULT_STATE_DIR, connect, resolve_network
+    from client.identity import IdentityStore
+
+    parser = argparse.ArgumentParser(
+        prog="python -m client.upload",
+        description="Upload exported shards into their canisters (resumable, verified by sha256, then loaded).")
+    parser.add_argument("--manifest", type=Path, required=True, help="the export's manifest.json")
+    parser.add_argument("--canister-ids", type=Path, help="canister_ids.json mapping the manifest's canister names "
+                        "to ids (default .icllama/<network>/canister_ids.json)")
+    parser.add_argument("--network", default="local", help="`local` or the URL of an IC HTTP interface")
+    parser.add_argument("--identity", help="identity name or PEM path (a controller of the canisters)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
+    parser.add_argument("--only", action="append", default=[], help="upload only this canister (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    try:
+        target = resolve_network(args.network, args.state_dir)
+        ids = _read_ids(args.canister_ids or args.state_dir / target.name / "canister_ids.json", target.name)
+        connection = connect(target.url, IdentityStore.from_environment().resolve(args.identity))
+        shards = [s for s in shards_from_manifest(args.manifest) if not args.only or s.label in args.only]
+        jobs = [(s, remote_target(connection, ids, s.label)) for s in shards]
+        results = upload_shards(jobs, parallel=args.parallel)
+    except UserError as e:
+        print(f"upload: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("upload: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results]))
+    else:
+        for r in results:
+            print(f"{r.label:10} {r.canister_id}  {r.outcome:14} {r.bytes_sent:>12,} B sent  "
+                  f"{r.bytes_resumed:>12,} B resumed  {r.retries} retries")
+    return 0
+
+
+def remote_target(connection: Any, ids: dict[str, str], label: str) -> RemoteShardTarget:
+    from client.agent import RemoteCanister
+    from client.deploy import did_for
+
+    if label not in ids:
+        raise UserError(f"no canister id for {label!r}; deploy first (`icllama deploy`) or pass --canister-ids")
+    return RemoteShardTarget(RemoteCanister.from_did(connection, ids[label], did_for(label)))
+
+
+def _read_ids(path: Path, network: str) -> dict[str, str]:
+    from client.deploy import read_canister_ids
+
+    return read_canister_ids(path, network)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
