@@ -148,7 +148,7 @@ def test_resolution_order_and_errors(store: IdentityStore, tmp_path: Path) -> No
     with pytest.raises(UserError, match="no identity named 'nobody'.*carol"):
         store.resolve("nobody")
     with pytest.raises(UserError, match="not a valid identity name"):
-        store.resolve("../etc")
+        store.resolve("bad name!")
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(UserError, match="garbage.pem holds no readable private key"):
