@@ -52,6 +52,7 @@ _MODES_BY_BYTE = {byte: name for name, byte in FUNC_MODES.items()}
 _STRUCTS = {name: struct.Struct("<" + code) for name, code in FIXED_WIDTH.items()}
 _MIN_PRIMITIVE_SIZE = {"null": 0, "reserved": 0, "empty": 0, "bool": 1, "nat": 1, "int": 1, "text": 1,
                        "principal": 2, **{name: s.size for name, s in _STRUCTS.items()}}
+_BIGNUM_HINT = " (raise DecodeLimits.max_bignum_bytes if such numbers are legitimate)"
 _U32 = 1 << 32
 _U64 = 1 << 64
 
@@ -131,7 +132,7 @@ class _Decoder:
         self.pos += 1
         return value
 
-    def leb(self, what: str, max_bytes: int = 10, bound: int = _U64) -> int:
+    def leb(self, what: str, max_bytes: int = 10, bound: int = _U64, hint: str = "") -> int:
         """An unsigned LEB128 number; sizes, counts and ids are bounded to 64 bits (10 bytes)."""
         data, start = self.data, self.pos
         try:
@@ -145,7 +146,7 @@ class _Decoder:
         pos = start
         while True:
             if pos - start >= max_bytes:
-                raise self.fail(f"{what}: LEB128 number longer than {max_bytes} bytes", start)
+                raise self.fail(f"{what}: LEB128 number longer than {max_bytes} bytes{hint}", start)
             try:
                 byte = data[pos]
             except IndexError:
@@ -160,13 +161,13 @@ class _Decoder:
         self.pos = pos
         return result
 
-    def sleb(self, what: str, max_bytes: int = 10) -> int:
+    def sleb(self, what: str, max_bytes: int = 10, hint: str = "") -> int:
         data, start = self.data, self.pos
         result = shift = 0
         pos = start
         while True:
             if pos - start >= max_bytes:
-                raise self.fail(f"{what}: LEB128 number longer than {max_bytes} bytes", start)
+                raise self.fail(f"{what}: LEB128 number longer than {max_bytes} bytes{hint}", start)
             try:
                 byte = data[pos]
             except IndexError:
@@ -226,10 +227,10 @@ class _Decoder:
         if byte < 0x80:
             self.pos = start + 1
             return byte
-        return self.leb("nat", self.limits.max_bignum_bytes, bound=1 << (7 * self.limits.max_bignum_bytes))
+        return self.leb("nat", self.limits.max_bignum_bytes, 1 << (7 * self.limits.max_bignum_bytes), _BIGNUM_HINT)
 
     def int(self) -> int:
-        return self.sleb("int", self.limits.max_bignum_bytes)
+        return self.sleb("int", self.limits.max_bignum_bytes, _BIGNUM_HINT)
 
     def primitive_value(self, name: str) -> Any:
         packer = _STRUCTS.get(name)
@@ -481,11 +482,11 @@ class _Decoder:
         size = self.min_size(wire_inner)
         if size == 0:
             if n > self.budget:
-                raise self.fail(f"a vector of {n} zero-sized elements exceeds the decoding budget of "
-                                f"{self.limits.max_values} values (DecodeLimits.max_values)", start)
+                raise self.fail(f"a vector of {n} zero-sized elements exceeds what is left ({self.budget}) of the "
+                                f"decoding budget of {self.limits.max_values} values (DecodeLimits.max_values)", start)
         elif n * size > len(self.data) - self.pos:
-            raise self.fail(f"a vector of {n} {render(wire_inner, 2)} needs at least {n * size} bytes, "
-                            f"but only {len(self.data) - self.pos} remain", start)
+            raise self.fail(f"a vector of {n} elements of type {render(wire_inner, 2)} needs at least "
+                            f"{n * size} bytes, but only {len(self.data) - self.pos} remain", start)
         return n
 
     def fixed_vector(self, name: str, n: int) -> bytes | list[Any]:
