@@ -536,7 +536,7 @@ class _Decoder:
         wire_field = wire.fields[index]
         field = expected.by_id.get(wire_field.id)
         if field is None:
-            raise self.mismatch(f"the message holds variant case {wire_field.label}, which {render(expected, 3)} "
+            raise self.mismatch(f"the message holds variant case with id {wire_field.id}, which {render(expected, 3)} "
                                 "does not have")
         try:
             return {field.key: self.value(wire_field.type, field.type, depth)}
