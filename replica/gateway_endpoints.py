@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import cbor2
+
 from cdk.candid import CandidError, decode, parse_did
 from cdk.principal import Principal
-
 from replica.api_types import IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.auth import EnvelopeRejected, Request, authenticate, decode_envelope
 from replica.certification import SELF_DESCRIBE_TAG, NetworkKeys
@@ -143,8 +143,11 @@ class Endpoints:
         return cbor_response({"status": "replied", "certificate": self.state.current().certificate(paths)})
 
     def _call_rejection(self, version: CallVersion, rejection: IngressRejected) -> HttpResponse:
-        if rejection.http_status != 200:
-            return text_response(rejection.http_status, f"{rejection.error_code}: {rejection.message}")
+        # The interface spec answers a call the IC refuses before executing it (unknown canister,
+        # frozen canister, management method not callable) with its reject: HTTP 200 and a CBOR
+        # body. Only a message too large to take at all is an HTTP-level refusal.
+        if rejection.http_status == 413:
+            return text_response(413, f"{rejection.error_code}: {rejection.message}")
         body = {
             "reject_code": rejection.reject_code,
             "reject_message": rejection.message,

@@ -76,7 +76,7 @@ def create_canister(agent: Agent, verify_certificate: bool = False) -> str:
     reply = agent.update(
         "aaaaa-aa", "provisional_create_canister_with_cycles",
         [{"type": PROVISIONAL_CREATE_ARG, "value": {"amount": []}}],
-        verify_certificate=verify_certificate,
+        return_type=[CANISTER_ID_ARG], verify_certificate=verify_certificate,
     )
     return reply[0]["value"]["canister_id"].to_str()
 

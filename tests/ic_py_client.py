@@ -29,6 +29,7 @@ for kind, identity in identities.items():
     created = agent.update_raw(
         "aaaaa-aa", "provisional_create_canister_with_cycles",
         encode([{"type": Types.Record({"amount": Types.Opt(Types.Nat)}), "value": {"amount": []}}]),
+        [Types.Record({"canister_id": Types.Principal})],
     )[0]["value"]["canister_id"]
     results[kind] = {
         "before": before,

@@ -39,6 +39,5 @@ def test_ic_py_update_query_and_management(network):
         assert answer["whoami"] == answer["sender"]
         assert answer["created"].endswith("-cai")
     assert answers["anonymous"]["sender"] == "2vxsx-fae"
-    assert answers["canister_class"] == {"inc": {"type": "nat", "value": expected + 1},
-                                         "get": {"type": "nat", "value": expected + 1}} or \
-        "error" not in answers["canister_class"], answers["canister_class"]
+    # ic-py's Canister class parses counter.did and decodes replies to plain values.
+    assert answers["canister_class"] == {"inc": expected + 1, "get": expected + 1}

@@ -1,0 +1,68 @@
+"""`icllama start --background`, `status` and `stop` as a user runs them, and the clear errors of
+a second start on a busy state directory or a busy port."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.gateway_support import REPO
+
+pytestmark = pytest.mark.network
+
+
+def icllama(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "client.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child whose parent has not collected it yet)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_background_start_status_stop(tmp_path):
+    state = tmp_path / "state"
+    started = icllama("start", "--background", "--port", "0", "--state-dir", str(state))
+    assert started.returncode == 0, started.stderr
+    record = json.loads((state / "network.json").read_text())
+    assert record["url"] in started.stdout and str(record["pid"]) in started.stdout
+    try:
+        assert httpx.get(f"{record['url']}/api/v2/status").status_code == 200
+
+        again = icllama("start", "--background", "--port", "0", "--state-dir", str(state))
+        assert again.returncode == 2
+        assert "already running" in again.stderr and str(record["pid"]) in again.stderr
+
+        busy_port = icllama("start", "--port", str(record["port"]), "--state-dir", str(tmp_path / "other"))
+        assert busy_port.returncode == 2
+        assert f"port {record['port']}" in busy_port.stderr and "in use" in busy_port.stderr
+
+        status = icllama("status", "--state-dir", str(state))
+        assert status.returncode == 0, status.stderr
+        assert record["url"] in status.stdout and "round:" in status.stdout and "canisters (0)" in status.stdout
+    finally:
+        stopped = icllama("stop", "--state-dir", str(state))
+    assert stopped.returncode == 0, stopped.stderr
+    assert str(record["pid"]) in stopped.stdout
+    assert not (state / "network.json").exists()
+    assert not is_running(record["pid"])
+
+    after = icllama("stop", "--state-dir", str(state))
+    assert after.returncode == 2 and "no network is running" in after.stderr
+    assert icllama("status", "--state-dir", str(state)).returncode == 1
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    result = icllama("start", "--port", "70000", "--state-dir", str(tmp_path))
+    assert result.returncode == 2 and "--port must be between 0 and 65535" in result.stderr
+    result = icllama("start", "--round-seconds", "0", "--state-dir", str(tmp_path))
+    assert result.returncode == 2 and "--round-seconds must be positive" in result.stderr
