@@ -106,16 +106,19 @@ def blst_available() -> bool:
 @dataclass(frozen=True)
 class Connection:
     url: str
-    identity: Identity
+    identity: Identity | None  # None: the anonymous principal
     agent: Agent
     root_key: bytes
     verify_certificates: bool
 
 
-def connect(url: str, identity: Identity, verify_certificates: bool | None = None) -> Connection:
-    """An icp-py-core Agent for `url` signing as `identity`. `verify_certificates=None` verifies
-    whenever the blst binding is importable."""
-    agent = Agent(identity.icp_py_core(), Client(url))
+def connect(url: str, identity: Identity | None, verify_certificates: bool | None = None) -> Connection:
+    """An icp-py-core Agent for `url` signing as `identity` (None: anonymous).
+    `verify_certificates=None` verifies whenever the blst binding is importable."""
+    from icp_identity import Identity as AgentIdentity
+
+    signer = identity.icp_py_core() if identity is not None else AgentIdentity(anonymous=True)
+    agent = Agent(signer, Client(url))
     try:
         status = cbor2.loads(_http(url, agent.client.status))
         root_key = bytes(status["root_key"])

@@ -1,0 +1,234 @@
+"""A Python client of the head canister: `HeadClient(url, canister_id, identity)`.
+
+    client = HeadClient("http://127.0.0.1:4943", head_id, identity)
+    result = client.generate("What is the capital of France?", GenerationOptions(max_tokens=32, chat=True))
+    for event in client.stream("Once upon a time"):
+        print(event.text, end="", flush=True)
+
+`generate` is one update call that returns when the generation is done; `stream` calls `start`
+(an update that returns the session at once) and then polls the session with `poll` queries,
+yielding the text of each batch of new tokens as the head produces them.
+
+Two real agents can carry the calls:
+- icp-py-core (the default): its own Candid codec typed by its own parse of head.did, and
+  certificates verified when the blst binding is importable (client.agent);
+- ic-py 1.0.1 (`agent="ic-py"`), which needs its own environment (cbor2<6). Its .did parser
+  cannot read head.did (it takes the field name `text` for the type keyword), so the few types
+  this client needs are written out below with ic-py's `Types`; a test checks them against
+  head.did with the project's own Candid codec.
+
+This module imports neither agent nor the replica at module level, so it runs in either
+environment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from client.identity import Identity
+
+HEAD_DID = Path(__file__).resolve().parents[1] / "canisters" / "head" / "head.did"
+AgentName = Literal["icp-py-core", "ic-py"]
+# Polls back off from the first interval to the last while no new token has arrived: quick
+# enough to show tokens as they come, without spinning on a network that computes them.
+POLL_INTERVALS_S = (0.02, 0.05, 0.1, 0.2)
+
+
+class HeadError(Exception):
+    """The head refused or failed a generation, or the call was rejected; the text says why."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What GenerateRequest carries besides the prompt; the defaults are `icllama run`'s (greedy)."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    chat: bool = False
+
+    def request(self, prompt: str) -> dict[str, Any]:
+        return {"prompt": prompt, "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_k": self.top_k, "top_p": self.top_p, "min_p": self.min_p,
+                "repeat_penalty": self.repeat_penalty, "seed": self.seed, "stop": list(self.stop), "chat": self.chat}
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the generation cost on the (simulated) IC, as the head measured it."""
+
+    instructions: int
+    head_instructions: int
+    messages: int
+    activation_bytes: int
+    virtual_seconds: float
+    prompt_tokens: int
+    generated_tokens: int
+    cycles: int
+
+    @classmethod
+    def from_candid(cls, value: dict[str, Any]) -> Metrics:
+        return cls(**{f.name: value[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Generation:
+    session: int
+    text: str
+    ids: tuple[int, ...]
+    prompt_ids: tuple[int, ...]
+    stop_reason: str  # "eos", "stop" or "max_tokens"
+    metrics: Metrics
+    host_seconds: float  # wall time of the call, as this client saw it
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """New tokens of a started session (or its end, when `done`)."""
+
+    session: int
+    ids: tuple[int, ...]  # the ids new since the previous event
+    text: str  # the text they complete (it may lag a token that splits a character)
+    generated: int  # ids generated so far
+    done: bool
+    stop_reason: str
+    metrics: Metrics
+
+
+@dataclass(frozen=True)
+class HeadClient:
+    url: str
+    canister_id: str
+    identity: Identity | None = None  # None: the anonymous principal
+    agent: AgentName = "icp-py-core"
+    _backend: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.agent == "icp-py-core":
+            backend: Any = _IcpPyCore(self.url, self.canister_id, self.identity)
+        elif self.agent == "ic-py":
+            backend = _IcPy(self.url, self.canister_id, self.identity)
+        else:
+            raise ValueError(f"agent must be 'icp-py-core' or 'ic-py', got {self.agent!r}")
+        object.__setattr__(self, "_backend", backend)
+
+    def generate(self, prompt: str, options: GenerationOptions = GenerationOptions()) -> Generation:
+        start = time.perf_counter()
+        value = _ok(self._backend.update("generate", options.request(prompt)))
+        return Generation(value["session"], value["text"], tuple(value["ids"]), tuple(value["prompt_ids"]),
+                          value["stop_reason"], Metrics.from_candid(value["metrics"]), time.perf_counter() - start)
+
+    def stream(self, prompt: str, options: GenerationOptions = GenerationOptions()) -> Iterator[StreamEvent]:
+        session = _ok(self._backend.update("start", options.request(prompt)))
+        received, idle = 0, 0
+        while True:
+            progress = _ok(self._backend.query("poll", session, received))
+            event = StreamEvent(session, tuple(progress["ids"]), progress["text"], progress["generated"],
+                                progress["done"], progress["stop_reason"], Metrics.from_candid(progress["metrics"]))
+            if progress["error"]:
+                raise HeadError(f"generation session {session} failed: {progress['error'][0]}")
+            if event.ids or event.done:
+                received += len(event.ids)
+                idle = 0
+                yield event
+                if event.done:
+                    return
+            else:
+                time.sleep(POLL_INTERVALS_S[min(idle, len(POLL_INTERVALS_S) - 1)])
+                idle += 1
+
+
+def _ok(reply: dict[str, Any]) -> Any:
+    if "err" in reply:
+        raise HeadError(reply["err"])
+    return reply["ok"]
+
+
+# --- the agents --------------------------------------------------------------------------------------
+class _IcpPyCore:
+    def __init__(self, url: str, canister_id: str, identity: Identity | None):
+        from client.agent import RemoteCanister, connect, load_did
+
+        self.canister = RemoteCanister(connect(url, identity), canister_id, load_did(HEAD_DID))
+
+    def update(self, method: str, *args: Any) -> Any:
+        from replica.inprocess import CallFailed
+
+        try:
+            return self.canister.update(method, *args)
+        except CallFailed as e:
+            raise HeadError(str(e)) from None
+
+    def query(self, method: str, *args: Any) -> Any:
+        from replica.inprocess import CallFailed
+
+        try:
+            return self.canister.query(method, *args)
+        except CallFailed as e:
+            raise HeadError(str(e)) from None
+
+
+def ic_py_types(T: Any) -> dict[str, tuple[list[Any], list[Any]]]:
+    """(argument types, result types) of the head methods this client calls, built with an agent's
+    `Types` (ic-py's, or icp-py-core's which has the same API): exactly head.did's."""
+    metrics = T.Record({"instructions": T.Nat64, "head_instructions": T.Nat64, "messages": T.Nat64,
+                        "activation_bytes": T.Nat64, "virtual_seconds": T.Float64, "prompt_tokens": T.Nat32,
+                        "generated_tokens": T.Nat32, "cycles": T.Nat64})
+    request = T.Record({"prompt": T.Text, "max_tokens": T.Nat32, "temperature": T.Float32, "top_k": T.Nat32,
+                        "top_p": T.Float32, "min_p": T.Float32, "repeat_penalty": T.Float32, "seed": T.Nat64,
+                        "stop": T.Vec(T.Text), "chat": T.Bool})
+    generation = T.Record({"session": T.Nat64, "text": T.Text, "ids": T.Vec(T.Nat32), "prompt_ids": T.Vec(T.Nat32),
+                           "stop_reason": T.Text, "metrics": metrics})
+    progress = T.Record({"session": T.Nat64, "ids": T.Vec(T.Nat32), "text": T.Text, "generated": T.Nat32,
+                         "done": T.Bool, "stop_reason": T.Text, "error": T.Opt(T.Text), "metrics": metrics})
+    return {
+        "generate": ([request], [T.Variant({"ok": generation, "err": T.Text})]),
+        "start": ([request], [T.Variant({"ok": T.Nat64, "err": T.Text})]),
+        "poll": ([T.Nat64, T.Nat32], [T.Variant({"ok": progress, "err": T.Text})]),
+    }
+
+
+class _IcPy:
+    """ic-py 1.0.1, unchanged: /api/v2 calls, polled through read_state."""
+
+    POLL_DELAY_S = 0.05  # ic-py polls an update's status every second unless told otherwise
+
+    def __init__(self, url: str, canister_id: str, identity: Identity | None):
+        from ic.agent import Agent
+        from ic.candid import Types, encode
+        from ic.client import Client
+        from ic.identity import Identity as IcPyIdentity
+
+        signer = identity.ic_py() if identity is not None else IcPyIdentity(anonymous=True)
+        self.agent = Agent(signer, Client(url))
+        self.canister_id = canister_id
+        self.types = ic_py_types(Types)
+        self.encode = encode
+
+    def _arg(self, method: str, args: tuple[Any, ...]) -> tuple[bytes, list[Any]]:
+        arg_types, ret_types = self.types[method]
+        return self.encode([{"type": t, "value": v} for t, v in zip(arg_types, args, strict=True)]), ret_types
+
+    def update(self, method: str, *args: Any) -> Any:
+        arg, ret_types = self._arg(method, args)
+        try:
+            reply = self.agent.update_raw(self.canister_id, method, arg, ret_types, delay=self.POLL_DELAY_S)
+        except Exception as e:  # ic-py raises a bare Exception("Rejected: ...") for rejects
+            raise HeadError(f"{method} failed: {e}") from None
+        return reply[0]["value"]
+
+    def query(self, method: str, *args: Any) -> Any:
+        arg, ret_types = self._arg(method, args)
+        reply = self.agent.query_raw(self.canister_id, method, arg, ret_types)
+        if isinstance(reply, (str, bytes)):  # ic-py returns a rejected query's message instead of raising
+            raise HeadError(f"{method} was rejected: {reply!r}")
+        return reply[0]["value"]
