@@ -2,7 +2,7 @@
 against icp-py-core's independent implementation."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from icp_identity import Identity
 from icp_principal import Principal as ReferencePrincipal
@@ -81,6 +81,7 @@ def test_value_semantics():
         Principal("aaaaa-aa")  # type: ignore[arg-type]
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=29))
 def test_text_matches_icp_py_core_and_round_trips(raw):
     principal = Principal(raw)
