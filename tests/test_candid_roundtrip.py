@@ -9,7 +9,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdk.candid import (
-    CandidError, DecodeLimits, FuncRef, Opt, Primitive, Record, Service, Some, T, Type, Variant, Vec, decode,
+    CandidError,
+    DecodeLimits,
+    FuncRef,
+    Opt,
+    Primitive,
+    Record,
+    Service,
+    Some,
+    T,
+    Type,
+    Variant,
+    Vec,
+    decode,
     encode,
 )
 from cdk.candid.types import Func, is_nullable, resolve
