@@ -1,11 +1,15 @@
-"""Talking to an IC HTTP endpoint with icp-py-core: finding the endpoint, connecting with an
-identity, and calling canisters typed by their .did files.
+"""How client code calls canisters: over the IC HTTP interface with icp-py-core, or in-process
+through replica.inprocess.LocalClient, behind one interface (`Canisters.canister(id, did)`), so
+deploying and uploading are written once for both.
 
-Values are icp-py-core's Candid values (records as dicts, `opt` as [] or [x], variants as
-one-key dicts, principals as `icp_principal.Principal`), because the agent's own Candid does the
-encoding, exactly as for any other client of these canisters.
+Values are the project's Candid values (cdk.candid: `opt` as None or the value, principals as
+cdk.principal.Principal, records as dicts, variants as one-key dicts), whichever the transport.
+Over HTTP the arguments are encoded with cdk.candid from the .did file, so the bytes are exactly
+those the in-process path sends; the agent signs and sends them, waits for the certified reply
+and decodes it with its own Candid codec and its own parse of the same .did; `_from_agent` then
+maps icp-py-core's value forms (`opt` as [] or [x], its Principal class) onto ours.
 
-Certificates are verified when the official blst binding (`import blst`) is importable: that is
+Certificates are verified when the official blst binding (`import blst`) is importable: it is
 the only verifier icp-py-core has. A local network's root key is not the IC's, so it is fetched
 from /api/v2/status, as `dfx` and agent-js's fetchRootKey do.
 """
@@ -13,24 +17,24 @@ from /api/v2/status, as `dfx` and agent-js's fetchRootKey do.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cbor2
 import httpx
 from icp_agent import Agent, Client
-from icp_candid.candid import encode
 from icp_candid.did_loader import DIDLoader
 from icp_certificate import certificate as icp_certificate
 from icp_core.errors import ReplicaReject, TransportError
 
+from cdk.candid import CandidError, Interface, Opt, Primitive, Record, Some, T, Type, Variant, Vec, encode, parse_did
+from cdk.candid.types import is_nullable, resolve
+from cdk.principal import Principal
 from client.errors import UserError
 from client.identity import Identity
-from replica.inprocess import CallFailed
+from replica.inprocess import CallFailed, LocalClient
 
-MANAGEMENT_ID = "aaaaa-aa"
 MANAGEMENT_DID = Path(__file__).resolve().parents[1] / "replica" / "management.did"
 DEFAULT_STATE_DIR = Path(".icllama")
 DFX_LOCAL_BIND = "127.0.0.1:4943"
@@ -61,7 +65,52 @@ def is_transient(error: Exception) -> bool:
     return isinstance(error, TransportFailed) and error.transient
 
 
-# --- which endpoint -----------------------------------------------------------------------------------
+# --- the one interface ---------------------------------------------------------------------------------
+class Canister(Protocol):
+    canister_id: Principal
+
+    def update(self, method: str, *args: Any) -> Any:
+        """The decoded reply (None for (), the value for one result); raises CallFailed on a reject."""
+
+    def query(self, method: str, *args: Any) -> Any: ...
+
+
+class Canisters(Protocol):
+    """A network as client code sees it: canisters to call, typed by their .did files."""
+
+    sender: Principal  # who the calls come from
+
+    def canister(self, canister_id: Principal, did: Path) -> Canister: ...
+
+
+# --- in-process ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalCanister:
+    client: LocalClient
+    canister_id: Principal
+
+    def update(self, method: str, *args: Any) -> Any:
+        return self.client.update(self.canister_id, method, *args).value
+
+    def query(self, method: str, *args: Any) -> Any:
+        return self.client.query(self.canister_id, method, *args)
+
+
+@dataclass(frozen=True)
+class LocalCanisters:
+    """An in-process network. The replica knows each canister's .did, so `did` is not read."""
+
+    client: LocalClient
+
+    @property
+    def sender(self) -> Principal:
+        return self.client.sender
+
+    def canister(self, canister_id: Principal, did: Path) -> LocalCanister:
+        return LocalCanister(self.client, canister_id)
+
+
+# --- which endpoint ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NetworkTarget:
     name: str  # "local", or a directory-safe form of the URL (as dfx names ad-hoc networks)
@@ -94,7 +143,7 @@ def resolve_network(network: str, state_dir: Path = DEFAULT_STATE_DIR, dfx_json:
     return NetworkTarget("local", f"http://{bind}")
 
 
-# --- connecting ---------------------------------------------------------------------------------------
+# --- over HTTP -----------------------------------------------------------------------------------------
 def blst_available() -> bool:
     try:
         icp_certificate.ensure_blst_available()
@@ -153,61 +202,101 @@ def _http(url: str, send: Any, *args: Any) -> Any:
         raise TransportFailed(url, None, str(e) or type(e).__name__) from None
 
 
-# --- canisters ----------------------------------------------------------------------------------------
-def load_did(path: Path) -> Mapping[str, Any]:
-    """The methods of a .did file as icp-py-core's FuncClass objects (argTypes, retTypes)."""
-    try:
-        service = DIDLoader().load_did_source(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read the Candid interface {path}: {e}") from None
-    return service["methods"]
+@dataclass(frozen=True)
+class DidFile:
+    """One .did file as both codecs read it."""
+
+    path: Path
+    ours: Interface
+    agents: dict[str, Any]  # icp-py-core's FuncClass per method (argTypes, retTypes)
+
+    @classmethod
+    def read(cls, path: Path) -> DidFile:
+        try:
+            text = path.read_text()
+            return cls(path, parse_did(text), DIDLoader().load_did_source(text)["methods"])
+        except (OSError, ValueError, CandidError) as e:
+            raise UserError(f"cannot read the Candid interface {path}: {e}") from None
 
 
 @dataclass(frozen=True)
 class RemoteCanister:
     connection: Connection
-    canister_id: str
-    methods: Mapping[str, Any]
+    canister_id: Principal
+    did: DidFile
 
-    @classmethod
-    def from_did(cls, connection: Connection, canister_id: str, did: Path) -> RemoteCanister:
-        return cls(connection, canister_id, load_did(did))
-
-    def update(self, method: str, *args: Any, effective_canister_id: str | None = None) -> Any:
-        func, arg = self._encode(method, args)
-        agent = self.connection.agent
+    def update(self, method: str, *args: Any) -> Any:
+        arg, rets = self._encode(method, args)
+        agent, target = self.connection.agent, self.canister_id.to_text()
         try:
             reply = _http(self.connection.url, lambda: agent.update_raw(
-                self.canister_id, method, arg, return_type=func.retTypes,
-                effective_canister_id=effective_canister_id, verify_certificate=self.connection.verify_certificates,
+                target, method, arg, return_type=self.did.agents[method].retTypes,
+                effective_canister_id=self._effective(args), verify_certificate=self.connection.verify_certificates,
                 timeout=POLL_TIMEOUT_S))
         except ReplicaReject as e:
             raise CallFailed(int(e.reject_code), e.reject_message, e.error_code) from None
-        return _unwrap(reply)
+        return _values(rets, reply)
 
     def query(self, method: str, *args: Any) -> Any:
-        func, arg = self._encode(method, args)
-        agent = self.connection.agent
+        arg, rets = self._encode(method, args)
+        agent, target = self.connection.agent, self.canister_id.to_text()
         try:
             reply = _http(self.connection.url, lambda: agent.query_raw(
-                self.canister_id, method, arg, return_type=func.retTypes))
+                target, method, arg, return_type=self.did.agents[method].retTypes,
+                effective_canister_id=self._effective(args)))
         except ReplicaReject as e:
             raise CallFailed(int(e.reject_code), e.reject_message, e.error_code) from None
-        return _unwrap(reply)
+        return _values(rets, reply)
 
-    def _encode(self, method: str, args: tuple[Any, ...]) -> tuple[Any, bytes]:
-        func = self.methods.get(method)
-        if func is None:
-            raise UserError(f"canister {self.canister_id} has no method {method!r} in its .did")
-        if len(args) != len(func.argTypes):
-            raise TypeError(f"{method} takes {len(func.argTypes)} arguments, got {len(args)}")
-        return func, encode([{"type": t, "value": v} for t, v in zip(func.argTypes, args, strict=True)])
+    def _encode(self, method: str, args: tuple[Any, ...]) -> tuple[bytes, tuple[Type, ...]]:
+        signature = self.did.ours.methods.get(method)
+        if signature is None:
+            raise UserError(f"canister {self.canister_id} has no method {method!r} in {self.did.path}")
+        return encode(signature.args, list(args)), signature.rets
+
+    def _effective(self, args: tuple[Any, ...]) -> str:
+        """The management canister is addressed through the canister a call is about (spec,
+        "Effective canister id"); creating one has none, and goes to aaaaa-aa itself."""
+        if self.canister_id.is_management and args and isinstance(args[0], dict) and "canister_id" in args[0]:
+            return args[0]["canister_id"].to_text()
+        return self.canister_id.to_text()
 
 
-def _unwrap(reply: Any) -> Any:
-    values = [item["value"] for item in reply]
+@dataclass(frozen=True)
+class RemoteCanisters:
+    connection: Connection
+
+    @property
+    def sender(self) -> Principal:
+        return Principal(self.connection.agent.identity.sender().bytes)
+
+    def canister(self, canister_id: Principal, did: Path) -> RemoteCanister:
+        return RemoteCanister(self.connection, canister_id, DidFile.read(did))
+
+
+def _values(types: tuple[Type, ...], reply: list[dict[str, Any]]) -> Any:
+    values = [_from_agent(t, item["value"]) for t, item in zip(types, reply, strict=True)]
     return None if not values else values[0] if len(values) == 1 else tuple(values)
 
 
-def management(connection: Connection) -> RemoteCanister:
-    return RemoteCanister.from_did(connection, MANAGEMENT_ID, MANAGEMENT_DID)
+def _from_agent(t: Type, value: Any) -> Any:
+    """icp-py-core's decoded value of type `t` in cdk.candid's form."""
+    t = resolve(t)
+    if isinstance(t, Opt):
+        if not value:
+            return None
+        inner = _from_agent(t.inner, value[0])
+        return Some(inner) if is_nullable(t.inner) else inner
+    if isinstance(t, Vec):
+        if resolve(t.inner) == T.nat8:
+            return bytes(value)
+        return [_from_agent(t.inner, item) for item in value]
+    if isinstance(t, Record):
+        return {f.key: _from_agent(f.type, value[str(f.key)]) for f in t.fields if str(f.key) in value}
+    if isinstance(t, Variant):
+        ((key, inner),) = value.items()
+        case = next(f for f in t.fields if str(f.key) == key)
+        return {case.key: _from_agent(case.type, inner)}
+    if isinstance(t, Primitive) and t.name == "principal":
+        return Principal(value.bytes)
+    return value

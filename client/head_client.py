@@ -10,12 +10,13 @@
 yielding the text of each batch of new tokens as the head produces them.
 
 Two real agents can carry the calls:
-- icp-py-core (the default): its own Candid codec typed by its own parse of head.did, and
-  certificates verified when the blst binding is importable (client.agent);
-- ic-py 1.0.1 (`agent="ic-py"`), which needs its own environment (cbor2<6). Its .did parser
-  cannot read head.did (it takes the field name `text` for the type keyword), so the few types
-  this client needs are written out below with ic-py's `Types`; a test checks them against
-  head.did with the project's own Candid codec.
+- icp-py-core (the default), with certificates verified when the blst binding is importable
+  (client.agent.connect);
+- ic-py 1.0.1 (`agent="ic-py"`), which needs its own environment (cbor2<6).
+Each encodes and decodes with its own Candid codec. ic-py's .did parser cannot read head.did (it
+takes the field name `text` for the type keyword), so the few types this client needs are
+written out below (`head_types`) with the agents' common `Types` API, the same for both; a test
+checks them against head.did with the project's own Candid codec.
 
 This module imports neither agent nor the replica at module level, so it runs in either
 environment.
@@ -36,6 +37,8 @@ AgentName = Literal["icp-py-core", "ic-py"]
 # Polls back off from the first interval to the last while no new token has arrived: quick
 # enough to show tokens as they come, without spinning on a network that computes them.
 POLL_INTERVALS_S = (0.02, 0.05, 0.1, 0.2)
+IC_PY_POLL_DELAY_S = 0.05
+UPDATE_TIMEOUT_S = 3600.0  # a whole generation is one update call
 
 
 class HeadError(Exception):
@@ -113,13 +116,9 @@ class HeadClient:
     _backend: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.agent == "icp-py-core":
-            backend: Any = _IcpPyCore(self.url, self.canister_id, self.identity)
-        elif self.agent == "ic-py":
-            backend = _IcPy(self.url, self.canister_id, self.identity)
-        else:
+        if self.agent not in ("icp-py-core", "ic-py"):
             raise ValueError(f"agent must be 'icp-py-core' or 'ic-py', got {self.agent!r}")
-        object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "_backend", _Backend(self.agent, self.url, self.canister_id, self.identity))
 
     def generate(self, prompt: str, options: GenerationOptions = GenerationOptions()) -> Generation:
         start = time.perf_counter()
@@ -154,32 +153,9 @@ def _ok(reply: dict[str, Any]) -> Any:
 
 
 # --- the agents --------------------------------------------------------------------------------------
-class _IcpPyCore:
-    def __init__(self, url: str, canister_id: str, identity: Identity | None):
-        from client.agent import RemoteCanister, connect, load_did
-
-        self.canister = RemoteCanister(connect(url, identity), canister_id, load_did(HEAD_DID))
-
-    def update(self, method: str, *args: Any) -> Any:
-        from replica.inprocess import CallFailed
-
-        try:
-            return self.canister.update(method, *args)
-        except CallFailed as e:
-            raise HeadError(str(e)) from None
-
-    def query(self, method: str, *args: Any) -> Any:
-        from replica.inprocess import CallFailed
-
-        try:
-            return self.canister.query(method, *args)
-        except CallFailed as e:
-            raise HeadError(str(e)) from None
-
-
-def ic_py_types(T: Any) -> dict[str, tuple[list[Any], list[Any]]]:
+def head_types(T: Any) -> dict[str, tuple[list[Any], list[Any]]]:
     """(argument types, result types) of the head methods this client calls, built with an agent's
-    `Types` (ic-py's, or icp-py-core's which has the same API): exactly head.did's."""
+    `Types` (ic-py's, or icp-py-core's, which has the same API): exactly head.did's."""
     metrics = T.Record({"instructions": T.Nat64, "head_instructions": T.Nat64, "messages": T.Nat64,
                         "activation_bytes": T.Nat64, "virtual_seconds": T.Float64, "prompt_tokens": T.Nat32,
                         "generated_tokens": T.Nat32, "cycles": T.Nat64})
@@ -197,38 +173,51 @@ def ic_py_types(T: Any) -> dict[str, tuple[list[Any], list[Any]]]:
     }
 
 
-class _IcPy:
-    """ic-py 1.0.1, unchanged: /api/v2 calls, polled through read_state."""
+class _Backend:
+    """One agent library's Agent, Candid codec and error conventions."""
 
-    POLL_DELAY_S = 0.05  # ic-py polls an update's status every second unless told otherwise
-
-    def __init__(self, url: str, canister_id: str, identity: Identity | None):
-        from ic.agent import Agent
-        from ic.candid import Types, encode
-        from ic.client import Client
-        from ic.identity import Identity as IcPyIdentity
-
-        signer = identity.ic_py() if identity is not None else IcPyIdentity(anonymous=True)
-        self.agent = Agent(signer, Client(url))
+    def __init__(self, agent_name: AgentName, url: str, canister_id: str, identity: Identity | None):
         self.canister_id = canister_id
-        self.types = ic_py_types(Types)
-        self.encode = encode
+        if agent_name == "icp-py-core":
+            from icp_candid.candid import Types, encode
+
+            from client.agent import connect
+
+            connection = connect(url, identity)
+            self.agent, self.verify = connection.agent, connection.verify_certificates
+        else:
+            from ic.agent import Agent
+            from ic.candid import Types, encode
+            from ic.client import Client
+            from ic.identity import Identity as IcPyIdentity
+
+            self.agent = Agent(identity.ic_py() if identity is not None else IcPyIdentity(anonymous=True),
+                               Client(url))
+        self.agent_name, self.types, self.encode = agent_name, head_types(Types), encode
 
     def _arg(self, method: str, args: tuple[Any, ...]) -> tuple[bytes, list[Any]]:
         arg_types, ret_types = self.types[method]
         return self.encode([{"type": t, "value": v} for t, v in zip(arg_types, args, strict=True)]), ret_types
 
     def update(self, method: str, *args: Any) -> Any:
-        arg, ret_types = self._arg(method, args)
+        arg, rets = self._arg(method, args)
         try:
-            reply = self.agent.update_raw(self.canister_id, method, arg, ret_types, delay=self.POLL_DELAY_S)
-        except Exception as e:  # ic-py raises a bare Exception("Rejected: ...") for rejects
-            raise HeadError(f"{method} failed: {e}") from None
+            if self.agent_name == "icp-py-core":
+                reply = self.agent.update_raw(self.canister_id, method, arg, return_type=rets,
+                                              verify_certificate=self.verify, timeout=UPDATE_TIMEOUT_S)
+            else:  # ic-py polls an update's status every second unless told otherwise
+                reply = self.agent.update_raw(self.canister_id, method, arg, rets, delay=IC_PY_POLL_DELAY_S,
+                                              timeout=UPDATE_TIMEOUT_S)
+        except Exception as e:  # icp-py-core raises ReplicaReject/TransportError, ic-py a bare Exception
+            raise HeadError(f"{method} on the head canister {self.canister_id} failed: {e}") from None
         return reply[0]["value"]
 
     def query(self, method: str, *args: Any) -> Any:
-        arg, ret_types = self._arg(method, args)
-        reply = self.agent.query_raw(self.canister_id, method, arg, ret_types)
+        arg, rets = self._arg(method, args)
+        try:
+            reply = self.agent.query_raw(self.canister_id, method, arg, rets)
+        except Exception as e:
+            raise HeadError(f"{method} on the head canister {self.canister_id} failed: {e}") from None
         if isinstance(reply, (str, bytes)):  # ic-py returns a rejected query's message instead of raising
-            raise HeadError(f"{method} was rejected: {reply!r}")
+            raise HeadError(f"{method} on the head canister {self.canister_id} was rejected: {reply!r}")
         return reply[0]["value"]

@@ -20,9 +20,9 @@ are retried with exponential backoff; retrying is safe because every upload meth
 (a chunk sent twice is compared with the bytes held and changes nothing). Several canisters
 upload in parallel, one thread per shard, under one progress bar counting bytes per second.
 
-The calls go through a `ShardTarget`: over HTTP with icp-py-core (`RemoteShardTarget`) or
-in-process with replica.inprocess.LocalClient (`LocalShardTarget`), so `icllama deploy` and the
-in-process pipeline share this one implementation.
+The calls go through client.agent's canisters, over HTTP with icp-py-core or in-process with
+replica.inprocess.LocalClient (`CanisterShardTarget`), so `icllama deploy` and the in-process
+pipeline share this one implementation.
 
 Run standalone as `python -m client.upload --network local --manifest DIR/manifest.json
 --canister-ids .icllama/local/canister_ids.json` (see --help).
@@ -311,18 +311,18 @@ def _ok(reply: dict[str, Any], method: str) -> Any:
 
 
 @dataclass(frozen=True)
-class RemoteShardTarget:
-    """Over the IC HTTP interface with icp-py-core (client.agent.RemoteCanister)."""
+class CanisterShardTarget:
+    """The upload methods of a canister reached through client.agent (over HTTP or in-process)."""
 
-    canister: Any  # client.agent.RemoteCanister typed by the canister's .did
+    canister: Any  # client.agent.Canister
 
     @property
     def canister_id(self) -> str:
-        return self.canister.canister_id
+        return self.canister.canister_id.to_text()
 
     def upload_status(self, name: str) -> HeldUpload:
         reply = self.canister.query("upload_status", name)
-        return HeldUpload(int(reply["held"]), reply["sha256"][0] if reply["sha256"] else None, bool(reply["loaded"]))
+        return HeldUpload(int(reply["held"]), reply["sha256"], bool(reply["loaded"]))
 
     def upload_chunk(self, name: str, offset: int, data: bytes) -> int:
         return int(_ok(self.canister.update("upload_chunk", name, offset, data), "upload_chunk"))
@@ -332,31 +332,6 @@ class RemoteShardTarget:
 
     def load(self) -> Any:
         return _ok(self.canister.update("load"), "load")
-
-
-@dataclass(frozen=True)
-class LocalShardTarget:
-    """In-process, through replica.inprocess.LocalClient (cdk.candid values)."""
-
-    client: Any  # replica.inprocess.LocalClient
-    principal: Any  # cdk.principal.Principal
-
-    @property
-    def canister_id(self) -> str:
-        return self.principal.to_text()
-
-    def upload_status(self, name: str) -> HeldUpload:
-        reply = self.client.query(self.principal, "upload_status", name)
-        return HeldUpload(int(reply["held"]), reply["sha256"], bool(reply["loaded"]))
-
-    def upload_chunk(self, name: str, offset: int, data: bytes) -> int:
-        return int(_ok(self.client.update(self.principal, "upload_chunk", name, offset, data).value, "upload_chunk"))
-
-    def upload_commit(self, name: str, size: int) -> str:
-        return _ok(self.client.update(self.principal, "upload_commit", name, size).value, "upload_commit")
-
-    def load(self) -> Any:
-        return _ok(self.client.update(self.principal, "load").value, "load")
 
 
 # --- the manifest --------------------------------------------------------------------------------------

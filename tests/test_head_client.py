@@ -10,10 +10,10 @@ from icp_candid.candid import decode as agent_decode
 from icp_candid.candid import encode as agent_encode
 
 from cdk.candid import decode, encode, parse_did
-from client.head_client import HEAD_DID, GenerationOptions, Metrics, ic_py_types
+from client.head_client import HEAD_DID, GenerationOptions, Metrics, head_types
 
 HEAD = parse_did(HEAD_DID.read_text())
-TYPES = ic_py_types(Types)  # icp-py-core's Types has ic-py's API
+TYPES = head_types(Types)  # icp-py-core's Types has ic-py's API
 METRICS = {"instructions": 12_345_678_901, "head_instructions": 4_567, "messages": 64, "activation_bytes": 73_728,
            "virtual_seconds": 12.5, "prompt_tokens": 7, "generated_tokens": 16, "cycles": 9_876_543_210}
 REPLIES = {

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from cdk.principal import Principal
-from client.agent import TransportFailed
+from client.agent import LocalCanister, TransportFailed
 from client.upload import (
     CHUNK_BYTES,
+    CanisterShardTarget,
     INGRESS_LIMIT_BYTES,
     ChunkCorrupted,
     HeldBytesDiffer,
-    LocalShardTarget,
     Retry,
     ShardFile,
     UploadError,
@@ -39,7 +39,7 @@ class Killed(BaseException):
 class Recorder:
     """Wraps a ShardTarget: counts what is sent and injects faults at chosen calls."""
 
-    inner: LocalShardTarget
+    inner: CanisterShardTarget
     sent: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) per upload_chunk delivered
     kill_after_chunks: int | None = None  # die right after this many chunks were delivered
     kill_before_commit: bool = False  # ... before the commit that follows it, rather than after
@@ -99,7 +99,7 @@ def shard_file(tmp_path: Path, label: str, size: int, seed: int = 0) -> ShardFil
 
 
 def recorder(network: Network) -> Recorder:
-    return Recorder(LocalShardTarget(*blob_canister(network)))
+    return Recorder(CanisterShardTarget(LocalCanister(*blob_canister(network))))
 
 
 def status_of(target: Recorder, shard: ShardFile):
@@ -115,7 +115,7 @@ def test_upload_chunks_under_the_ingress_limit_verifies_and_loads(network, tmp_p
     assert CHUNK_BYTES + len("upload_chunk") + 300 <= INGRESS_LIMIT_BYTES  # name, offset and Candid fit beside it
     held = status_of(target, shard)
     assert held.loaded and held.held == shard.size and held.sha256 == shard.sha256
-    client, canister = target.inner.client, target.inner.principal
+    client, canister = target.inner.canister.client, target.inner.canister.canister_id
     assert client.query(canister, "loads") == 1
 
     again = recorder_for_same(target)
@@ -161,14 +161,14 @@ def test_corrupted_chunk_is_named_and_the_shard_never_loaded(network, tmp_path):
     assert "re-run `icllama deploy`" in message
     assert [offset for offset, _ in target.sent] == [0, CHUNK_BYTES]  # nothing after the bad chunk was sent
     held = status_of(target, shard)
-    assert not held.loaded and target.inner.client.query(target.inner.principal, "loads") == 0
+    assert not held.loaded and target.inner.canister.client.query(target.inner.canister.canister_id, "loads") == 0
 
     # The canister now holds wrong bytes it will not overwrite: a re-run says so before sending,
     # and after a reinstall (what deploy does) the shard uploads whole.
     with pytest.raises(UploadsFailed) as again:
         upload_shards([(shard, recorder_for_same(target))], progress=False)
     assert isinstance(again.value.errors[0], HeldBytesDiffer) and "reinstall" in str(again.value)
-    target.inner.client.install_code(target.inner.principal, BLOB_CLASS, mode="reinstall")
+    target.inner.canister.client.install_code(target.inner.canister.canister_id, BLOB_CLASS, mode="reinstall")
     clean = recorder_for_same(target)
     (result,) = upload_shards([(shard, clean)], progress=False)
     assert result.outcome == "uploaded" and clean.bytes_sent == shard.size
