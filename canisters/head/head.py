@@ -223,7 +223,7 @@ class Head(ShardHolder):
         config = model.config
         activations = model.embedding(ids, self.ic.meter).astype(ACTIVATION_DTYPE).tobytes()
         sampling = self._sampling(session) if last else None
-        slices: list[dict[str, Any]] = []
+        slices: list[tuple[Stage, dict[str, Any]]] = []
         output_only = [(i, s) for i, s in enumerate(pipeline.stages) if not s.has_layers]
         for i, stage in enumerate(pipeline.stages):
             if not stage.has_layers:
@@ -241,7 +241,7 @@ class Head(ShardHolder):
             reply = await self._receive(session, i, stage, pos, call)
             if reply["token"] is not None:
                 return reply["token"]
-            slices.append(reply["candidates"])
+            slices.append((stage, reply["candidates"]))
         logits = merged_logits(slices, config.n_vocab)
         params = replace(session.request.params, repeat_penalty=1.0)  # the slices applied it
         return sample(logits, params, len(session.stream.ids), (), self.ic.meter)

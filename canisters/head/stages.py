@@ -76,8 +76,9 @@ class Pipeline:
             where = stage.describe(i)
             if stage.role not in ROLES:
                 raise PipelineError(f"{where}: role must be one of {', '.join(ROLES)}")
-            if (stage.role == "output") != (stage.output_rows is not None):
-                raise PipelineError(f"{where}: an output stage needs output_rows, and only an output stage has them")
+            if stage.role != ("layers" if stage.has_layers else "output"):
+                raise PipelineError(f"{where}: a stage with layers has role 'layers' (it may hold the output too), "
+                                    "one with only output rows has role 'output'")
             if stage.has_layers:
                 if output_seen:
                     raise PipelineError(f"{where} holds layers after an output stage; the output comes last")
@@ -105,13 +106,21 @@ class Pipeline:
             raise PipelineError(f"the output stages hold rows 0..{next_row - 1} of {config.n_vocab}; add the rest")
 
 
-def merged_logits(candidates: Sequence[dict[str, Any]], n_vocab: int) -> np.ndarray:
-    """Logits over the whole vocabulary from the slices' candidates; -inf where a slice sent none.
+def merged_logits(slices: Sequence[tuple[Stage, dict[str, Any]]], n_vocab: int) -> np.ndarray:
+    """Logits over the whole vocabulary from the output slices' candidates; -inf where none came.
 
-    Each slice sent its top_k after the repetition penalty (or all of its rows), so the global
-    top_k is among them and a sampler without penalty draws from this exactly what one sampler
-    over all rows draws (see the yblock's _sample)."""
+    Each slice sent its top_k after the repetition penalty (its best when greedy, or all of its
+    rows), so the global top_k is among them and a sampler without penalty draws from this exactly
+    what one sampler over all rows draws (see the yblock's _sample)."""
     logits = np.full(n_vocab, -np.inf, dtype=np.float32)
-    for c in candidates:
-        logits[np.asarray(c["ids"], dtype=np.int64)] = np.asarray(c["logits"], dtype=np.float32)
+    for stage, candidates in slices:
+        values = np.asarray(candidates["logits"], dtype=np.float32)
+        if candidates["ids"]:
+            logits[np.asarray(candidates["ids"], dtype=np.int64)] = values
+        else:
+            assert stage.output_rows is not None
+            start, stop = stage.output_rows
+            if values.shape[0] != stop - start:
+                raise ValueError(f"an output slice of rows {start}..{stop - 1} sent {values.shape[0]} logits")
+            logits[start:stop] = values
     return logits

@@ -22,7 +22,7 @@ class ShardLayoutError(ValueError):
 @dataclass(frozen=True)
 class ShardLayout:
     name: str  # "head", "yblock_0", ...
-    role: str  # one of ROLES
+    role: str  # one of ROLES; a "layers" shard may hold the output too
     first_layer: int  # layers first_layer .. last_layer - 1 (equal when the shard holds none)
     last_layer: int
     output_rows: tuple[int, int] | None  # rows of the model's output matrix this shard holds
@@ -56,5 +56,5 @@ class ShardLayout:
             if f"blk.{layer}.attn_q.weight" not in gguf.tensors:
                 raise ShardLayoutError(f"{gguf.source}: the shard says it holds layers {self.first_layer}.."
                                        f"{self.last_layer - 1} but has no tensors of layer {layer}")
-        if (self.role == "output") != (self.output_rows is not None):
-            raise ShardLayoutError(f"{gguf.source}: a shard has output rows exactly when its role is output")
+        if self.role == "output" and self.output_rows is None:
+            raise ShardLayoutError(f"{gguf.source}: an output shard must say which output rows it holds")

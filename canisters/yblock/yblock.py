@@ -166,7 +166,10 @@ class YBlock(ShardHolder):
         # sampler's tie rule, so the union of the slices holds the global top_k).
         recent = [t - start for t in request["recent"] if start <= t < stop]  # the head sent the window
         logits = _penalize(logits, params, recent, meter)
-        ids = np.arange(logits.shape[0]) if not 0 < params.top_k < logits.shape[0] else _top_k(logits, params.top_k)
+        k = 1 if params.greedy else params.top_k  # greedy needs only each slice's best
+        if not 0 < k < logits.shape[0]:
+            return {"candidates": {"ids": [], "logits": logits.tolist()}}  # every row, in order
+        ids = _top_k(logits, k)
         meter.elementwise(3 * logits.shape[0])
         return {"candidates": {"ids": (ids + start).tolist(), "logits": logits[ids].tolist()}}
 
