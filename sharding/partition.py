@@ -149,15 +149,12 @@ def make_plan(spec: ModelSpec, constraints: Constraints = Constraints(), strateg
     costing = _Costing(spec, constraints)
     try:
         chosen = strategy_named(strategy)
-        head = costing.head_violation()
-        if head:
-            raise PlanError(head)
-        output_slices = costing.output_slices()
-        pieces = costing.pieces(whole_output=output_slices is None)
-        for i in range(len(pieces)):
-            reason = costing.violation(pieces[i : i + 1])
+        layers = [_Piece(i) for i in range(spec.config.n_layer)]
+        for reason in [costing.head_violation()] + [costing.violation([p]) for p in layers]:
             if reason:
                 raise PlanError(reason)
+        output_slices = costing.output_slices()
+        pieces = layers + ([_Piece(None, (0, spec.config.n_vocab))] if output_slices is None else [])
         groups = chosen.partition(costing.packing(pieces, output_slices))
         check_groups(groups, len(pieces))
     except NoPartition as e:
@@ -391,28 +388,29 @@ class _Costing:
         weights = self.weight_bytes(pieces)
         if weights > c.shard_bytes:
             return (f"{what} needs {_size(weights)} of {self._format_text()} weights; the shard limit is "
-                    f"{_size(c.shard_bytes)}: {self._fewer_bytes_advice()}")
+                    f"{_size(c.shard_bytes)}: use {self._smaller_format()}, or a larger --shard-bytes (with "
+                    f"--heap wasm64 up to {_size(c.limits.wasm64_heap_bytes)})")
         kv, working = self.kv_bytes(pieces), self.working_bytes(pieces, n_tokens)
         if weights + kv + working > self.heap_limit:
             return (f"{what} needs {_size(weights + kv + working)} of heap ({_size(weights)} of weights, a KV cache "
                     f"of {_size(kv)} for one session at context {self.context}, {_size(working)} of working buffers); "
                     f"the {c.heap} heap holds {_size(self.heap_limit)}: use --heap wasm64, a smaller --context, "
-                    f"or {self._fewer_bytes_advice()}")
+                    f"or {self._smaller_format()}")
         samples = self._samples(pieces)
         instructions = self.instructions(pieces, n_tokens, samples)
         if instructions > c.limits.instructions_per_update:
             last = self.context - 1
-            position = f"position {last}" if n_tokens == 1 else f"{n_tokens} tokens up to position {last}"
+            position = f"position {last}" if n_tokens == 1 else f"{_tokens(n_tokens)} up to position {last}"
             return (f"{what} needs {instructions / 1e9:.1f}B instructions per message ({position}, {c.kernel} "
                     f"kernels); an update message may run {c.limits.instructions_per_update / 1e9:.0f}B: "
                     f"use {'--kernel simd, ' if c.kernel == 'scalar' else ''}a smaller --context, or more shards")
         request = self.request_bytes(n_tokens, samples)
         if request > c.limits.same_subnet_request_bytes:
-            return (f"a forward request of {n_tokens} tokens to {what} is {_size(request)}; a call within a subnet "
+            return (f"a forward request of {_tokens(n_tokens)} to {what} is {_size(request)}; a call within a subnet "
                     f"carries at most {_size(c.limits.same_subnet_request_bytes)}: use a smaller --prefill-chunk")
         reply = self._reply_bytes(pieces, n_tokens, samples)
         if reply > c.limits.reply_bytes:
-            return (f"the reply of {what} to {n_tokens} tokens is {_size(reply)}; a reply carries at most "
+            return (f"the reply of {what} to {_tokens(n_tokens)} is {_size(reply)}; a reply carries at most "
                     f"{_size(c.limits.reply_bytes)}: use a smaller --prefill-chunk (or more output slices)")
         return None
 
@@ -437,29 +435,26 @@ class _Costing:
         fmt = self.constraints.weight_format
         return "quantized (gguf)" if fmt == "gguf" else fmt
 
-    def _fewer_bytes_advice(self) -> str:
-        fmt = self.constraints.weight_format
-        smaller = "use --weight-format gguf or f16" if fmt == "f32" else "use --weight-format gguf" if fmt == "f16" \
-            else "use a smaller quantization of the model"
-        return f"{smaller}, or a larger --shard-bytes (with --heap wasm64 up to 6 GiB)"
+    def _smaller_format(self) -> str:
+        return {"f32": "--weight-format gguf or f16", "f16": "--weight-format gguf"}.get(
+            self.constraints.weight_format, "a smaller quantization of the model")
 
     # --- layout --------------------------------------------------------------------------------
     def output_slices(self) -> tuple[tuple[int, int], ...] | None:
         """None if the whole output fits one canister; otherwise the fewest equal row slices that each
         fit (bytes, heap, instructions and the logits reply), which the head calls at once."""
         n_vocab = self.config.n_vocab
-        if self.violation([_Piece(None, (0, n_vocab))]) is None:
+        whole = self.violation([_Piece(None, (0, n_vocab))])
+        if whole is None:
             return None
+        if self.violation([_Piece(None, (0, 1))]) is not None:
+            raise PlanError(whole)  # not even one row fits: slicing cannot help
         for m in range(2, n_vocab + 1):
             bounds = [n_vocab * i // m for i in range(m + 1)]
             slices = tuple(zip(bounds[:-1], bounds[1:], strict=True))
             if self.violation([_Piece(None, slices[0])]) is None:  # the first slice is the largest
                 return slices
-        raise PlanError(self.violation([_Piece(None, (0, 1))]) or "the output cannot be split")
-
-    def pieces(self, whole_output: bool) -> list[_Piece]:
-        layers = [_Piece(i) for i in range(self.config.n_layer)]
-        return layers + ([_Piece(None, (0, self.config.n_vocab))] if whole_output else [])
+        raise AssertionError("one-row slices fit, so some slicing does")
 
     def packing(self, pieces: list[_Piece], output_slices: tuple[tuple[int, int], ...] | None) -> Packing:
         shards = self.constraints.shards
@@ -669,6 +664,10 @@ def _forward_request_bytes(floats: int, samples: bool) -> int:
 def _forward_reply_bytes(floats: int, token: bool) -> int:
     reply = {"ok": {"activations": bytes(4 * floats), "token": 0 if token else None, "instructions": 0}}
     return len(encode(_yblock_interface().methods["forward"].rets, [reply]))
+
+
+def _tokens(n: int) -> str:
+    return "1 token" if n == 1 else f"{n} tokens"
 
 
 def _size(n_bytes: int) -> str:

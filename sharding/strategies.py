@@ -31,6 +31,11 @@ class Packing:
     instructions: Callable[[int, int], int]  # that canister's instructions per generated token
     shards: int | None  # an exact canister count asked for, or None to choose
 
+    def __post_init__(self) -> None:
+        if self.shards is not None and self.shards > self.n:
+            raise NoPartition(f"--shards {self.shards} is more than the {self.n} pieces ({_pieces_text(self)}) that "
+                              f"canisters can hold one by one; use at most --shards {self.n}")
+
     @property
     def n(self) -> int:
         return len(self.labels)
@@ -56,13 +61,10 @@ class BalancedBytes(PartitionStrategy):
     summary = "balanced contiguous packing by bytes"
 
     def partition(self, packing: Packing) -> tuple[Group, ...]:
-        counts = [packing.shards] if packing.shards else range(1, packing.n + 1)
-        for count in counts:
-            groups = _min_max_bytes(packing, count)
-            if groups is not None:
-                return groups
-        raise NoPartition(f"the {_pieces_text(packing)} cannot be split into {_count_text(packing)} canisters that "
-                          "each fit every limit; use more shards or a larger --shard-bytes")
+        groups = _min_max_bytes(packing, packing.shards or fewest_count(packing))
+        if groups is None:
+            raise _no_partition(packing)
+        return groups
 
 
 class FewestHops(PartitionStrategy):
@@ -93,8 +95,7 @@ class FewestHops(PartitionStrategy):
                         best[k][stop] = (key, (*groups, (start, stop)))
             if best[k][n][1] and (packing.shards is None or k == packing.shards):
                 return best[k][n][1]
-        raise NoPartition(f"the {_pieces_text(packing)} cannot be split into {_count_text(packing)} canisters that "
-                          "each fit every limit; use more shards or a larger --shard-bytes")
+        raise _no_partition(packing)
 
 
 class OnePerLayer(PartitionStrategy):
@@ -122,11 +123,7 @@ def strategy_named(name: str) -> PartitionStrategy:
 
 def _min_max_bytes(packing: Packing, count: int) -> tuple[Group, ...] | None:
     """Exactly `count` fitting groups minimizing the largest group's bytes, or None if none exist."""
-    n = packing.n
-    if count > n:
-        raise NoPartition(f"--shards {count} is more than the {n} pieces ({_pieces_text(packing)}) that canisters "
-                          f"can hold one by one; use at most --shards {n}")
-    inf = float("inf")
+    n, inf = packing.n, float("inf")
     best: list[list[tuple[float, tuple[Group, ...]]]] = [[(inf, ())] * (n + 1) for _ in range(count + 1)]
     best[0][0] = (0, ())
     for k in range(1, count + 1):
@@ -140,11 +137,27 @@ def _min_max_bytes(packing: Packing, count: int) -> tuple[Group, ...] | None:
     return best[count][n][1] or None
 
 
-def _count_text(packing: Packing) -> str:
-    return f"exactly {packing.shards}" if packing.shards else "any number of"
+def _no_partition(packing: Packing) -> NoPartition:
+    fewest = fewest_count(packing)
+    return NoPartition(f"the {_pieces_text(packing)} do not fit {packing.shards} canisters within every limit (bytes, "
+                       f"heap, instructions, message sizes); the fewest that fit are {fewest}: use --shards {fewest} "
+                       "or more, or a larger --shard-bytes")
+
+
+def fewest_count(packing: Packing) -> int:
+    """The fewest contiguous groups that fit: fill each canister while the next piece still fits
+    (optimal, as any run inside a fitting run fits too)."""
+    count = start = 0
+    while start < packing.n:
+        stop = start + 1
+        while stop < packing.n and packing.fits(start, stop + 1):
+            stop += 1
+        count, start = count + 1, stop
+    return count
 
 
 def _pieces_text(packing: Packing) -> str:
+    """What the pieces are, for messages: '30 layers and the output'."""
     layers = sum(1 for label in packing.labels if label.startswith("layer"))
     return f"{layers} layers" + (" and the output" if layers < packing.n else "")
 
