@@ -287,6 +287,8 @@ class _Decoder:
         return values
 
     def header(self) -> list[Type]:
+        """Read and check the type table and the argument types; `what` strings stay constant here
+        because this runs for every message, and the entry or argument goes into the error's path."""
         if self.data[:4] != MAGIC:
             raise self.fail(f"not a Candid message: it must start with b'DIDL', got {self.data[:4]!r}", 0)
         self.pos = 4
@@ -298,17 +300,27 @@ class _Decoder:
         services = []
         for index, knot in enumerate(knots):
             start = self.pos
-            entry = self.table_entry(knots, index)
+            try:
+                entry = self.table_entry(knots)
+            except CandidError as e:
+                e.path.insert(0, f"type table entry {index}")
+                raise
             knot.define(entry)
-            if isinstance(entry, Service):
-                services.append((start, entry))
-        for start, service in services:
+            if type(entry) is Service:
+                services.append((index, start, entry))
+        for index, start, service in services:
             for name, method in service.methods:
-                if not isinstance(resolve(method), Func):
-                    raise self.fail(f"service method {name!r} must refer to a func type, not {render(method)}",
-                                    start)
-        args = self.count("argument count", 1)
-        return [self.type_ref(knots, f"argument {i}") for i in range(args)]
+                if type(resolve(method)) is not Func:
+                    raise CandidError(f"service method {name!r} must refer to a func type, not {render(method)}",
+                                      offset=start, path=[f"type table entry {index}"])
+        args = []
+        for i in range(self.count("argument count", 1)):
+            try:
+                args.append(self.type_ref(knots, "the argument"))
+            except CandidError as e:
+                e.path.insert(0, f"type of arg {i}")
+                raise
+        return args
 
     def type_ref(self, knots: list[Recursive], what: str) -> Type:
         start = self.pos
@@ -325,57 +337,54 @@ class _Decoder:
                             "be table entries", start)
         raise self.fail(f"the type of {what} has the unknown code {code}", start)
 
-    def table_entry(self, knots: list[Recursive], index: int) -> Type:
+    def table_entry(self, knots: list[Recursive]) -> Type:
         start = self.pos
-        code = self.sleb(f"type table entry {index}")
-        where = f"table entry {index}"
-        if code in (_OPT, _VEC):
-            inner = self.type_ref(knots, f"the {_CONSTRUCTORS[code]} in {where}")
-            return Opt(inner) if code == _OPT else Vec(inner)
-        if code in (_RECORD, _VARIANT):
+        code = self.sleb("type code")
+        if code == _OPT:
+            return Opt(self.type_ref(knots, "the opt"))
+        if code == _VEC:
+            return Vec(self.type_ref(knots, "the vec"))
+        if code == _RECORD or code == _VARIANT:
             kind = _CONSTRUCTORS[code]
-            n = self.count(f"field count of {where}", 2)
             fields = []
             previous = -1
-            for _ in range(n):
+            for _ in range(self.count("field count", 2)):
                 field_start = self.pos
-                field_id = self.leb(f"field id in {where}", bound=_U32)
+                field_id = self.leb("field id", bound=_U32)
                 if field_id <= previous:
-                    raise self.fail(f"{kind} fields in {where} must have strictly increasing ids "
+                    raise self.fail(f"{kind} fields must have strictly increasing ids "
                                     f"({field_id} follows {previous})", field_start)
                 previous = field_id
-                fields.append(Field(field_id, self.type_ref(knots, f"field {field_id} of {where}")))
+                fields.append(Field(field_id, self.type_ref(knots, "a field")))
             return Record(tuple(fields)) if code == _RECORD else Variant(tuple(fields))
         if code == _FUNC:
-            args = tuple(self.type_ref(knots, f"a func argument in {where}")
-                         for _ in range(self.count(f"argument count of {where}", 1)))
-            rets = tuple(self.type_ref(knots, f"a func result in {where}")
-                         for _ in range(self.count(f"result count of {where}", 1)))
+            args = tuple(self.type_ref(knots, "a func argument") for _ in range(self.count("argument count", 1)))
+            rets = tuple(self.type_ref(knots, "a func result") for _ in range(self.count("result count", 1)))
             modes = set()
-            for _ in range(self.count(f"annotation count of {where}", 1)):
+            for _ in range(self.count("annotation count", 1)):
                 byte = self.byte("func annotation")
                 if byte not in _MODES_BY_BYTE:
-                    raise self.fail(f"unknown func annotation {byte} in {where}", self.pos - 1)
+                    raise self.fail(f"unknown func annotation {byte}", self.pos - 1)
                 modes.add(_MODES_BY_BYTE[byte])
             return Func(args, rets, frozenset(modes))
         if code == _SERVICE:
             methods = []
-            for _ in range(self.count(f"method count of {where}", 2)):
+            for _ in range(self.count("method count", 2)):
                 name_start = self.pos
-                name = self.text(f"method name in {where}")
+                name = self.text("method name")
                 if methods and name <= methods[-1][0]:
-                    raise self.fail(f"service methods in {where} must be sorted by name without repeats "
+                    raise self.fail("service methods must be sorted by name without repeats "
                                     f"({name!r} follows {methods[-1][0]!r})", name_start)
-                methods.append((name, self.type_ref(knots, f"method {name!r} of {where}")))
+                methods.append((name, self.type_ref(knots, f"method {name!r}")))
             return Service(tuple(methods))
         if code < _FUTURE_BELOW:
-            self.take(self.leb(f"length of future type in {where}"), f"future type in {where}")
+            self.take(self.leb("length of a future type"), "future type")
             return Future(code)
         if code >= 0:
-            raise self.fail(f"{where} is a reference to entry {code}; an entry must start with a type "
-                            "constructor (opt, vec, record, variant, func, service)", start)
-        raise self.fail(f"{where} is the primitive type {_BY_OPCODE[code].name}; primitives are used in "
-                        "place and never appear in the type table", start)
+            raise self.fail(f"a reference to entry {code} where a type constructor (opt, vec, record, variant, "
+                            "func, service) must start the entry", start)
+        raise self.fail(f"the primitive type {_BY_OPCODE[code].name} is in the type table; primitives are used "
+                        "in place and never appear there", start)
 
     def min_size(self, t: Type, depth: int = 0) -> int:
         """A lower bound on the bytes a value of wire type `t` takes."""
