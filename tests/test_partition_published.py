@@ -1,0 +1,112 @@
+"""The planner against published mainnet figures (DESIGN.md, cost model), and our best plan.
+
+| figure (source)                                                         | here                      |
+|-------------------------------------------------------------------------|---------------------------|
+| yllama.oc: Llama 3 8B on 34 canisters, 0.168 TC/token, about 200 s/token | one-per-layer, f32, scalar, 2024 fees |
+| yllama.oc: loading the weights cost 33 TC (forum topic 33037)           | upload of the F16 file    |
+| llama_cpp_canister: Qwen2.5-0.5B q8_0, 25 tokens per 40B update call      | one canister, SIMD        |
+| llama_cpp_canister: Qwen3-1.7B Q4_K_M, 6.4B instructions per token        | one canister, SIMD        |
+
+The cost model's two kernel constants were each fitted to one of these figures (replica/cost_model.py);
+the planner counts the work itself, from the presets' shapes, and every figure must land within
++-25%. The latency is also checked against the simulator: the same token, run through simulated
+rounds, takes the rounds the plan predicts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from replica.config import NetworkConfig
+from replica.cost_model import Kernel
+from replica.fees import FEES_2024
+from replica.inprocess import LocalClient
+from replica.network import Network
+from sharding.partition import Constraints, Plan, forward_work, make_plan
+from sharding.presets import preset_spec
+
+TOLERANCE = 0.25
+YLLAMA = Constraints(weight_format="f32", kernel="scalar", fees="2024", heap="wasm32")
+BEST = Constraints(weight_format="gguf", kernel="simd", fees="current")
+
+
+def within(predicted: float, published: float) -> bool:
+    return abs(predicted - published) <= TOLERANCE * published
+
+
+@pytest.fixture(scope="module")
+def yllama() -> Plan:
+    # yllama.oc uploaded F16 tensors and computed in f32 (forum topic 33037)
+    return make_plan(preset_spec("llama-3-8b", "f16"), YLLAMA, "one-per-layer")
+
+
+@pytest.fixture(scope="module")
+def best() -> Plan:
+    return make_plan(preset_spec("llama-3-8b", "q4_k_m"), BEST, "fewest-hops")
+
+
+def test_yllama_layout_is_34_canisters(yllama: Plan) -> None:
+    assert yllama.totals.canisters == 34
+    head, *layers, output = yllama.shards
+    assert head.role == "head" and head.tensors == ("token_embd.weight",)
+    assert [s.layers for s in layers] == [(i, i + 1) for i in range(32)]
+    assert (output.role, output.tensors, output.samples) == ("output", ("output_norm.weight", "output.weight"), True)
+    assert all(s.weight_bytes == 218_103_808 * 4 + 2 * 4096 * 4 for s in layers)  # a layer in f32
+
+
+def test_yllama_cost_per_token_is_predicted(yllama: Plan) -> None:
+    assert within(yllama.totals.tc_per_token, 0.168), yllama.totals.tc_per_token  # 0.178 TC: +6%
+
+
+def test_yllama_weight_upload_cost_is_predicted(yllama: Plan) -> None:
+    # 16 GB of F16 through the ingress at 2K cycles per byte: the published 33 TC
+    assert within(yllama.totals.upload_cycles / 1e12, 33), yllama.totals.upload_cycles / 1e12  # 32.4 TC: -2%
+
+
+def test_yllama_latency_follows_the_simulators_rounds(yllama: Plan) -> None:
+    """The same token through the simulator: a head calls 33 stages in turn, each reporting the work
+    the plan counted for its canister; the simulated rounds are the plan's, plus the ingress round."""
+    network = Network(None, NetworkConfig(fees=FEES_2024, kernel=Kernel.SCALAR, genesis_time_ns=0))
+    client = LocalClient(network)
+    spec = preset_spec("llama-3-8b", "f16")
+    pipeline = client.install("tests.canisters_for_tests.pipeline:Pipeline", cycles=10**15)
+    stages = []
+    for shard in yllama.shards[1:]:
+        work = forward_work(spec, yllama, shard)
+        assert set(work.mac_counts) == {"F32"}
+        stage = client.install("tests.canisters_for_tests.stage:Stage", cycles=10**15)
+        stages.append({"canister": stage, "weight_type": "F32", "macs": work.total_macs,
+                       "elementwise_ops": work.elementwise_ops})
+    report = client.update(pipeline, "run", stages, bytes(4 * 4096)).report
+    assert report.rounds == yllama.totals.rounds_per_token + 1
+    assert abs(report.cycles - yllama.totals.cycles_per_token) <= 0.01 * yllama.totals.cycles_per_token
+
+
+@pytest.mark.xfail(strict=True, reason="the simulator delivers every inter-canister message the round after it is "
+                   "sent, so a call to a 12.9B-instruction layer takes 7 slices + 1 round: 272 s (+36%). The IC "
+                   "runs subnet-local messages in later inner rounds of the same round, which would give about "
+                   "6 rounds per layer (about 210 s); this fails until the replica's round rule says so")
+def test_yllama_latency_per_token_is_about_200_s(yllama: Plan) -> None:
+    assert within(yllama.totals.seconds_per_token, 200), yllama.totals.seconds_per_token
+
+
+def test_qwen25_05b_q8_0_tokens_per_40b_call_are_predicted() -> None:
+    plan = make_plan(preset_spec("qwen2.5-0.5b", "q8_0"), Constraints(context=100, shards=1))
+    tokens_per_call = 40e9 / plan.totals.instructions_per_token
+    assert within(tokens_per_call, 25), tokens_per_call
+
+
+def test_qwen3_17b_q4_k_m_instructions_per_token_are_predicted() -> None:
+    plan = make_plan(preset_spec("qwen3-1.7b", "q4_k_m"), Constraints(context=100, shards=1))
+    assert within(plan.totals.instructions_per_token, 6.4e9), plan.totals.instructions_per_token
+
+
+def test_best_plan_is_far_cheaper_and_faster_than_yllama(yllama: Plan, best: Plan) -> None:
+    """Q4_K_M weights kept quantized, SIMD kernels, current fees, the fewest hops."""
+    assert best.totals.canisters == 4  # a head and three yblocks of about 1.4 GiB
+    cheaper = 0.168 / best.totals.tc_per_token
+    faster = 200 / best.totals.seconds_per_token
+    # current fees charge 2.5x the 2024 rate per instruction, so instructions fall 16x but cycles 6.5x
+    assert cheaper > 6, cheaper
+    assert faster > 10, faster
+    assert yllama.totals.instructions_per_token / best.totals.instructions_per_token > 15
