@@ -130,7 +130,7 @@ class Head(ShardHolder):
         await self._run(session)
         if session.error is not None:
             return {"err": session.error}
-        return {"ok": session.generation(self.fees)}
+        return {"ok": session.generation(self.fees, self.ic.time())}
 
     @update
     def start(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -302,11 +302,24 @@ class Head(ShardHolder):
     # --- queries -------------------------------------------------------------------------------
     @query
     def poll(self, session_id: int, start: int) -> dict[str, Any]:
+        session = self._session(session_id)
+        if isinstance(session, str):
+            return {"err": session}
+        return {"ok": session.progress(start, self.fees, self.ic.time())}
+
+    @query
+    def result(self, session_id: int) -> dict[str, Any]:
+        session = self._session(session_id)
+        if isinstance(session, str):
+            return {"err": session}
+        return {"ok": session.generation(self.fees, self.ic.time())}
+
+    def _session(self, session_id: int) -> Session | str:
         session = self.sessions.get(session_id) or _value(self.finished.get(session_id))
         if session is None:
-            return {"err": f"{self.describe()} has no session {session_id} (unknown, or finished long ago: the "
-                           f"head keeps the latest {KEPT_FINISHED_SESSIONS} finished sessions)"}
-        return {"ok": session.progress(start, self.fees, self.ic.time())}
+            return (f"{self.describe()} has no session {session_id} (unknown, or finished long ago: the head keeps "
+                    f"the latest {KEPT_FINISHED_SESSIONS} finished sessions)")
+        return session
 
     @query
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:

@@ -111,12 +111,12 @@ class Session:
             "metrics": self.metrics(fees, now_ns),
         }
 
-    def generation(self, fees: Fees) -> dict[str, Any]:
+    def generation(self, fees: Fees, now_ns: int) -> dict[str, Any]:
         return {
             "session": self.id,
             "text": self.stream.text,
             "ids": list(self.stream.ids),
             "prompt_ids": list(self.prompt_ids),
             "stop_reason": self.stop_reason,
-            "metrics": self.metrics(fees, self.ended_ns or self.started_ns),
+            "metrics": self.metrics(fees, now_ns),
         }
