@@ -18,8 +18,10 @@ from icp_candid.candid import Types
 from icp_candid.candid import decode as icp_decode
 from icp_candid.candid import encode as icp_encode
 from icp_candid.did_loader import DIDLoader
+from icp_principal import Principal as ReferencePrincipal
 
-from cdk.candid import CandidError, T, decode, encode
+from cdk.candid import CandidError, T, decode, encode, parse_did
+from cdk.principal import Principal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,16 @@ def compare(label: str, ours_type, theirs_type, ours_value, theirs_value) -> Non
     for name, (enc, dec) in rows.items():
         e, d = best_microseconds(enc), best_microseconds(dec)
         print(f"  {name:11s} encode {e:9.1f} us   decode {d:9.1f} us   round trip {e + d:9.1f} us")
+
+
+def principal_text() -> None:
+    text = "rrkah-fqaaa-aaaaa-aaaaq-cai"
+    ours, theirs = Principal.from_text(text), ReferencePrincipal.from_str(text)
+    print("\nPrincipal text form (a canister id)")
+    print(f"  cdk.principal   from_text {best_microseconds(lambda: Principal.from_text(text)):6.1f} us   "
+          f"to_text {best_microseconds(ours.to_text):6.1f} us")
+    print(f"  icp_principal   from_str  {best_microseconds(lambda: ReferencePrincipal.from_str(text)):6.1f} us   "
+          f"to_str  {best_microseconds(theirs.to_str):6.1f} us")
 
 
 def suite_scores() -> None:
@@ -74,7 +86,6 @@ def _passes(assertion, decoder: Callable[[bytes], list], failure: type[Exception
 
 
 def _ours(assertion, did: str, index: int) -> bool:
-    from cdk.candid import parse_did
     args = parse_did(did).methods[f"t{index}"].args
     return _passes(assertion, lambda blob: decode(args, blob), CandidError)
 
@@ -107,6 +118,7 @@ def main() -> None:
             Types.Record({"prompt": Types.Text, "max_tokens": Types.Opt(Types.Nat32),
                           "temperature": Types.Float64, "seed": Types.Nat64}),
             request, {**request, "max_tokens": [64]})
+    principal_text()
     suite_scores()
 
 

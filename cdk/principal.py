@@ -65,7 +65,7 @@ class Principal:
     def to_text(self) -> str:
         checksum = zlib.crc32(self.bytes).to_bytes(4, "big")
         digits = base64.b32encode(checksum + self.bytes).decode("ascii").rstrip("=").lower()
-        return "-".join(digits[i:i + 5] for i in range(0, len(digits), 5))
+        return "-".join([digits[i:i + 5] for i in range(0, len(digits), 5)])
 
     __str__ = to_text
 

@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from cdk.candid import CandidError, DecodeLimits, T, decode
+from cdk.candid import CandidError, DecodeLimits, Some, T, decode, encode, idl_hash
 from cdk.candid.encode import write_leb, write_sleb
 
 SMALL = DecodeLimits(max_depth=32, max_values=1000, max_bignum_bytes=64, max_type_entries=100)
@@ -180,3 +180,27 @@ def test_messages_that_are_not_candid():
     refuse([], b"\x00\x00", "must start with b'DIDL'")
     refuse([], b"DIDL", "the message ends here")
     refuse([], b"DIDL\x00\x00\x00", "1 bytes are left over")
+
+
+def test_python_stack_exhaustion_becomes_a_candid_error():
+    # with the depth limit raised past what Python's stack holds, the stack runs out first
+    data = b"DIDL\x01\x6e\x00\x01\x00" + b"\x01" * 100_000 + b"\x00"
+    refuse([T.reserved], data, "too deeply for the Python stack", DecodeLimits(max_depth=1_000_000))
+
+
+def test_encoding_a_value_too_deep_for_the_stack():
+    chain = T.recursive("Chain")
+    chain.define(T.opt(chain))
+    value = None
+    for _ in range(100_000):
+        value = Some(value)
+    with pytest.raises(CandidError, match="nests too deeply.*send long sequences as a vec"):
+        encode([chain], [value])
+
+
+def test_long_error_paths_are_shortened():
+    chain = T.recursive("Chain")
+    chain.define(T.record({"next": T.opt(chain)}))
+    data = b"DIDL\x02\x6c\x01" + leb(idl_hash("next")) + b"\x01\x6e\x00\x01\x00" + b"\x01" * 100 + b"\x00"
+    error = refuse([chain], data, "nest deeper than 32 levels")
+    assert "….next" in str(error) and len(str(error)) < 250

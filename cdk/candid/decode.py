@@ -86,7 +86,11 @@ def decode(types: Sequence[Type], data: bytes, limits: DecodeLimits = DecodeLimi
     for i, t in enumerate(types):
         if not isinstance(t, Type):
             raise CandidError(f"expected type {i} must be a Candid type (e.g. T.nat), got {t!r}")
-    return _Decoder(bytes(data), limits).arguments(types)
+    try:
+        return _Decoder(bytes(data), limits).arguments(types)
+    except RecursionError:  # only if the caller's own stack was already deep: the depth limit comes first
+        raise CandidError(f"the message nests too deeply for the Python stack left to decode it; lower "
+                          f"DecodeLimits.max_depth (now {limits.max_depth}) or decode nearer the top") from None
 
 
 class _Decoder:

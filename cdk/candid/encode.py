@@ -78,6 +78,9 @@ def encode(types: Sequence[Type], values: Sequence[Any]) -> bytes:
         except CandidError as e:
             e.path.insert(0, f"arg {i}")
             raise
+        except RecursionError:
+            raise CandidError(f"argument {i} nests too deeply for Python's stack (a long recursive list?); "
+                              "send long sequences as a vec") from None
     return bytes(out)
 
 

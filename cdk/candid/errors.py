@@ -19,7 +19,8 @@ class CandidError(ValueError):
     def __str__(self) -> str:
         where = []
         if self.path:
-            where.append("in " + "".join(self.path))
+            path = self.path if len(self.path) <= 16 else self.path[:8] + ["…"] + self.path[-8:]
+            where.append("in " + "".join(path))
         if self.offset is not None:
             where.append(f"at byte {self.offset}")
         return f"{self.problem} ({', '.join(where)})" if where else self.problem
