@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "client.commands.logits",
     "client.commands.run",
     "client.commands.identity",
+    "client.commands.plan",
 ]
 
 

@@ -211,10 +211,11 @@ class _Costing:
         for flag, value, allowed in choices:
             if value not in allowed:
                 raise PlanError(f"{flag} {value} is not one of {', '.join(map(str, allowed))}")
-        self.heap_limit = limits.wasm32_heap_bytes if c.heap == "wasm32" else limits.wasm64_heap_bytes
+        self.heap_limit = heap_limit_bytes(c)
         if c.shard_bytes <= 0 or c.shard_bytes > self.heap_limit:
             raise PlanError(f"--shard-bytes {c.shard_bytes} must be positive and at most the {c.heap} heap of "
-                            f"{_size(self.heap_limit)}; use --heap wasm64 for up to {_size(limits.wasm64_heap_bytes)}")
+                            f"{format_bytes(self.heap_limit)}; use --heap wasm64 for up to "
+                            f"{format_bytes(limits.wasm64_heap_bytes)}")
         if c.shards is not None and c.shards < 1:
             raise PlanError(f"--shards {c.shards} must be at least 1 (the canisters besides the head)")
         n_ctx = spec.config.n_ctx_train
@@ -376,9 +377,9 @@ class _Costing:
         weights = self.spec.tensors["token_embd.weight"].n_bytes
         limit = min(self.constraints.shard_bytes, self.heap_limit)
         if weights > limit:
-            return (f"the head's token_embd.weight needs {_size(weights)}; the shard limit is {_size(limit)}: "
-                    "use a smaller quantization of the model, or a larger --shard-bytes (with --heap wasm64 up "
-                    "to 6 GiB)")
+            return (f"the head's token_embd.weight needs {format_bytes(weights)}; the shard limit is "
+                    f"{format_bytes(limit)}: use a smaller quantization of the model, or a larger --shard-bytes (with "
+                    "--heap wasm64 up to 6 GiB)")
         return None
 
     def violation(self, pieces: Sequence[_Piece], n_tokens: int = 1) -> str | None:
@@ -387,15 +388,16 @@ class _Costing:
         what = _label(pieces)
         weights = self.weight_bytes(pieces)
         if weights > c.shard_bytes:
-            return (f"{what} needs {_size(weights)} of {self._format_text()} weights; the shard limit is "
-                    f"{_size(c.shard_bytes)}: use {self._smaller_format()}, or a larger --shard-bytes (with "
-                    f"--heap wasm64 up to {_size(c.limits.wasm64_heap_bytes)})")
+            return (f"{what} needs {format_bytes(weights)} of {self._format_text()} weights; the shard limit is "
+                    f"{format_bytes(c.shard_bytes)}: use {self._smaller_format()}, or a larger --shard-bytes (with "
+                    f"--heap wasm64 up to {format_bytes(c.limits.wasm64_heap_bytes)})")
         kv, working = self.kv_bytes(pieces), self.working_bytes(pieces, n_tokens)
         if weights + kv + working > self.heap_limit:
-            return (f"{what} needs {_size(weights + kv + working)} of heap ({_size(weights)} of weights, a KV cache "
-                    f"of {_size(kv)} for one session at context {self.context}, {_size(working)} of working buffers); "
-                    f"the {c.heap} heap holds {_size(self.heap_limit)}: use --heap wasm64, a smaller --context, "
-                    f"or {self._smaller_format()}")
+            return (f"{what} needs {format_bytes(weights + kv + working)} of heap ({format_bytes(weights)} of "
+                    f"weights, a KV cache of {format_bytes(kv)} for one session at context {self.context}, "
+                    f"{format_bytes(working)} of working buffers); the {c.heap} heap holds "
+                    f"{format_bytes(self.heap_limit)}: use --heap wasm64, a smaller --context, or "
+                    f"{self._smaller_format()}")
         samples = self._samples(pieces)
         instructions = self.instructions(pieces, n_tokens, samples)
         if instructions > c.limits.instructions_per_update:
@@ -406,12 +408,13 @@ class _Costing:
                     f"use {'--kernel simd, ' if c.kernel == 'scalar' else ''}a smaller --context, or more shards")
         request = self.request_bytes(n_tokens, samples)
         if request > c.limits.same_subnet_request_bytes:
-            return (f"a forward request of {_tokens(n_tokens)} to {what} is {_size(request)}; a call within a subnet "
-                    f"carries at most {_size(c.limits.same_subnet_request_bytes)}: use a smaller --prefill-chunk")
+            return (f"a forward request of {_tokens(n_tokens)} to {what} is {format_bytes(request)}; a call within "
+                    f"a subnet carries at most {format_bytes(c.limits.same_subnet_request_bytes)}: use a smaller "
+                    "--prefill-chunk")
         reply = self._reply_bytes(pieces, n_tokens, samples)
         if reply > c.limits.reply_bytes:
-            return (f"the reply of {what} to {_tokens(n_tokens)} is {_size(reply)}; a reply carries at most "
-                    f"{_size(c.limits.reply_bytes)}: use a smaller --prefill-chunk (or more output slices)")
+            return (f"the reply of {what} to {_tokens(n_tokens)} is {format_bytes(reply)}; a reply carries at most "
+                    f"{format_bytes(c.limits.reply_bytes)}: use a smaller --prefill-chunk (or more output slices)")
         return None
 
     def instructions(self, pieces: Sequence[_Piece], n_tokens: int, samples: bool) -> int:
@@ -666,11 +669,16 @@ def _forward_reply_bytes(floats: int, token: bool) -> int:
     return len(encode(_yblock_interface().methods["forward"].rets, [reply]))
 
 
+def heap_limit_bytes(constraints: Constraints) -> int:
+    limits = constraints.limits
+    return limits.wasm32_heap_bytes if constraints.heap == "wasm32" else limits.wasm64_heap_bytes
+
+
 def _tokens(n: int) -> str:
     return "1 token" if n == 1 else f"{n} tokens"
 
 
-def _size(n_bytes: int) -> str:
+def format_bytes(n_bytes: int) -> str:
     for unit, scale in (("GiB", GiB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n_bytes >= scale:
             return f"{n_bytes / scale:.2f} {unit}"

@@ -1,0 +1,60 @@
+"""A plan's canisters as dfx.json entries, so that dfx-style tooling sees the same names and .did
+files: `head` and `yblock_i`, type "custom", and the local network on dfx's port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from sharding.partition import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD_DID = ROOT / "canisters" / "head" / "head.did"
+YBLOCK_DID = ROOT / "canisters" / "yblock" / "yblock.did"
+LOCAL_BIND = "127.0.0.1:4943"  # dfx's local replica address (DESIGN.md, HTTP gateway)
+_PLANNED = re.compile(r"yblock_\d+")
+
+
+class DfxError(ValueError):
+    """dfx.json exists but cannot be updated; the message says why."""
+
+
+def write_dfx(plan: Plan, path: Path) -> list[str]:
+    """Create or update dfx.json at `path` with the plan's canisters and returns their names.
+
+    Other canisters and settings are kept; yblock entries of an earlier, larger plan are removed,
+    since a yblock_N is always the planner's. The file is replaced atomically."""
+    config: dict = {}
+    if path.exists():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DfxError(f"{path} is not readable JSON ({e}); fix or remove it first") from None
+        if not isinstance(config, dict) or not isinstance(config.get("canisters", {}), dict):
+            raise DfxError(f"{path} is not a dfx.json: expected an object with a 'canisters' object")
+    canisters = config.setdefault("canisters", {})
+    names = [s.name for s in plan.shards]
+    for name in [n for n in canisters if _PLANNED.fullmatch(n) and n not in names]:
+        del canisters[name]
+    for shard in plan.shards:
+        did = HEAD_DID if shard.role == "head" else YBLOCK_DID
+        entry = canisters.get(shard.name) if isinstance(canisters.get(shard.name), dict) else {}
+        canisters[shard.name] = {**entry, "type": "custom", "candid": os.path.relpath(did, path.parent.resolve())}
+    networks = config.setdefault("networks", {})
+    networks["local"] = {**networks.get("local", {}), "bind": LOCAL_BIND}
+    config.setdefault("version", 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                     encoding="utf-8") as f:
+        try:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+            f.close()
+            os.replace(f.name, path)
+        except BaseException:
+            os.unlink(f.name)
+            raise
+    return names
