@@ -42,14 +42,16 @@ def _distinct_ids(fields: dict) -> bool:
 
 def _compose(children: st.SearchStrategy[Type]) -> st.SearchStrategy[Type]:
     fields = st.dictionaries(_LABELS, children, max_size=4).filter(_distinct_ids)
+    funcs = st.tuples(st.lists(children, max_size=2), st.lists(children, max_size=2),
+                      st.sampled_from([(), ("query",), ("oneway",), ("composite_query",)])).map(lambda f: T.func(*f))
     return st.one_of(
         children.map(T.opt),
         children.map(T.vec),
         fields.map(T.record),
         st.lists(children, max_size=3).map(lambda ts: T.tuple(*ts)),
         fields.filter(bool).map(T.variant),
-        st.tuples(st.lists(children, max_size=2), st.lists(children, max_size=2),
-                  st.sampled_from([(), ("query",), ("oneway",), ("composite_query",)])).map(lambda f: T.func(*f)),
+        funcs,
+        st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True), funcs, max_size=3).map(T.service),
     )
 
 
