@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "client.commands.run",
     "client.commands.identity",
     "client.commands.plan",
+    "client.commands.export",
 ]
 
 
