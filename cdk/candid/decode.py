@@ -7,7 +7,8 @@ checked), missing opt/null/reserved ones become None, nat widens to int, anythin
 references additionally need their wire type to be a subtype of the expected one.
 
 Work and memory are bounded for hostile input by `DecodeLimits`: every value decoded or skipped
-costs one unit of `max_values` (a blob costs one), vectors must fit in the remaining bytes before
+costs one unit of `max_values` (a blob, or a skipped vector of fixed-width numbers, costs one),
+vectors must fit in the remaining bytes before
 any element is read (zero-sized elements must fit in the remaining budget instead), nesting is
 bounded by `max_depth`, and LEB128 numbers by their length.
 """
@@ -23,6 +24,7 @@ from cdk.candid.errors import CandidError, CandidMismatchError
 from cdk.candid.reader import STRUCTS, DecodeLimits, Reader
 from cdk.candid.subtype import is_subtype
 from cdk.candid.types import (
+    Field,
     Func,
     Opt,
     Primitive,
@@ -164,13 +166,7 @@ class _Decoder(Reader):
         if kind is Primitive and wire.name in ("null", "reserved"):
             return None
         if kind is Opt:
-            start = self.pos
-            flag = self.byte("opt tag")
-            if flag == 0:
-                return None
-            if flag != 1:
-                raise self.fail(f"an opt tag must be 0 or 1, got {flag}", start)
-            return self.coerce_present(wire.inner, expected.inner, depth)
+            return self.coerce_present(wire.inner, expected.inner, depth) if self.opt_tag() else None
         # Spec: any other value v decodes at `opt T` as `opt v` would. At a recursive `opt` such as
         # `type Opt = opt Opt` that regresses forever; the depth limit ends it with an error, which
         # (unlike a mismatch) no enclosing opt turns into null, as the suite requires.
@@ -204,6 +200,22 @@ class _Decoder(Reader):
             e.path.insert(0, f"[{len(values)}]")
             raise
         return values
+
+    def opt_tag(self) -> bool:
+        """Whether an opt value is present."""
+        flag = self.byte("opt tag")
+        if flag > 1:
+            raise self.fail(f"an opt tag must be 0 or 1, got {flag}", self.pos - 1)
+        return flag == 1
+
+    def variant_case(self, wire: Variant) -> Field:
+        """The case of the variant value here, as the wire's type lists it."""
+        start = self.pos
+        index = self.leb("variant index")
+        if index >= len(wire.fields):
+            raise self.fail(f"variant index {index} is out of range: the variant has {len(wire.fields)} cases",
+                            start)
+        return wire.fields[index]
 
     def vector_length(self, wire_inner: Type) -> int:
         start = self.pos
@@ -257,12 +269,7 @@ class _Decoder(Reader):
     def variant_at(self, wire: Type, expected: Variant, depth: int) -> dict[str | int, Any]:
         if type(wire) is not Variant:
             raise self.mismatch(f"expected {render(expected, 3)}, the message has {render(wire, 3)}")
-        start = self.pos
-        index = self.leb("variant index")
-        if index >= len(wire.fields):
-            raise self.fail(f"variant index {index} is out of range: the variant has {len(wire.fields)} cases",
-                            start)
-        wire_field = wire.fields[index]
+        wire_field = self.variant_case(wire)
         field = expected.by_id.get(wire_field.id)
         if field is None:
             raise self.mismatch(f"the message holds variant case with id {wire_field.id}, which {render(expected, 3)} "
@@ -299,11 +306,7 @@ class _Decoder(Reader):
             raise self.too_deep()
         depth += 1
         if kind is Opt:
-            start = self.pos
-            flag = self.byte("opt tag")
-            if flag > 1:
-                raise self.fail(f"an opt tag must be 0 or 1, got {flag}", start)
-            if flag:
+            if self.opt_tag():
                 self.skip(wire.inner, depth)
         elif kind is Vec:
             inner = resolve(wire.inner)
@@ -317,12 +320,7 @@ class _Decoder(Reader):
             for field in wire.fields:
                 self.skip(field.type, depth)
         elif kind is Variant:
-            start = self.pos
-            index = self.leb("variant index")
-            if index >= len(wire.fields):
-                raise self.fail(f"variant index {index} is out of range: the variant has {len(wire.fields)} "
-                                "cases", start)
-            self.skip(wire.fields[index].type, depth)
+            self.skip(self.variant_case(wire).type, depth)
         elif kind is Func:
             self.func_ref()
         elif kind is Service:
