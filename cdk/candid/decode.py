@@ -7,10 +7,10 @@ checked), missing opt/null/reserved ones become None, nat widens to int, anythin
 references additionally need their wire type to be a subtype of the expected one.
 
 Work and memory are bounded for hostile input by `DecodeLimits`: every value decoded or skipped
-costs one unit of `max_values` (a blob, or a skipped vector of fixed-width numbers, costs one),
-vectors must fit in the remaining bytes before
-any element is read (zero-sized elements must fit in the remaining budget instead), nesting is
-bounded by `max_depth`, and LEB128 numbers by their length.
+costs one unit of `max_values` (a blob, or a skipped vector of fixed-width numbers, costs one);
+a vector must fit in the remaining bytes before any element is read (zero-sized elements must
+fit in the remaining budget instead); nesting is bounded by `max_depth`, and LEB128 numbers by
+their length.
 """
 
 from __future__ import annotations
