@@ -15,13 +15,14 @@ Encoding takes `Some(v)` for any opt, and leaves out record fields of opt, null 
 Written here rather than taken from icp-py-core (icp_candid 2.3.1), which fails 92 of the
 official suite's 375 binary assertions (it passes 143/165 prim, 111/161 construct, 29/49
 reference; this codec passes all) and decodes vectors other than blobs element by element.
-Measured with benchmarks/bench_candid.py (Python 3.11, 2 shared cores; best of 5):
+Measured with benchmarks/bench_candid.py (Python 3.11, 2 shared cores, best of 5; figures vary
+by about 30% with the machine's load):
 
     encode + decode                         cdk.candid   icp_candid
-    record { nat64; nat32; 16 KiB blob }       35 us        46 us
-    record { nat64; 2 MiB blob }              530 us      1130 us
-    vec nat32 of 4096 token ids               110 us      8300 us
-    small request record (73 bytes)            35 us        62 us
+    record { nat64; nat32; 16 KiB blob }       26 us        37 us
+    record { nat64; 2 MiB blob }              475 us       794 us
+    vec nat32 of 4096 token ids                77 us      5980 us
+    small request record (73 bytes)            28 us        42 us
 
 Blobs and vectors of fixed-width numbers cross in one C call each way (bytes slicing,
 struct.pack/unpack); there is no per-byte Python work.
