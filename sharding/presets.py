@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import numpy as np
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from canisters.llama.config import ModelConfig
@@ -125,9 +126,14 @@ def _block_size(type_name: str) -> int:
     return GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][0]
 
 
+def _f32(value: float) -> float:
+    """A float as a GGUF header stores it (float32), so that presets equal what files say."""
+    return float(np.float32(value))
+
+
 def _llama3(n_layer: int, d_model: int, n_head: int, d_ff: int, n_ctx: int) -> ModelConfig:
     return ModelConfig(arch="llama", n_layer=n_layer, d_model=d_model, n_head=n_head, n_head_kv=8,
-                       head_dim=d_model // n_head, d_ff=d_ff, n_vocab=128256, n_ctx_train=n_ctx, rms_eps=1e-5,
+                       head_dim=d_model // n_head, d_ff=d_ff, n_vocab=128256, n_ctx_train=n_ctx, rms_eps=_f32(1e-5),
                        rope_theta=500000.0, rope_dim=d_model // n_head, rope_neox=False, rope_linear_scale=1.0)
 
 
@@ -154,7 +160,7 @@ _PRESETS = (
     # max_position_embeddings 32768, rope_theta 1000000, rms_norm_eps 1e-6, tie_word_embeddings true.
     Preset("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct config.json",
            ModelConfig(arch="qwen2", n_layer=24, d_model=896, n_head=14, n_head_kv=2, head_dim=64, d_ff=4864,
-                       n_vocab=151936, n_ctx_train=32768, rms_eps=1e-6, rope_theta=1000000.0, rope_dim=64,
+                       n_vocab=151936, n_ctx_train=32768, rms_eps=_f32(1e-6), rope_theta=1000000.0, rope_dim=64,
                        rope_neox=True, rope_linear_scale=1.0),
            tied=True, qkv_bias=True, qk_norm=False, rope_freqs=False, tokenizer_pre="qwen2",
            default_file_type="q8_0"),
@@ -163,7 +169,7 @@ _PRESETS = (
     # max_position_embeddings 40960, rope_theta 1000000, rms_norm_eps 1e-6, tie_word_embeddings true.
     Preset("qwen3-1.7b", "Qwen/Qwen3-1.7B config.json",
            ModelConfig(arch="qwen3", n_layer=28, d_model=2048, n_head=16, n_head_kv=8, head_dim=128, d_ff=6144,
-                       n_vocab=151936, n_ctx_train=40960, rms_eps=1e-6, rope_theta=1000000.0, rope_dim=128,
+                       n_vocab=151936, n_ctx_train=40960, rms_eps=_f32(1e-6), rope_theta=1000000.0, rope_dim=128,
                        rope_neox=True, rope_linear_scale=1.0),
            tied=True, qkv_bias=False, qk_norm=True, rope_freqs=False, tokenizer_pre="qwen2",
            default_file_type="q4_k_m"),
@@ -172,7 +178,7 @@ _PRESETS = (
     # max_position_embeddings 8192, rope_theta 100000, rms_norm_eps 1e-5, tie_word_embeddings true.
     Preset("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct config.json",
            ModelConfig(arch="llama", n_layer=30, d_model=576, n_head=9, n_head_kv=3, head_dim=64, d_ff=1536,
-                       n_vocab=49152, n_ctx_train=8192, rms_eps=1e-5, rope_theta=100000.0, rope_dim=64,
+                       n_vocab=49152, n_ctx_train=8192, rms_eps=_f32(1e-5), rope_theta=100000.0, rope_dim=64,
                        rope_neox=False, rope_linear_scale=1.0),
            tied=True, qkv_bias=False, qk_norm=False, rope_freqs=False, tokenizer_pre="smollm",
            default_file_type="q4_1"),
