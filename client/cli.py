@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "client.commands.identity",
     "client.commands.plan",
     "client.commands.export",
+    "client.commands.deploy",
+    "client.commands.generate",
 ]
 
 

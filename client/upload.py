@@ -24,8 +24,8 @@ The calls go through client.agent's canisters, over HTTP with icp-py-core or in-
 replica.inprocess.LocalClient (`CanisterShardTarget`), so `icllama deploy` and the in-process
 pipeline share this one implementation.
 
-Run standalone as `python -m client.upload --network local --manifest DIR/manifest.json
---canister-ids .icllama/local/canister_ids.json` (see --help).
+Run standalone as `python -m client.upload .icllama/local/shards/MODEL/manifest.json` after a
+deploy (see --help): it uploads into the canisters of `.icllama/<network>/canister_ids.json`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -141,11 +141,12 @@ class ChunkCorrupted(UploadError):
 
 
 class UploadsFailed(UploadError):
-    """Some shards failed (the others completed); `errors` has one UploadError per failed shard."""
+    """Some shards failed: `errors` has one UploadError per failed shard, `results` the others'."""
 
-    def __init__(self, errors: list[UploadError]):
+    def __init__(self, errors: list[UploadError], results: list[UploadResult]):
         super().__init__("\n".join(map(str, errors)))
         self.errors = errors
+        self.results = results
 
 
 # --- the upload of one shard ---------------------------------------------------------------------------
@@ -296,9 +297,10 @@ def upload_shards(jobs: Sequence[tuple[ShardFile, ShardTarget]], parallel: int =
 
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="upload") as pool:
             list(pool.map(one, range(len(uploads))))
+    done = [r for r in results if r is not None]
     if errors:
-        raise UploadsFailed(errors)
-    return [r for r in results if r is not None]
+        raise UploadsFailed(errors, done)
+    return done
 
 
 # --- transports ----------------------------------------------------------------------------------------
@@ -334,40 +336,55 @@ class CanisterShardTarget:
         return _ok(self.canister.update("load"), "load")
 
 
-# --- the manifest --------------------------------------------------------------------------------------
-def shards_from_manifest(manifest_path: Path) -> list[ShardFile]:
-    """The shard files an export's manifest.json lists (one per canister), with their sha256."""
-    from sharding.export import read_manifest
-
-    manifest = read_manifest(manifest_path)
-    return [ShardFile(entry.canister, entry.path.name, entry.path, entry.size, entry.sha256)
-            for entry in manifest.files]
-
-
 # --- python -m client.upload ---------------------------------------------------------------------------
+def read_export(manifest_path: Path) -> Any:
+    """The sharding.export.Export that a manifest.json describes (its files are beside it)."""
+    from sharding.export import MANIFEST_FORMAT, Export, ExportedFile
+
+    try:
+        document = json.loads(manifest_path.read_text())
+        if document.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {document.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+        files = tuple(ExportedFile(**f) for f in document["files"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{manifest_path} is not a shard manifest ({e}); export the shards again") from None
+    return Export(manifest_path.parent, files, written=False)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from client.agent import DEFAULT_STATE_DIR, connect, resolve_network
+    from client.agent import DEFAULT_STATE_DIR, RemoteCanisters, connect, resolve_network
+    from client.deploy import CanisterIds, read_dfx
     from client.identity import IdentityStore
 
     parser = argparse.ArgumentParser(
         prog="python -m client.upload",
-        description="Upload exported shards into their canisters (resumable, verified by sha256, then loaded).")
-    parser.add_argument("--manifest", type=Path, required=True, help="the export's manifest.json")
-    parser.add_argument("--canister-ids", type=Path, help="canister_ids.json mapping the manifest's canister names "
-                        "to ids (default .icllama/<network>/canister_ids.json)")
-    parser.add_argument("--network", default="local", help="`local` or the URL of an IC HTTP interface")
-    parser.add_argument("--identity", help="identity name or PEM path (a controller of the canisters)")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        description="Upload exported shards into their deployed canisters: resumed from what each canister "
+                    "holds, verified by sha256, then loaded.")
+    parser.add_argument("manifest", type=Path, help="the export's manifest.json")
+    parser.add_argument("--network", default="local", help="`local` (default) or the URL of an IC HTTP interface")
+    parser.add_argument("--identity", help="identity name or PEM path: a controller of the canisters")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help="where <network>/canister_ids.json is (default .icllama)")
+    parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"), help="names each canister's .did")
     parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
     parser.add_argument("--only", action="append", default=[], help="upload only this canister (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     try:
-        target = resolve_network(args.network, args.state_dir)
-        ids = _read_ids(args.canister_ids or args.state_dir / target.name / "canister_ids.json", target.name)
-        connection = connect(target.url, IdentityStore.from_environment().resolve(args.identity))
-        shards = [s for s in shards_from_manifest(args.manifest) if not args.only or s.label in args.only]
-        jobs = [(s, remote_target(connection, ids, s.label)) for s in shards]
+        export = read_export(args.manifest)
+        target = resolve_network(args.network, args.state_dir, args.dfx_json)
+        ids, entries = CanisterIds.of(args.state_dir, target.name).read(), read_dfx(args.dfx_json)
+        canisters = RemoteCanisters(connect(target.url, IdentityStore.from_environment().resolve(args.identity)))
+        jobs = []
+        for f in export.files:
+            if args.only and f.shard not in args.only:
+                continue
+            if f.shard not in ids or f.shard not in entries:
+                raise UserError(f"{f.shard} has no canister in {CanisterIds.of(args.state_dir, target.name).path} "
+                                f"or no entry in {args.dfx_json}; deploy first (`icllama deploy`)")
+            canister = canisters.canister(ids[f.shard], entries[f.shard].did)
+            jobs.append((ShardFile(f.shard, f.file, export.directory / f.file, f.size, f.sha256),
+                         CanisterShardTarget(canister)))
         results = upload_shards(jobs, parallel=args.parallel)
     except UserError as e:
         print(f"upload: error: {e}", file=sys.stderr)
@@ -376,27 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         print("upload: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps([r.__dict__ for r in results]))
+        print(json.dumps([asdict(r) for r in results]))
     else:
         for r in results:
             print(f"{r.label:10} {r.canister_id}  {r.outcome:14} {r.bytes_sent:>12,} B sent  "
                   f"{r.bytes_resumed:>12,} B resumed  {r.retries} retries")
     return 0
-
-
-def remote_target(connection: Any, ids: dict[str, str], label: str) -> RemoteShardTarget:
-    from client.agent import RemoteCanister
-    from client.deploy import did_for
-
-    if label not in ids:
-        raise UserError(f"no canister id for {label!r}; deploy first (`icllama deploy`) or pass --canister-ids")
-    return RemoteShardTarget(RemoteCanister.from_did(connection, ids[label], did_for(label)))
-
-
-def _read_ids(path: Path, network: str) -> dict[str, str]:
-    from client.deploy import read_canister_ids
-
-    return read_canister_ids(path, network)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""`icllama deploy [MODEL] [--shards N | --shard-bytes B] [--network local|URL] [--identity NAME]`:
+plan, export, create and install the canisters, upload the shards and wire the head, over the IC
+HTTP interface (client.deploy does the steps). Re-running it is idempotent."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from client.agent import DEFAULT_STATE_DIR
+from client.catalog import DEFAULT_MODEL
+from client.commands.plan import add_plan_arguments, plan_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "deploy", help="deploy a model to the network: canisters, code, shards (resumable), pipeline")
+    add_plan_arguments(parser, presets=False)
+    parser.set_defaults(model=DEFAULT_MODEL)
+    parser.add_argument("--network", default="local", help="`local` (default) or the URL of an IC HTTP interface")
+    parser.add_argument("--identity", help="identity name or PEM path (default: the selected identity)")
+    parser.add_argument("--with-cycles", type=int, metavar="CYCLES",
+                        help="cycles for each canister created (default: the network's, 100T on a local one)")
+    parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help="keeps <network>/canister_ids.json and <network>/shards/ (default .icllama)")
+    parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"),
+                        help="the project's dfx.json; the plan's canisters are written into it (default ./dfx.json)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.agent import RemoteCanisters, connect, resolve_network
+    from client.catalog import resolve_model
+    from client.deploy import CanisterIds, Deployer, code_version, read_dfx
+    from client.errors import UserError
+    from client.identity import IdentityStore
+    from sharding.dfx import DfxError, write_dfx
+    from sharding.export import ExportError, export_shards
+
+    if args.parallel < 1:
+        raise UserError("--parallel must be at least 1")
+    start = time.perf_counter()
+    target = resolve_network(args.network, args.state_dir, args.dfx_json)
+    identity = IdentityStore.from_environment().resolve(args.identity)
+    canisters = RemoteCanisters(connect(target.url, identity))
+    model = resolve_model(args.model)
+    _, plan = plan_from_args(args)
+    try:
+        write_dfx(plan, args.dfx_json)
+    except (DfxError, OSError) as e:
+        raise UserError(str(e)) from None
+    print(f"deploying {model.name} to {target.name} ({target.url}) as {identity.principal}: head and "
+          f"{len(plan.shards) - 1} yblocks", file=sys.stderr)
+    try:
+        export = export_shards(model, plan, args.state_dir / target.name / "shards" / model.stem, progress=True)
+    except ExportError as e:
+        raise UserError(str(e)) from None
+    deployer = Deployer(canisters, CanisterIds.of(args.state_dir, target.name), read_dfx(args.dfx_json),
+                        cycles=args.with_cycles, version=code_version(), parallel=args.parallel)
+    report = deployer.deploy(plan, export)
+    for c in report.canisters:
+        upload = c.upload
+        sent = f"{upload.outcome}, {upload.bytes_sent:,} B sent" if upload else "-"
+        print(f"{c.name:10} {c.canister_id}  {'created' if c.created else 'reused':8} code {c.code:12} shard {sent}")
+    print(f"deployed in {time.perf_counter() - start:.1f} s ({report.bytes_uploaded:,} bytes uploaded); ids in "
+          f"{deployer.ids.path}. Generate with: icllama generate -p \"...\"", file=sys.stderr)
+    return 0
