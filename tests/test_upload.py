@@ -14,8 +14,8 @@ from cdk.principal import Principal
 from client.agent import LocalCanister, TransportFailed
 from client.upload import (
     CHUNK_BYTES,
-    CanisterShardTarget,
     INGRESS_LIMIT_BYTES,
+    CanisterShardTarget,
     ChunkCorrupted,
     HeldBytesDiffer,
     Retry,
