@@ -401,20 +401,21 @@ class _Costing:
         samples = self._samples(pieces)
         instructions = self.instructions(pieces, n_tokens, samples)
         if instructions > c.limits.instructions_per_update:
-            last = self.context - 1
-            position = f"position {last}" if n_tokens == 1 else f"{_tokens(n_tokens)} up to position {last}"
+            last, tokens = self.context - 1, plural(n_tokens, "token")
+            position = f"position {last}" if n_tokens == 1 else f"{tokens} up to position {last}"
             return (f"{what} needs {instructions / 1e9:.1f}B instructions per message ({position}, {c.kernel} "
                     f"kernels); an update message may run {c.limits.instructions_per_update / 1e9:.0f}B: "
                     f"use {'--kernel simd, ' if c.kernel == 'scalar' else ''}a smaller --context, or more shards")
         request = self.request_bytes(n_tokens, samples)
         if request > c.limits.same_subnet_request_bytes:
-            return (f"a forward request of {_tokens(n_tokens)} to {what} is {format_bytes(request)}; a call within "
-                    f"a subnet carries at most {format_bytes(c.limits.same_subnet_request_bytes)}: use a smaller "
-                    "--prefill-chunk")
+            return (f"a forward request of {plural(n_tokens, 'token')} to {what} is {format_bytes(request)}; a call "
+                    f"within a subnet carries at most {format_bytes(c.limits.same_subnet_request_bytes)}: use a "
+                    "smaller --prefill-chunk")
         reply = self._reply_bytes(pieces, n_tokens, samples)
         if reply > c.limits.reply_bytes:
-            return (f"the reply of {what} to {_tokens(n_tokens)} is {format_bytes(reply)}; a reply carries at most "
-                    f"{format_bytes(c.limits.reply_bytes)}: use a smaller --prefill-chunk (or more output slices)")
+            return (f"the reply of {what} to {plural(n_tokens, 'token')} is {format_bytes(reply)}; a reply carries "
+                    f"at most {format_bytes(c.limits.reply_bytes)}: use a smaller --prefill-chunk (or more output "
+                    "slices)")
         return None
 
     def instructions(self, pieces: Sequence[_Piece], n_tokens: int, samples: bool) -> int:
@@ -674,8 +675,8 @@ def heap_limit_bytes(constraints: Constraints) -> int:
     return limits.wasm32_heap_bytes if constraints.heap == "wasm32" else limits.wasm64_heap_bytes
 
 
-def _tokens(n: int) -> str:
-    return "1 token" if n == 1 else f"{n} tokens"
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def format_bytes(n_bytes: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sharding.partition import Plan, Shard, format_bytes, heap_limit_bytes
+from sharding.partition import Plan, Shard, format_bytes, heap_limit_bytes, plural
 
 
 def plan_json(plan: Plan) -> str:
@@ -36,13 +36,13 @@ def plan_table(plan: Plan) -> str:
     framing = t.activation_bytes_per_message - 4 * plan.d_model
     lines += [
         "",
-        f"canisters       {t.canisters} ({t.stages} sequential calls per token)",
+        f"canisters       {t.canisters} ({plural(t.stages, 'sequential call')} per token)",
         f"per token       {_count(t.instructions_per_token)} instructions, {_count(t.cycles_per_token)} cycles = "
         f"{t.tc_per_token:.4f} TC = ${t.usd_per_token:.4f} (the token at position {plan.context - 1})",
         f"virtual time    {t.rounds_per_token} rounds = {t.seconds_per_token:.1f} s per token",
         f"messages        {t.messages_per_token} inter-canister messages per token; a one-token activation message "
         f"is {t.activation_bytes_per_message:,} B ({4 * plan.d_model:,} B of f32 + {framing} B of Candid)",
-        f"prefill         {t.prefill_chunk} tokens per message: {t.prefill_rounds_per_chunk} rounds and "
+        f"prefill         {plural(t.prefill_chunk, 'token')} per message: {t.prefill_rounds_per_chunk} rounds and "
         f"{t.prefill_cycles_per_chunk / 1e12:.4f} TC per chunk",
         f"upload          {format_bytes(t.upload_bytes)} in {t.upload_messages:,} ingress messages: "
         f"{t.upload_cycles / 1e12:.2f} TC",
