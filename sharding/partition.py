@@ -244,18 +244,17 @@ class _Costing:
     def onchain_bytes(self, tensor: TensorSpec, rows: tuple[int, int] | None = None) -> int:
         """Bytes of `tensor` (or of some of its rows) in the on-chain format. Vectors are always
         held as f32 (the model code decodes them at load)."""
-        n_rows = tensor.shape[1] if len(tensor.shape) == 2 else 1
-        held = rows[1] - rows[0] if rows else n_rows
         fmt = self.constraints.weight_format
         if len(tensor.shape) == 1:
             return 4 * tensor.shape[0]
         if fmt == "gguf":
-            return tensor.n_bytes // n_rows * held
+            return self.file_bytes(tensor, rows)
+        held = rows[1] - rows[0] if rows else tensor.shape[1]
         return tensor.shape[0] * held * (4 if fmt == "f32" else 2)
 
     def file_bytes(self, tensor: TensorSpec, rows: tuple[int, int] | None = None) -> int:
-        n_rows = tensor.shape[1] if len(tensor.shape) == 2 else 1
-        return tensor.n_bytes // n_rows * (rows[1] - rows[0]) if rows else tensor.n_bytes
+        """Bytes of `tensor` (or of some of its rows) as the model file stores it."""
+        return tensor.n_bytes // tensor.shape[1] * (rows[1] - rows[0]) if rows else tensor.n_bytes
 
     def kernel_type(self, tensor: TensorSpec) -> str:
         """The weight type matmuls report to the meter: the stored type when weights stay quantized."""
