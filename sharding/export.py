@@ -21,9 +21,12 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter
 from tqdm import tqdm
 
 from canisters.llama.gguf_file import GGUFFile, read_gguf
+from canisters.llama.weights import Strategy
 from client.catalog import sha256_file
 from sharding.partition import Plan, Shard
 
+# The on-chain weight formats a canister can hold, as the weight strategies that hold them.
+STRATEGIES = {"gguf": Strategy.QUANTIZED, "f32": Strategy.DEQUANTIZE}
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "icllama-shards/1"
 SHARD_KEY = "icllama.shard."
@@ -54,6 +57,10 @@ def export_shards(model: Path, plan: Plan, out: Path, progress: bool = False) ->
     """Write `plan`'s shard files of `model` into directory `out` (created if needed)."""
     if Path(plan.source).resolve() != model.resolve():
         raise ExportError(f"the plan was made for {plan.source}, not {model}; plan this model first")
+    if plan.constraints.weight_format not in STRATEGIES:
+        raise ExportError(f"canisters hold weights as the file stores them (--weight-format gguf) or as f32 "
+                          f"(--weight-format f32); {plan.constraints.weight_format} on-chain can be planned and "
+                          "costed, not deployed")
     source = _source_identity(model)
     out.mkdir(parents=True, exist_ok=True)
     previous = _read_manifest(out)
@@ -84,6 +91,12 @@ def export_shards(model: Path, plan: Plan, out: Path, progress: bool = False) ->
         if old["file"] not in names:
             (out / old["file"]).unlink(missing_ok=True)
     return Export(out, files, written=True)
+
+
+def weight_strategy(plan: Plan, shard: Shard) -> str:
+    """How the canister holds its weights (canisters/llama/weights.py). The head only looks rows of
+    token_embd up, so it keeps them as the file stores them whatever the plan's format."""
+    return Strategy.QUANTIZED.value if shard.role == "head" else STRATEGIES[plan.constraints.weight_format].value
 
 
 def shard_tensor(gguf: GGUFFile, name: str, rows: tuple[int, int] | None) -> np.ndarray:
@@ -119,7 +132,7 @@ def _write_shard(path: Path, gguf: GGUFFile, typed: GGUFReader, plan: Plan, shar
     if shard.output_rows:
         writer.add_array(SHARD_KEY + "output_rows", list(shard.output_rows))
     writer.add_bool(SHARD_KEY + "samples", shard.samples)
-    writer.add_string(SHARD_KEY + "weight_format", plan.constraints.weight_format)
+    writer.add_string(SHARD_KEY + "weight_strategy", weight_strategy(plan, shard))
     writer.add_string(SHARD_KEY + "plan_hash", plan.digest)
     output = shard.tensors[-1] if shard.output_rows else None
     tensors = []

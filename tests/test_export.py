@@ -15,10 +15,11 @@ from gguf import GGUFReader
 import sharding.export as export_module
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import read_gguf
+from canisters.yblock.shard_layout import ShardLayout
 from client.cli import main
-from sharding.export import ExportError, export_shards, shard_tensor
+from sharding.export import ExportError, export_shards, shard_tensor, weight_strategy
 from sharding.model_spec import read_model_spec
-from sharding.partition import Constraints, Plan, make_plan
+from sharding.partition import Constraints, Plan, Shard, make_plan
 from tests.synthetic_models import SyntheticSpec, write_synthetic_model
 
 
@@ -62,11 +63,11 @@ def check_export(model: Path, plan: Plan, out: Path) -> None:
                 assert info.shape == src.shape
                 expected = source.tensor_bytes(name)
             assert np.array_equal(data, expected)
-        check_metadata(source.fields, ours.fields, plan, shard.name)
+        check_metadata(source.fields, path, plan, shard)
 
 
-def check_metadata(source: dict, fields: dict, plan: Plan, name: str) -> None:
-    shard = next(s for s in plan.shards if s.name == name)
+def check_metadata(source: dict, path: Path, plan: Plan, shard: Shard) -> None:
+    fields = read_gguf(path).fields
     arch = source["general.architecture"]
     for key, value in source.items():
         if key.startswith(arch + ".") or key == "general.name":
@@ -75,13 +76,15 @@ def check_metadata(source: dict, fields: dict, plan: Plan, name: str) -> None:
             assert (key in fields) == (shard.role == "head"), key
             if shard.role == "head":
                 assert fields[key] == value, key
-    assert ModelConfig.from_gguf(fields, name) == ModelConfig.from_gguf(source)  # a yblock knows the model
+    assert ModelConfig.from_gguf(fields, shard.name) == ModelConfig.from_gguf(source)  # a yblock knows the model
     expected = {"name": shard.name, "role": shard.role, "index": shard.index, "count": len(plan.shards),
                 "stage": shard.stage, "first_layer": (shard.layers or (0, 0))[0],
                 "last_layer": (shard.layers or (0, 0))[1], "samples": shard.samples,
-                "weight_format": plan.constraints.weight_format, "plan_hash": plan.digest}
+                "weight_strategy": weight_strategy(plan, shard), "plan_hash": plan.digest}
     assert {k: fields["icllama.shard." + k] for k in expected} == expected
     assert fields.get("icllama.shard.output_rows") == (list(shard.output_rows) if shard.output_rows else None)
+    assert ShardLayout.from_gguf(read_gguf(path)) == ShardLayout(  # as the canisters read it
+        shard.name, shard.role, *(shard.layers or (0, 0)), shard.output_rows, weight_strategy(plan, shard))
 
 
 @pytest.mark.parametrize("strategy", ["balanced-bytes", "one-per-layer"])
@@ -168,6 +171,13 @@ def test_a_plan_of_another_model_is_refused(llama: Path, qwen_tied: Path, tmp_pa
     plan = make_plan(read_model_spec(qwen_tied), Constraints(shards=1))
     with pytest.raises(ExportError, match=r"the plan was made for .*qwen\.gguf, not .*llama\.gguf; plan this model"):
         export_shards(llama, plan, tmp_path / "out")
+
+
+def test_f16_on_chain_is_planned_but_not_exported(llama: Path, tmp_path: Path) -> None:
+    plan = make_plan(read_model_spec(llama), Constraints(weight_format="f16", shards=1))
+    with pytest.raises(ExportError, match="f16 on-chain can be planned and costed, not deployed"):
+        export_shards(llama, plan, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_command(llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
