@@ -46,6 +46,9 @@ class ExportedFile:
     sha256: str
 
 
+_FILE_FIELDS = {"shard", "file", "size", "sha256"}
+
+
 @dataclass(frozen=True)
 class Export:
     directory: Path
@@ -63,7 +66,7 @@ def export_shards(model: Path, plan: Plan, out: Path, progress: bool = False) ->
                           "costed, not deployed")
     source = _source_identity(model)
     out.mkdir(parents=True, exist_ok=True)
-    previous = _read_manifest(out)
+    previous = _read_manifest(out / MANIFEST)
     if previous and previous["plan_hash"] == plan.digest and previous["source"] == source:
         files = tuple(ExportedFile(**f) for f in previous["files"])
         if all(_intact(out, f, progress) for f in files):
@@ -172,15 +175,26 @@ def _source_identity(model: Path) -> dict:
     return {"path": str(model.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _read_manifest(out: Path) -> dict | None:
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
+def read_export(manifest: Path) -> Export:
+    """The export that a manifest.json describes (its files beside it; not verified here)."""
+    document = _read_manifest(manifest)
+    if document is None:
+        raise ExportError(f"{manifest} is not an icllama shard manifest ({MANIFEST_FORMAT}); export the shards again")
+    return Export(manifest.parent, tuple(ExportedFile(**f) for f in document["files"]), written=False)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest's contents, or None if there is none or it is damaged (it is then rewritten)."""
     try:
         manifest = json.loads(path.read_text())
-    except ValueError:
-        return None  # a damaged manifest is rewritten
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and set(f) == _FILE_FIELDS for f in files):
+        return None
+    return manifest
 
 
 def _intact(out: Path, f: ExportedFile, progress: bool) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import read_gguf
 from canisters.yblock.shard_layout import ShardLayout
 from client.cli import main
-from sharding.export import ExportError, export_shards, shard_tensor, weight_strategy
+from sharding.export import ExportError, export_shards, read_export, shard_tensor, weight_strategy
 from sharding.model_spec import read_model_spec
 from sharding.partition import Constraints, Plan, Shard, make_plan
 from tests.synthetic_models import SyntheticSpec, write_synthetic_model
@@ -133,6 +134,15 @@ def test_re_export_of_the_same_plan_writes_nothing(llama: Path, tmp_path: Path) 
     damaged.write_bytes(bytes(data))
     assert export_shards(llama, plan, out).written
     check_export(llama, plan, out)
+
+
+def test_read_export_is_what_export_wrote(llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    written = export_shards(llama, make_plan(read_model_spec(llama), Constraints(shards=2)), out)
+    assert read_export(out / "manifest.json") == replace(written, written=False)
+    (out / "manifest.json").write_text('{"format": "something else"}')
+    with pytest.raises(ExportError, match=r"manifest.json is not an icllama shard manifest \(icllama-shards/1\)"):
+        read_export(out / "manifest.json")
 
 
 def test_a_new_plan_replaces_the_files_and_removes_stale_ones(llama: Path, tmp_path: Path) -> None:
