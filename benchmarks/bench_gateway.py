@@ -17,6 +17,7 @@ clients' BLS verification; tests/test_gateway_icp_py_core.py covers verification
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -27,6 +28,12 @@ from icp_candid.candid import Types, encode
 from icp_identity import Identity
 
 from tests.gateway_support import agent_for, install_counter, start_network, stop_network
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -82,12 +89,15 @@ def main() -> int:
             print(f"gateway RSS before load: {rss_kib(pid) / 1024:.1f} MiB")
             total_calls = 0
             for load_round in range(1, args.rounds + 1):
+                cpu_before = cpu_seconds(pid)
                 answered, failures, seconds = load(url, canister_id, args.clients, args.calls)
+                gateway_cpu_ms = (cpu_seconds(pid) - cpu_before) / max(answered, 1) * 1000
                 total_calls += args.clients * args.calls
                 counter = reader.query(canister_id, "get", encode([]), return_type=[Types.Nat])[0]["value"]
                 print(f"load round {load_round}: {answered}/{args.clients * args.calls} answered in "
                       f"{seconds:.1f} s = {answered / seconds:.1f} calls/s; counter {counter} "
-                      f"(expected {total_calls}); gateway RSS {rss_kib(pid) / 1024:.1f} MiB")
+                      f"(expected {total_calls}); network process: {gateway_cpu_ms:.1f} ms CPU per call, "
+                      f"RSS {rss_kib(pid) / 1024:.1f} MiB")
                 for failure in failures[:5]:
                     print(f"  failure: {failure}")
                 if failures or counter != total_calls:

@@ -110,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 resets connections when dozens of agents connect at once.
+    request_queue_size = 1024
     # Set by Gateway.serve before the first request is accepted.
     endpoints: Endpoints
     describe: Callable[[], dict]

@@ -3,8 +3,9 @@
 Built from the network on demand, following the interface spec's "The system state tree":
 /time, /subnet/<id>/{public_key,type,canister_ranges,node/<node>/public_key},
 /canister_ranges/<subnet>/<first id>, /request_status/<request id>/..., and
-/canister/<id>/{module_hash,controllers}. A built tree is reused until what it shows changes,
-so one BLS signature serves every read of the same state.
+/canister/<id>/{module_hash,controllers}. The state changes only in rounds, so a tree is built
+and signed once per round and serves every read until the next one (a request submitted since
+shows up once a round has inducted it, as on the IC).
 
 `IngressLedger` remembers the requests the gateway submitted (who sent them and to which
 effective canister, since only they may read the status) and keeps each finished status for
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import cbor2
-from cdk.principal import Principal
 
+from cdk.principal import Principal
 from replica.api_types import CanisterInfo, RequestStatus
 from replica.certification import SELF_DESCRIBE_TAG, CertifiedState, NetworkKeys
 from replica.hash_tree import StateTree
@@ -35,6 +36,9 @@ STATUS_RETENTION_S = 5 * 60
 class NetworkView(Protocol):
     """What the state tree needs from the network."""
 
+    @property
+    def lock(self) -> threading.RLock: ...
+    def round_number(self) -> int: ...
     def time_ns(self) -> int: ...
     def status(self, request_id: bytes) -> RequestStatus | None: ...
     def canister_ids(self) -> list[Principal]: ...
@@ -45,7 +49,8 @@ class NetworkView(Protocol):
 class SubmittedRequest:
     sender: Principal
     effective_canister_id: Principal
-    finished_at_s: float | None = None  # wall time when the gateway first saw it finished
+    final: RequestStatus | None = None  # the finished status, once the gateway has seen it
+    finished_at_s: float | None = None  # monotonic wall time when the gateway first saw it finished
 
 
 @dataclass
@@ -65,21 +70,25 @@ class IngressLedger:
             return self._entries.get(request_id)
 
     def live_statuses(self, network: NetworkView) -> dict[bytes, RequestStatus]:
-        """Current statuses of the remembered requests; forgets those past their retention."""
+        """Current statuses of the remembered requests; forgets those past their retention.
+
+        A finished status never changes again, so only unfinished requests are asked about."""
         now = time.monotonic()
         with self._lock:
             result = {}
             for request_id, entry in list(self._entries.items()):
+                if entry.final is not None:
+                    if now - entry.finished_at_s >= self.retention_s:
+                        del self._entries[request_id]
+                    else:
+                        result[request_id] = entry.final
+                    continue
                 status = network.status(request_id)
                 if status is None:
-                    continue  # accepted but not yet inducted: not in the state tree yet
+                    del self._entries[request_id]  # the network no longer knows it
+                    continue
                 if status.status in TERMINAL_STATUSES:
-                    if entry.finished_at_s is None:
-                        entry = SubmittedRequest(entry.sender, entry.effective_canister_id, now)
-                        self._entries[request_id] = entry
-                    elif now - entry.finished_at_s >= self.retention_s:
-                        del self._entries[request_id]
-                        continue
+                    self._entries[request_id] = SubmittedRequest(entry.sender, entry.effective_canister_id, status, now)
                 result[request_id] = status
             return result
 
@@ -125,20 +134,39 @@ class CertifiedStateSource:
     keys: NetworkKeys
     ledger: IngressLedger
     ranges: list[tuple[bytes, bytes]]
-    _cache: tuple[object, CertifiedState] | None = None
+    _cache: tuple[int, CertifiedState] | None = None  # (round number, its certified state)
+    # Hashed request status subtrees, reused while the status stays the same.
+    _status_trees: dict[bytes, tuple[RequestStatus, StateTree]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current(self) -> CertifiedState:
-        statuses = self.ledger.live_statuses(self.network)
-        canisters = [self.network.canister_info(canister_id) for canister_id in self.network.canister_ids()]
-        now = self.network.time_ns()
-        fingerprint = (now, tuple(statuses.items()), tuple(canisters))
+        """The certified state as of the last round (the state only changes in rounds)."""
+        # Under the network's lock no round can run, so the round number and everything read
+        # with it form one consistent snapshot.
+        with self.network.lock:
+            round_number = self.network.round_number()
+            with self._lock:
+                if self._cache is not None and self._cache[0] == round_number:
+                    return self._cache[1]
+            statuses = self.ledger.live_statuses(self.network)
+            canisters = [self.network.canister_info(canister_id) for canister_id in self.network.canister_ids()]
+            now = self.network.time_ns()
+        state = CertifiedState.sign(StateTree(self._state(now, statuses, canisters)), self.keys.network)
         with self._lock:
-            if self._cache is not None and self._cache[0] == fingerprint:
-                return self._cache[1]
-            state = CertifiedState.sign(StateTree(self._state(now, statuses, canisters)), self.keys.network)
-            self._cache = (fingerprint, state)
-            return state
+            self._cache = (round_number, state)
+        return state
+
+    def _status_trees_for(self, statuses: dict[bytes, RequestStatus]) -> dict[bytes, StateTree]:
+        with self._lock:
+            trees = {}
+            for request_id, status in statuses.items():
+                cached = self._status_trees.get(request_id)
+                if cached is None or cached[0] != status:
+                    cached = (status, StateTree(_status_subtree(status)))
+                trees[request_id] = cached[1]
+            # Keeping only the live ones forgets the pruned requests here too.
+            self._status_trees = {rid: (statuses[rid], tree) for rid, tree in trees.items()}
+            return trees
 
     def _state(self, now: int, statuses: dict[bytes, RequestStatus], canisters: list[CanisterInfo]) -> dict:
         subnet = self.keys.subnet_id.bytes
@@ -154,6 +182,6 @@ class CertifiedStateSource:
                 }
             },
             b"canister_ranges": {subnet: {self.ranges[0][0]: ranges}},
-            b"request_status": {request_id: _status_subtree(status) for request_id, status in statuses.items()},
+            b"request_status": self._status_trees_for(statuses),
             b"canister": {info.canister_id.bytes: _canister_subtree(info) for info in canisters},
         }

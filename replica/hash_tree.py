@@ -19,7 +19,7 @@ from typing import Literal, Union
 
 EMPTY, FORK, LABELED, LEAF, PRUNED = 0, 1, 2, 3, 4
 
-LabeledTree = Mapping[bytes, Union["LabeledTree", bytes]]
+LabeledTree = Mapping[bytes, Union["LabeledTree", bytes, "StateTree"]]
 HashTreeCbor = list
 Path = Sequence[bytes]
 
@@ -119,7 +119,7 @@ def lookup_path(path: Path, tree: HashTreeCbor) -> LookupResult:
     return lookup_path(path[1:], found)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Node:
     """One node of the labeled tree with its hash-tree digests precomputed."""
 
@@ -127,30 +127,39 @@ class _Node:
     leaf: bytes | None
     labels: tuple[bytes, ...]
     children: tuple[_Node, ...]
-    # Digest of the balanced fork over children[lo:hi], for every range the shape uses.
-    forks: Mapping[tuple[int, int], bytes]
+    # Digests of the balanced fork tree over the children, 32 bytes each, at heap positions
+    # (the whole range at 1, the halves of position p at 2p and 2p + 1): one bytes object
+    # rather than many small ones, since a state holds thousands of these nodes.
+    forks: bytes = b""
+
+    def fork_digest(self, position: int) -> bytes:
+        return self.forks[32 * position : 32 * position + 32]
 
 
-def _build(value: LabeledTree | bytes) -> _Node:
+def _build(value: LabeledTree | bytes | StateTree) -> _Node:
+    if isinstance(value, StateTree):
+        return value._root
     if isinstance(value, (bytes, bytearray)):
         leaf = bytes(value)
-        return _Node(_leaf_digest(leaf), leaf, (), (), {})
+        return _Node(_leaf_digest(leaf), leaf, (), ())
     items = sorted((bytes(label), child) for label, child in value.items())
+    if not items:
+        return _Node(_EMPTY_DIGEST, None, (), ())
     labels = tuple(label for label, _ in items)
     children = tuple(_build(child) for _, child in items)
-    forks: dict[tuple[int, int], bytes] = {}
+    forks = bytearray(32 * 4 * len(items))
 
-    def fork(lo: int, hi: int) -> bytes:
+    def fork(lo: int, hi: int, position: int) -> bytes:
         if hi - lo == 1:
             result = _labeled_digest(labels[lo], children[lo].digest)
         else:
             mid = (lo + hi) // 2
-            result = _fork_digest(fork(lo, mid), fork(mid, hi))
-        forks[(lo, hi)] = result
+            result = _fork_digest(fork(lo, mid, 2 * position), fork(mid, hi, 2 * position + 1))
+        forks[32 * position : 32 * position + 32] = result
         return result
 
-    root = fork(0, len(items)) if items else _EMPTY_DIGEST
-    return _Node(root, None, labels, children, forks)
+    root = fork(0, len(items), 1)
+    return _Node(root, None, labels, children, bytes(forks))
 
 
 def _witness(node: _Node, paths: list[tuple[bytes, ...]]) -> HashTreeCbor:
@@ -173,19 +182,19 @@ def _witness(node: _Node, paths: list[tuple[bytes, ...]]) -> HashTreeCbor:
                     wanted.setdefault(neighbour, [])
     marked = sorted(wanted)
 
-    def fork(lo: int, hi: int) -> HashTreeCbor:
+    def fork(lo: int, hi: int, position: int) -> HashTreeCbor:
         first = bisect.bisect_left(marked, lo)
         if first == len(marked) or marked[first] >= hi:
-            return [PRUNED, node.forks[(lo, hi)]]
+            return [PRUNED, node.fork_digest(position)]
         if hi - lo == 1:
             child = node.children[lo]
             subpaths = wanted[lo]
             inner = _witness(child, subpaths) if subpaths else [PRUNED, child.digest]
             return [LABELED, node.labels[lo], inner]
         mid = (lo + hi) // 2
-        return [FORK, fork(lo, mid), fork(mid, hi)]
+        return [FORK, fork(lo, mid, 2 * position), fork(mid, hi, 2 * position + 1)]
 
-    return fork(0, len(node.labels))
+    return fork(0, len(node.labels), 1)
 
 
 def _reveal(node: _Node) -> HashTreeCbor:
@@ -204,7 +213,11 @@ def _reveal(node: _Node) -> HashTreeCbor:
 
 
 class StateTree:
-    """A labeled tree with its hash tree; immutable once built."""
+    """A labeled tree with its hash tree; immutable once built.
+
+    A subtree given as a StateTree is taken as it is, digests included, so the parts of a state
+    that did not change since the last build cost nothing to build again.
+    """
 
     def __init__(self, state: LabeledTree) -> None:
         self._root = _build(state)

@@ -96,3 +96,10 @@ def test_witness_keeps_root_and_proves_requested_paths(state, paths):
         elif expected[0] == "absent":
             # A path through a leaf ends at the leaf: absent either way.
             assert result.outcome == "absent"
+
+
+def test_embedded_state_trees_hash_and_witness_like_plain_subtrees():
+    embedded = StateTree({b"a": StateTree(SPEC_STATE[b"a"]), b"b": b"good", b"c": StateTree({}), b"d": b"morning"})
+    plain = StateTree(SPEC_STATE)
+    assert embedded.root_hash == plain.root_hash
+    assert embedded.witness([[b"a", b"y"], [b"c"]]) == plain.witness([[b"a", b"y"], [b"c"]])
