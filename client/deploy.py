@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ class DeployReport:
     canisters: tuple[DeployedCanister, ...]
     head: str
     bytes_uploaded: int
+    upload_seconds: float  # wall time of the upload step (verification and loads included)
 
 
 @dataclass(frozen=True)
@@ -214,12 +216,14 @@ class Deployer:
         for name in names:
             if name != "head":
                 self._add_controller(name, ids[name], head)
+        started = time.perf_counter()
         uploads = self._upload(plan, export, ids, code)
+        upload_seconds = time.perf_counter() - started
         reply = self.canisters.canister(head, self.entries["head"].did).update("set_pipeline", pipeline_arg(plan, ids))
         if "err" in reply:
             raise UserError(f"wiring the head to its stages failed: {reply['err']}")
         deployed = tuple(DeployedCanister(n, ids[n].to_text(), n in created, code[n], uploads.get(n)) for n in names)
-        return DeployReport(deployed, head.to_text(), sum(u.bytes_sent for u in uploads.values()))
+        return DeployReport(deployed, head.to_text(), sum(u.bytes_sent for u in uploads.values()), upload_seconds)
 
     def _init(self, plan: Plan, name: str, head: Principal) -> dict[str, Any]:
         return head_init(plan) if name == "head" else yblock_init(plan, head)

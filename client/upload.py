@@ -337,24 +337,11 @@ class CanisterShardTarget:
 
 
 # --- python -m client.upload ---------------------------------------------------------------------------
-def read_export(manifest_path: Path) -> Any:
-    """The sharding.export.Export that a manifest.json describes (its files are beside it)."""
-    from sharding.export import MANIFEST_FORMAT, Export, ExportedFile
-
-    try:
-        document = json.loads(manifest_path.read_text())
-        if document.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"format {document.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-        files = tuple(ExportedFile(**f) for f in document["files"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{manifest_path} is not a shard manifest ({e}); export the shards again") from None
-    return Export(manifest_path.parent, files, written=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     from client.agent import DEFAULT_STATE_DIR, RemoteCanisters, connect, resolve_network
     from client.deploy import CanisterIds, read_dfx
     from client.identity import IdentityStore
+    from sharding.export import ExportError, read_export
 
     parser = argparse.ArgumentParser(
         prog="python -m client.upload",
@@ -365,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identity", help="identity name or PEM path: a controller of the canisters")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help="where <network>/canister_ids.json is (default .icllama)")
+    parser.add_argument("--canister-ids", type=Path,
+                        help="a canister_ids.json to read the ids from instead (its `local` entries for a URL)")
     parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"), help="names each canister's .did")
     parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
     parser.add_argument("--only", action="append", default=[], help="upload only this canister (repeatable)")
@@ -373,20 +362,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export = read_export(args.manifest)
         target = resolve_network(args.network, args.state_dir, args.dfx_json)
-        ids, entries = CanisterIds.of(args.state_dir, target.name).read(), read_dfx(args.dfx_json)
+        ids_file = (CanisterIds(args.canister_ids, "local") if args.canister_ids
+                    else CanisterIds.of(args.state_dir, target.name))
+        ids, entries = ids_file.read(), read_dfx(args.dfx_json)
         canisters = RemoteCanisters(connect(target.url, IdentityStore.from_environment().resolve(args.identity)))
         jobs = []
         for f in export.files:
             if args.only and f.shard not in args.only:
                 continue
             if f.shard not in ids or f.shard not in entries:
-                raise UserError(f"{f.shard} has no canister in {CanisterIds.of(args.state_dir, target.name).path} "
+                raise UserError(f"{f.shard} has no canister in {ids_file.path} "
                                 f"or no entry in {args.dfx_json}; deploy first (`icllama deploy`)")
             canister = canisters.canister(ids[f.shard], entries[f.shard].did)
             jobs.append((ShardFile(f.shard, f.file, export.directory / f.file, f.size, f.sha256),
                          CanisterShardTarget(canister)))
         results = upload_shards(jobs, parallel=args.parallel)
-    except UserError as e:
+    except (UserError, ExportError) as e:
         print(f"upload: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
