@@ -28,6 +28,7 @@ from canisters.llama.tokenizer import Tokenizer, TokenizerError
 from canisters.yblock.shard_layout import ShardLayout, ShardLayoutError
 from canisters.yblock.shard_store import ShardHolder, ShardNotReady
 from cdk import CallRejected, Frozen, frozen, query, update
+from cdk.principal import Principal
 
 ACTIVATION_DTYPE = np.dtype("<f4")
 KEPT_FINISHED_SESSIONS = 256  # finished sessions stay pollable until this many newer ones finished
@@ -55,6 +56,8 @@ class Head(ShardHolder):
     def init(self, args: dict[str, Any]) -> None:
         self.n_ctx: int = args["n_ctx"]
         self.fees = Fees.from_candid(args["fees"])
+        allowlist = args.get("generate_allowlist")
+        self.generate_allowlist: frozenset[Principal] | None = None if allowlist is None else frozenset(allowlist)
         self.model: Frozen[HeadModel] | None = None
         self.pipeline: Pipeline | None = None
         self.sessions: dict[int, Session] = {}  # running
@@ -124,6 +127,9 @@ class Head(ShardHolder):
     # --- generation ----------------------------------------------------------------------------
     @update
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refuse_caller("generate")
+        if refusal is not None:
+            return {"err": refusal}
         session = self._open(request)
         if isinstance(session, str):
             return {"err": session}
@@ -134,6 +140,9 @@ class Head(ShardHolder):
 
     @update
     def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        refusal = self._refuse_caller("start")
+        if refusal is not None:
+            return {"err": refusal}
         session = self._open(request)
         if isinstance(session, str):
             return {"err": session}
@@ -150,6 +159,16 @@ class Head(ShardHolder):
         session = self.sessions.get(session_id)
         if session is not None:
             await self._run(session)
+
+    def _refuse_caller(self, method: str) -> str | None:
+        """Why the caller may not use `method`, if the head was installed with an allowlist that
+        leaves it out (its controllers are always allowed)."""
+        caller = self.ic.caller()
+        if self.generate_allowlist is None or caller in self.generate_allowlist or self.ic.is_controller(caller):
+            return None
+        return (f"{caller.to_text()} may not call {method} on {self.describe()}: the head serves only the "
+                "principals of its generate_allowlist and its controllers; ask a controller to add you (an "
+                "init argument: upgrade the head with the new list)")
 
     def _open(self, value: dict[str, Any]) -> Session | str:
         """A new session for the request, or why there cannot be one."""
@@ -302,6 +321,9 @@ class Head(ShardHolder):
     # --- queries -------------------------------------------------------------------------------
     @query
     def poll(self, session_id: int, start: int) -> dict[str, Any]:
+        refusal = self._refuse_caller("poll")
+        if refusal is not None:
+            return {"err": refusal}
         session = self._session(session_id)
         if isinstance(session, str):
             return {"err": session}
@@ -309,6 +331,9 @@ class Head(ShardHolder):
 
     @query
     def result(self, session_id: int) -> dict[str, Any]:
+        refusal = self._refuse_caller("result")
+        if refusal is not None:
+            return {"err": refusal}
         session = self._session(session_id)
         if isinstance(session, str):
             return {"err": session}
@@ -345,6 +370,7 @@ class Head(ShardHolder):
             "prefill_chunk": self.pipeline.prefill_chunk if self.pipeline else 0,
             "running_sessions": len(self.sessions), "kept_sessions": len(self.finished),
             "heap_bytes": self.ic.heap_bytes(), "heap_limit_bytes": self.ic.heap_limit_bytes(),
+            "generate_allowlist": None if self.generate_allowlist is None else sorted(self.generate_allowlist),
         }
 
     def _tokenizer(self) -> Tokenizer:
