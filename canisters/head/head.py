@@ -10,6 +10,7 @@ makes to itself and does not await) carry the generation on in later messages.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -26,12 +27,13 @@ from canisters.llama.model import Embedding
 from canisters.llama.sampler import SamplingError, StopStrings, sample
 from canisters.llama.tokenizer import Tokenizer, TokenizerError
 from canisters.yblock.shard_layout import ShardLayout, ShardLayoutError
-from canisters.yblock.shard_store import ShardHolder, ShardNotReady
+from canisters.yblock.shard_store import DATA_OFFSET, WASM_PAGE, ShardHolder, ShardNotReady
 from cdk import CallRejected, Frozen, frozen, query, update
 from cdk.principal import Principal
 
 ACTIVATION_DTYPE = np.dtype("<f4")
 KEPT_FINISHED_SESSIONS = 256  # finished sessions stay pollable until this many newer ones finished
+PIPELINE_MAGIC = b"ICLPIPE1"  # the pipeline's record in stable memory, after the loaded shard
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,14 @@ class Head(ShardHolder):
         self.restore_upload()
 
     def post_upgrade(self, args: dict[str, Any]) -> None:
-        """The heap starts over: sessions and the pipeline are gone; a loaded shard is loaded again."""
+        """The heap starts over: sessions are gone; a loaded shard is loaded again, and the
+        pipeline read back from stable memory (also when a restarted network rebuilds the heap)."""
         self.init(args)
         if self.upload.loaded:
             loaded = self._load()
             if isinstance(loaded, str):
                 self.ic.trap(f"reloading the head's shard after the upgrade failed: {loaded}")
+            self.pipeline = self._read_pipeline(loaded.config)
 
     # --- deployment ----------------------------------------------------------------------------
     @update
@@ -122,7 +126,42 @@ class Head(ShardHolder):
             self.pipeline = Pipeline.from_candid(value, self.model.value.config)
         except PipelineError as e:
             return {"err": f"set_pipeline refused: {e}"}
+        self._write_pipeline(self.pipeline)
         return {"ok": None}
+
+    def _pipeline_offset(self) -> int:
+        """Where the pipeline's record lives: the first page after the loaded shard, whose bytes
+        cannot change any more (set_pipeline needs it loaded; a reinstall clears both)."""
+        return DATA_OFFSET + -(-self.upload.held // WASM_PAGE) * WASM_PAGE
+
+    def _write_pipeline(self, pipeline: Pipeline) -> None:
+        value = pipeline.to_candid()
+        for stage in value["stages"]:
+            stage["canister"] = stage["canister"].to_text()
+        payload = json.dumps(value).encode()
+        record = PIPELINE_MAGIC + len(payload).to_bytes(4, "little") + payload
+        offset = self._pipeline_offset()
+        pages = -(-(offset + len(record)) // WASM_PAGE)
+        if pages > self.ic.stable_size() and self.ic.stable_grow(pages - self.ic.stable_size()) < 0:
+            self.ic.trap("stable memory cannot grow to hold the pipeline")
+        self.ic.stable_write(offset, record)
+
+    def _read_pipeline(self, config: ModelConfig) -> Pipeline | None:
+        """The pipeline set_pipeline last stored, or None (never set, or no longer valid for
+        this model: then the head asks for set_pipeline again)."""
+        offset, header = self._pipeline_offset(), len(PIPELINE_MAGIC) + 4
+        if self.ic.stable_size() * WASM_PAGE < offset + header:
+            return None
+        head = self.ic.stable_read(offset, header)
+        if head[: len(PIPELINE_MAGIC)] != PIPELINE_MAGIC:
+            return None
+        value = json.loads(self.ic.stable_read(offset + header, int.from_bytes(head[len(PIPELINE_MAGIC) :], "little")))
+        for stage in value["stages"]:
+            stage["canister"] = Principal.from_text(stage["canister"])
+        try:
+            return Pipeline.from_candid(value, config)
+        except PipelineError:
+            return None
 
     # --- generation ----------------------------------------------------------------------------
     @update
