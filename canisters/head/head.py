@@ -67,6 +67,9 @@ class Head(ShardHolder):
         # snapshots skip them (a running session's tokens are walked on every message).
         self.finished: dict[int, Frozen[Session]] = {}
         self.next_session = 1
+        # KV caches a stage may still hold because its reset_session was rejected (it was stopped
+        # or out of cycles): canister -> session ids, asked again at every later release.
+        self.unreleased: dict[Principal, set[int]] = {}
         self.restore_upload()
 
     def post_upgrade(self, args: dict[str, Any]) -> None:
@@ -266,7 +269,7 @@ class Head(ShardHolder):
                 token = await self._forward(session, model, pipeline, [token], pos, last=True)
         except StageFailed as e:
             session.error = str(e)
-        self._release(session, pipeline)
+        await self._release(session, pipeline)
         self._count_own_instructions(session)
         session.ended_ns = self.ic.time()
         del self.sessions[session.id]
@@ -349,13 +352,23 @@ class Head(ShardHolder):
         """The head's instructions in this call context so far, plus any from `start`."""
         session.costs.head_instructions = session.head_base_instructions + self.ic.performance_counter(1)
 
-    def _release(self, session: Session, pipeline: Pipeline) -> None:
-        """Frees the session's KV caches. Not awaited: the reply need not wait for it, and a
-        stage that misses it keeps nothing another session needs more than a new session does."""
+    async def _release(self, session: Session, pipeline: Pipeline) -> None:
+        """Frees the session's KV caches on every stage, with those an earlier release could not
+        free. Awaited (all stages at once), so that a stage which refuses (stopped, out of
+        cycles) is remembered and asked again at the next release, instead of holding the
+        cache for good and one day refusing new sessions as full."""
+        calls = []
         for stage in pipeline.stages:
             if stage.has_layers:
-                self.ic.call(stage.canister, "reset_session", session.id)
-                session.costs.messages += 2
+                for session_id in sorted(self.unreleased.pop(stage.canister, set()) | {session.id}):
+                    calls.append((stage.canister, session_id, self.ic.call(stage.canister, "reset_session",
+                                                                           session_id)))
+                    session.costs.messages += 2
+        for canister, session_id, call in calls:
+            try:
+                await call
+            except CallRejected:
+                self.unreleased.setdefault(canister, set()).add(session_id)
 
     # --- queries -------------------------------------------------------------------------------
     @query
