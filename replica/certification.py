@@ -18,9 +18,7 @@ its identity and agents that pinned the root key keep working.
 
 from __future__ import annotations
 
-import os
 import secrets
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from pyblst import BlstP1Element, BlstP2Element
 
 from cdk.principal import Principal
 from replica.hash_tree import StateTree
+from replica.state_store import atomic_write
 
 # DER SubjectPublicKeyInfo prefix of a BLS12-381 G2 key (OIDs 1.3.6.1.4.1.44668.5.3.1.2.1 and
 # 1.3.6.1.4.1.44668.5.3.2.1), followed by the 96-byte compressed key.
@@ -130,17 +129,7 @@ def _load_or_create_secret(path: Path, generate: Callable[[], bytes]) -> bytes:
             )
         return data
     data = generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    atomic_write(path, data)
     return data
 
 

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import traceback
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from replica.gateway import Gateway
 from replica.gateway_endpoints import Endpoints
 from replica.gateway_state import CertifiedStateSource, IngressLedger, canister_ranges
 from replica.network import Network, NetworkConfig
+from replica.state_store import atomic_write
 
 LOCK_FILE = "network.lock"
 PROCESS_FILE = "network.json"
@@ -54,19 +54,6 @@ def read_running(state_dir: Path) -> RunningNetwork | None:
         raise NetworkStartError(
             f"{state_dir / PROCESS_FILE} is damaged ({error}); if no network runs from {state_dir}, delete it"
         ) from None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _lock_state_dir(state_dir: Path) -> int:
@@ -163,7 +150,7 @@ def _serve(state_dir: Path, gateway: Gateway, host: str, config: NetworkConfig, 
     try:
         gateway.serve(endpoints, lambda: describe(network, gateway.url), report_error)
         record = RunningNetwork(os.getpid(), host, gateway.port, gateway.url, str(state_dir))
-        _write_atomically(state_dir / PROCESS_FILE, json.dumps(asdict(record)))
+        atomic_write(state_dir / PROCESS_FILE, json.dumps(asdict(record)).encode())
         try:
             print(f"icllama network serving the IC HTTP interface at {gateway.url} (state in {state_dir}, "
                   f"root key {keys.network.der.hex()})", flush=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,48 +51,74 @@ class NetworkView(Protocol):
 class SubmittedRequest:
     sender: Principal
     effective_canister_id: Principal
-    final: RequestStatus | None = None  # the finished status, once the gateway has seen it
-    finished_at_s: float | None = None  # monotonic wall time when the gateway first saw it finished
 
 
 @dataclass
 class IngressLedger:
-    """The gateway's record of accepted ingress messages; safe to share between threads."""
+    """The gateway's record of accepted ingress messages and their statuses, grouped by the first
+    byte of the request id so that a new certified tree rebuilds only the groups that changed.
+    Safe to share between threads."""
 
     retention_s: float = STATUS_RETENTION_S
+    clock: Callable[[], float] = time.monotonic  # wall-clock seconds
     _entries: dict[bytes, SubmittedRequest] = field(default_factory=dict)
+    _unfinished: set[bytes] = field(default_factory=set)  # asked about at every refresh
+    _finished: deque[tuple[float, bytes]] = field(default_factory=deque)  # (when seen finished, id)
+    _groups: dict[int, dict[bytes, RequestStatus]] = field(default_factory=dict)
+    _versions: dict[int, int] = field(default_factory=dict)  # per group, bumped on every change
+    _changes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, request_id: bytes, sender: Principal, effective_canister_id: Principal) -> None:
         with self._lock:
-            self._entries.setdefault(request_id, SubmittedRequest(sender, effective_canister_id))
+            if request_id not in self._entries:
+                self._entries[request_id] = SubmittedRequest(sender, effective_canister_id)
+                self._unfinished.add(request_id)
 
     def get(self, request_id: bytes) -> SubmittedRequest | None:
         with self._lock:
             return self._entries.get(request_id)
 
-    def live_statuses(self, network: NetworkView) -> dict[bytes, RequestStatus]:
-        """Current statuses of the remembered requests; forgets those past their retention.
-
-        A finished status never changes again, so only unfinished requests are asked about."""
-        now = time.monotonic()
+    def refresh(self, network: NetworkView) -> dict[int, int]:
+        """Brings the statuses up to date and forgets those past their retention; returns the
+        version of every non-empty group. A finished status never changes, so only unfinished
+        requests are asked about, and pruning looks only at the oldest finished ones."""
+        now = self.clock()
         with self._lock:
-            result = {}
-            for request_id, entry in list(self._entries.items()):
-                if entry.final is not None:
-                    if now - entry.finished_at_s >= self.retention_s:
-                        del self._entries[request_id]
-                    else:
-                        result[request_id] = entry.final
-                    continue
+            for request_id in list(self._unfinished):
                 status = network.status(request_id)
-                if status is None:
-                    del self._entries[request_id]  # the network no longer knows it
+                if status is None:  # the network no longer knows it
+                    self._forget(request_id)
                     continue
+                group = self._groups.setdefault(request_id[0], {})
+                if group.get(request_id) != status:
+                    group[request_id] = status
+                    self._changed(request_id[0])
                 if status.status in TERMINAL_STATUSES:
-                    self._entries[request_id] = SubmittedRequest(entry.sender, entry.effective_canister_id, status, now)
-                result[request_id] = status
-            return result
+                    self._unfinished.discard(request_id)
+                    self._finished.append((now, request_id))
+            while self._finished and now - self._finished[0][0] >= self.retention_s:
+                self._forget(self._finished.popleft()[1])
+            return dict(self._versions)
+
+    def group(self, first_byte: int) -> dict[bytes, RequestStatus]:
+        with self._lock:
+            return dict(self._groups.get(first_byte, {}))
+
+    def _forget(self, request_id: bytes) -> None:
+        self._entries.pop(request_id, None)
+        self._unfinished.discard(request_id)
+        group = self._groups.get(request_id[0])
+        if group is not None and group.pop(request_id, None) is not None:
+            self._changed(request_id[0])
+
+    def _changed(self, first_byte: int) -> None:
+        if self._groups.get(first_byte):
+            self._changes += 1
+            self._versions[first_byte] = self._changes
+        else:
+            self._groups.pop(first_byte, None)
+            self._versions.pop(first_byte, None)
 
 
 def canister_ranges(first_index: int, size: int) -> list[tuple[bytes, bytes]]:
@@ -135,8 +163,9 @@ class CertifiedStateSource:
     ledger: IngressLedger
     ranges: list[tuple[bytes, bytes]]
     _cache: tuple[int, CertifiedState] | None = None  # (round number, its certified state)
-    # Hashed request status subtrees, reused while the status stays the same.
-    _status_trees: dict[bytes, tuple[RequestStatus, StateTree]] = field(default_factory=dict)
+    # The request_status level as runs, one per group of the ledger with the group's version: a
+    # round rebuilds only the groups that changed, not all the statuses of the last 5 minutes.
+    _runs: dict[int, tuple[int, StateTree]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current(self) -> CertifiedState:
@@ -148,27 +177,23 @@ class CertifiedStateSource:
             with self._lock:
                 if self._cache is not None and self._cache[0] == round_number:
                     return self._cache[1]
-            statuses = self.ledger.live_statuses(self.network)
+                versions = self.ledger.refresh(self.network)
+                changed = {first: self.ledger.group(first) for first, version in versions.items()
+                           if self._runs.get(first, (None,))[0] != version}
             canisters = [self.network.canister_info(canister_id) for canister_id in self.network.canister_ids()]
             now = self.network.time_ns()
-        state = CertifiedState.sign(StateTree(self._state(now, statuses, canisters)), self.keys.network)
+        with self._lock:
+            runs = {first: self._runs[first] for first in versions if first not in changed}
+            for first, members in changed.items():
+                runs[first] = (versions[first], StateTree({rid: _status_subtree(s) for rid, s in members.items()}))
+            self._runs = runs  # forgets the groups that emptied
+            request_status = StateTree.joined([runs[first][1] for first in sorted(runs)])
+        state = CertifiedState.sign(StateTree(self._state(now, request_status, canisters)), self.keys.network)
         with self._lock:
             self._cache = (round_number, state)
         return state
 
-    def _status_trees_for(self, statuses: dict[bytes, RequestStatus]) -> dict[bytes, StateTree]:
-        with self._lock:
-            trees = {}
-            for request_id, status in statuses.items():
-                cached = self._status_trees.get(request_id)
-                if cached is None or cached[0] != status:
-                    cached = (status, StateTree(_status_subtree(status)))
-                trees[request_id] = cached[1]
-            # Keeping only the live ones forgets the pruned requests here too.
-            self._status_trees = {rid: (statuses[rid], tree) for rid, tree in trees.items()}
-            return trees
-
-    def _state(self, now: int, statuses: dict[bytes, RequestStatus], canisters: list[CanisterInfo]) -> dict:
+    def _state(self, now: int, request_status: StateTree, canisters: list[CanisterInfo]) -> dict:
         subnet = self.keys.subnet_id.bytes
         ranges = _tagged([list(pair) for pair in self.ranges])
         return {
@@ -182,6 +207,6 @@ class CertifiedStateSource:
                 }
             },
             b"canister_ranges": {subnet: {self.ranges[0][0]: ranges}},
-            b"request_status": self._status_trees_for(statuses),
+            b"request_status": request_status,
             b"canister": {info.canister_id.bytes: _canister_subtree(info) for info in canisters},
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Union
 
@@ -121,19 +121,60 @@ def lookup_path(path: Path, tree: HashTreeCbor) -> LookupResult:
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    """One node of the labeled tree with its hash-tree digests precomputed."""
+    """One node of the labeled tree with its hash-tree digests precomputed.
+
+    The children hang from a balanced fork tree. A joined node (StateTree.joined) instead
+    hangs them from a balanced fork over `segments`, each of which keeps its own fork tree.
+    """
 
     digest: bytes
     leaf: bytes | None
     labels: tuple[bytes, ...]
     children: tuple[_Node, ...]
-    # Digests of the balanced fork tree over the children, 32 bytes each, at heap positions
-    # (the whole range at 1, the halves of position p at 2p and 2p + 1): one bytes object
-    # rather than many small ones, since a state holds thousands of these nodes.
+    # Digests of the balanced fork tree (over the children, or over the segments of a joined
+    # node), 32 bytes each, at heap positions (the whole range at 1, the halves of position p at
+    # 2p and 2p + 1): one bytes object rather than many small ones, as a state holds thousands.
     forks: bytes = b""
+    segments: tuple[_Node, ...] = ()
+    offsets: tuple[int, ...] = ()  # index of each segment's first child, then the child count
+    firsts: tuple[bytes, ...] = ()  # each segment's first label
 
     def fork_digest(self, position: int) -> bytes:
         return self.forks[32 * position : 32 * position + 32]
+
+    def count(self) -> int:
+        return self.offsets[-1] if self.segments else len(self.labels)
+
+    def index_of(self, label: bytes) -> int:
+        """Where `label` is, or would be inserted, among the children."""
+        if not self.segments:
+            return bisect.bisect_left(self.labels, label)
+        segment = bisect.bisect_right(self.firsts, label) - 1
+        if segment < 0:
+            return 0
+        return self.offsets[segment] + bisect.bisect_left(self.segments[segment].labels, label)
+
+    def label_at(self, index: int) -> bytes:
+        if not self.segments:
+            return self.labels[index]
+        segment = bisect.bisect_right(self.offsets, index) - 1
+        return self.segments[segment].labels[index - self.offsets[segment]]
+
+
+def _fork_digests(count: int, digest_of: Callable[[int], bytes]) -> tuple[bytes, bytes]:
+    """Root digest and heap-ordered fork digests of a balanced fork over `count` items."""
+    forks = bytearray(32 * 4 * count)
+
+    def fork(lo: int, hi: int, position: int) -> bytes:
+        if hi - lo == 1:
+            result = digest_of(lo)
+        else:
+            mid = (lo + hi) // 2
+            result = _fork_digest(fork(lo, mid, 2 * position), fork(mid, hi, 2 * position + 1))
+        forks[32 * position : 32 * position + 32] = result
+        return result
+
+    return fork(0, count, 1), bytes(forks)
 
 
 def _build(value: LabeledTree | bytes | StateTree) -> _Node:
@@ -147,19 +188,26 @@ def _build(value: LabeledTree | bytes | StateTree) -> _Node:
         return _Node(_EMPTY_DIGEST, None, (), ())
     labels = tuple(label for label, _ in items)
     children = tuple(_build(child) for _, child in items)
-    forks = bytearray(32 * 4 * len(items))
+    root, forks = _fork_digests(len(items), lambda i: _labeled_digest(labels[i], children[i].digest))
+    return _Node(root, None, labels, children, forks)
 
-    def fork(lo: int, hi: int, position: int) -> bytes:
-        if hi - lo == 1:
-            result = _labeled_digest(labels[lo], children[lo].digest)
-        else:
-            mid = (lo + hi) // 2
-            result = _fork_digest(fork(lo, mid, 2 * position), fork(mid, hi, 2 * position + 1))
-        forks[32 * position : 32 * position + 32] = result
-        return result
 
-    root = fork(0, len(items), 1)
-    return _Node(root, None, labels, children, bytes(forks))
+def _join(runs: Sequence[_Node]) -> _Node:
+    segments = tuple(run for run in runs if run.count())
+    for run in runs:
+        if run.leaf is not None or run.segments:
+            raise ValueError("only plain labeled levels (not leaves or joined levels) can be joined")
+    for left, right in zip(segments, segments[1:], strict=False):
+        if not left.labels[-1] < right.labels[0]:
+            raise ValueError("joined runs must hold increasing, disjoint ranges of labels")
+    if not segments:
+        return _Node(_EMPTY_DIGEST, None, (), ())
+    offsets = [0]
+    for segment in segments:
+        offsets.append(offsets[-1] + len(segment.labels))
+    root, forks = _fork_digests(len(segments), lambda i: segments[i].digest)
+    firsts = tuple(segment.labels[0] for segment in segments)
+    return _Node(root, None, (), (), forks, segments, tuple(offsets), firsts)
 
 
 def _witness(node: _Node, paths: list[tuple[bytes, ...]]) -> HashTreeCbor:
@@ -168,48 +216,63 @@ def _witness(node: _Node, paths: list[tuple[bytes, ...]]) -> HashTreeCbor:
     if node.leaf is not None:
         # A path that runs past a leaf: the leaf itself answers it (lookup ends there).
         return [LEAF, node.leaf]
-    if not node.labels:
+    count = node.count()
+    if not count:
         return [EMPTY]
     wanted: dict[int, list[tuple[bytes, ...]]] = {}
     for path in paths:
-        index = bisect.bisect_left(node.labels, path[0])
-        if index < len(node.labels) and node.labels[index] == path[0]:
+        index = node.index_of(path[0])
+        if index < count and node.label_at(index) == path[0]:
             wanted.setdefault(index, []).append(path[1:])
         else:
             # Reveal the neighbours' labels so the verifier can conclude Absent.
             for neighbour in (index - 1, index):
-                if 0 <= neighbour < len(node.labels):
+                if 0 <= neighbour < count:
                     wanted.setdefault(neighbour, [])
-    marked = sorted(wanted)
-
-    def fork(lo: int, hi: int, position: int) -> HashTreeCbor:
-        first = bisect.bisect_left(marked, lo)
-        if first == len(marked) or marked[first] >= hi:
-            return [PRUNED, node.fork_digest(position)]
-        if hi - lo == 1:
-            child = node.children[lo]
-            subpaths = wanted[lo]
-            inner = _witness(child, subpaths) if subpaths else [PRUNED, child.digest]
-            return [LABELED, node.labels[lo], inner]
-        mid = (lo + hi) // 2
-        return [FORK, fork(lo, mid, 2 * position), fork(mid, hi, 2 * position + 1)]
-
-    return fork(0, len(node.labels), 1)
+    return _forks(node, wanted)
 
 
 def _reveal(node: _Node) -> HashTreeCbor:
     if node.leaf is not None:
         return [LEAF, node.leaf]
-    if not node.labels:
+    if not node.count():
         return [EMPTY]
+    return _forks(node, {index: [()] for index in range(node.count())})
 
-    def fork(lo: int, hi: int) -> HashTreeCbor:
+
+def _forks(node: _Node, wanted: Mapping[int, list[tuple[bytes, ...]]]) -> HashTreeCbor:
+    """The node's fork tree with the `wanted` children (by index) revealed to their subpaths,
+    their labels alone revealed if they have none, and every fork without one pruned."""
+    marked = sorted(wanted)
+
+    def any_marked(lo: int, hi: int) -> bool:
+        first = bisect.bisect_left(marked, lo)
+        return first < len(marked) and marked[first] < hi
+
+    def children(owner: _Node, offset: int, lo: int, hi: int, position: int) -> HashTreeCbor:
+        if not any_marked(offset + lo, offset + hi):
+            return [PRUNED, owner.fork_digest(position)]
         if hi - lo == 1:
-            return [LABELED, node.labels[lo], _reveal(node.children[lo])]
+            child = owner.children[lo]
+            subpaths = wanted[offset + lo]
+            inner = _witness(child, subpaths) if subpaths else [PRUNED, child.digest]
+            return [LABELED, owner.labels[lo], inner]
         mid = (lo + hi) // 2
-        return [FORK, fork(lo, mid), fork(mid, hi)]
+        return [FORK, children(owner, offset, lo, mid, 2 * position),
+                children(owner, offset, mid, hi, 2 * position + 1)]
 
-    return fork(0, len(node.labels))
+    def segments(lo: int, hi: int, position: int) -> HashTreeCbor:
+        if not any_marked(node.offsets[lo], node.offsets[hi]):
+            return [PRUNED, node.fork_digest(position)]
+        if hi - lo == 1:
+            segment = node.segments[lo]
+            return children(segment, node.offsets[lo], 0, len(segment.labels), 1)
+        mid = (lo + hi) // 2
+        return [FORK, segments(lo, mid, 2 * position), segments(mid, hi, 2 * position + 1)]
+
+    if node.segments:
+        return segments(0, len(node.segments), 1)
+    return children(node, 0, 0, node.count(), 1)
 
 
 class StateTree:
@@ -221,6 +284,16 @@ class StateTree:
 
     def __init__(self, state: LabeledTree) -> None:
         self._root = _build(state)
+
+    @classmethod
+    def joined(cls, runs: Sequence[StateTree]) -> StateTree:
+        """One level holding the children of all `runs` (levels with increasing, disjoint labels).
+
+        Each run keeps its own fork tree and digests, and a balanced fork joins them, so a large
+        level kept as runs costs only its changed runs to rebuild."""
+        tree = cls.__new__(cls)
+        tree._root = _join([run._root for run in runs])
+        return tree
 
     @property
     def root_hash(self) -> bytes:

@@ -121,11 +121,16 @@ def test_status_is_pruned_after_retention():
     counter = client.install(COUNTER, 0)
     request_id = client.submit(counter, "inc")
     client.result(counter, "inc", request_id)
-    ledger = IngressLedger(retention_s=0.0)
+    now = [1000.0]
+    ledger = IngressLedger(clock=lambda: now[0])
     ledger.add(request_id, client.sender, counter)
-    assert request_id in ledger.live_statuses(network)  # first seen finished: kept
-    assert ledger.live_statuses(network) == {}  # retention over: forgotten
-    assert ledger.get(request_id) is None
+    assert ledger.refresh(network)  # first seen finished: kept for the retention time
+    now[0] += 299.0
+    assert ledger.group(request_id[0])[request_id].status == "replied"
+    assert ledger.refresh(network) and ledger.get(request_id) is not None
+    now[0] += 1.0
+    assert ledger.refresh(network) == {}  # five minutes after it finished: forgotten
+    assert ledger.get(request_id) is None and ledger.group(request_id[0]) == {}
 
 
 def test_effective_canister_id_must_match(gateway):
