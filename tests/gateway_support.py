@@ -46,8 +46,10 @@ def start_network(state_dir: Path, *extra: str) -> NetworkProcess:
     deadline = time.monotonic() + START_TIMEOUT_S
     record = state_dir / "network.json"
     while time.monotonic() < deadline:
-        if record.is_file():
-            return NetworkProcess(process, json.loads(record.read_text())["url"], state_dir)
+        # A network killed with SIGKILL leaves its record behind: wait for this process's own.
+        running = json.loads(record.read_text()) if record.is_file() else None
+        if running is not None and running["pid"] == process.pid:
+            return NetworkProcess(process, running["url"], state_dir)
         if process.poll() is not None:
             raise RuntimeError(f"the network exited with {process.returncode}:\n"
                                f"{(state_dir / 'test-network.log').read_text()}")
