@@ -2,13 +2,17 @@
 
 Starts `icllama start` as a real subprocess on a free port with a fresh state directory,
 installs the test counter canister through the management canister over HTTP, then runs
-CLIENTS threads, each with its own Ed25519 identity and Agent, making CALLS update calls
-(icp-py-core's default path: a synchronous /api/v4 call answered with a certificate, polling
-read_state when the gateway answers 202). It checks that every call was answered and that the
-counter equals the number of calls, and prints calls/s and the gateway's resident memory
-sampled through the run (it should stay flat: statuses are pruned, nothing accumulates per call).
+CLIENTS concurrent clients (threads spread over a few processes), each with its own Ed25519
+identity and Agent, making CALLS update calls each: icp-py-core's default path, a synchronous
+/api/v4 call answered with a certificate (or 202, then read_state polling). It checks that every
+call was answered and that the counter equals the number of calls, and prints calls/s, the
+network process's CPU time per call and its resident memory after each load round.
 
-    python3 -m benchmarks.bench_gateway [--clients 32] [--calls 25] [--rounds 2]   (from the repo root)
+Memory: finished request statuses are kept 5 minutes (as on the IC), so within that window the
+process holds about a kilobyte per call for them; past it they are pruned.
+
+    python3 -m benchmarks.bench_gateway [--clients 32] [--calls 25] [--rounds 2] [--processes 4]
+    (from the repository root)
 
 Certificate verification is off in the clients so that the figure is the gateway's, not the
 clients' BLS verification; tests/test_gateway_icp_py_core.py covers verification.
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from multiprocessing import Barrier, Process, Queue
 from pathlib import Path
 
 from icp_candid.candid import Types, encode
@@ -43,16 +48,15 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def load(url: str, canister_id: str, clients: int, calls: int) -> tuple[int, list[str], float]:
+def _client_process(url: str, canister_id: str, threads: int, calls: int, start: Barrier, results: Queue) -> None:
+    """One process of client threads (several processes, so the clients are not bound by one GIL)."""
     answered = 0
     failures: list[str] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(clients)
+    agents = [agent_for(url, Identity()) for _ in range(threads)]
 
-    def client() -> None:
+    def client(agent) -> None:
         nonlocal answered
-        agent = agent_for(url, Identity())
-        barrier.wait()
         for _ in range(calls):
             try:
                 agent.update(canister_id, "inc", encode([]), verify_certificate=False)
@@ -62,13 +66,35 @@ def load(url: str, canister_id: str, clients: int, calls: int) -> tuple[int, lis
                 with lock:
                     failures.append(repr(error))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answered, failures, time.perf_counter() - start
+    workers = [threading.Thread(target=client, args=(agent,)) for agent in agents]
+    start.wait()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    results.put((answered, failures))
+
+
+def load(url: str, canister_id: str, clients: int, calls: int, processes: int) -> tuple[int, list[str], float]:
+    """`clients` concurrent clients making `calls` update calls each; returns (answered, failures, s)."""
+    start = Barrier(processes + 1)
+    results: Queue = Queue()
+    shares = [clients // processes + (index < clients % processes) for index in range(processes)]
+    children = [Process(target=_client_process, args=(url, canister_id, share, calls, start, results))
+                for share in shares]
+    for child in children:
+        child.start()
+    start.wait()
+    began = time.perf_counter()
+    answered, failures = 0, []
+    for _ in children:
+        done, failed = results.get()
+        answered += done
+        failures += failed
+    seconds = time.perf_counter() - began
+    for child in children:
+        child.join()
+    return answered, failures, seconds
 
 
 def main() -> int:
@@ -76,6 +102,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--calls", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=2, help="load rounds, to see whether memory grows")
+    parser.add_argument("--processes", type=int, default=4, help="client processes sharing the clients")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as state:
@@ -90,7 +117,7 @@ def main() -> int:
             total_calls = 0
             for load_round in range(1, args.rounds + 1):
                 cpu_before = cpu_seconds(pid)
-                answered, failures, seconds = load(url, canister_id, args.clients, args.calls)
+                answered, failures, seconds = load(url, canister_id, args.clients, args.calls, args.processes)
                 gateway_cpu_ms = (cpu_seconds(pid) - cpu_before) / max(answered, 1) * 1000
                 total_calls += args.clients * args.calls
                 counter = reader.query(canister_id, "get", encode([]), return_type=[Types.Nat])[0]["value"]
