@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import cbor2
 import httpx
 import pytest
 
@@ -36,7 +37,7 @@ def test_background_start_status_stop(tmp_path):
     record = json.loads((state / "network.json").read_text())
     assert record["url"] in started.stdout and str(record["pid"]) in started.stdout
     try:
-        assert httpx.get(f"{record['url']}/api/v2/status").status_code == 200
+        root_key = cbor2.loads(httpx.get(f"{record['url']}/api/v2/status").content)["root_key"]
 
         again = icllama("start", "--background", "--port", "0", "--state-dir", str(state))
         assert again.returncode == 2
@@ -59,6 +60,14 @@ def test_background_start_status_stop(tmp_path):
     after = icllama("stop", "--state-dir", str(state))
     assert after.returncode == 2 and "no network is running" in after.stderr
     assert icllama("status", "--state-dir", str(state)).returncode == 1
+
+    # A restart from the same state directory keeps the network's identity (its root key).
+    assert icllama("start", "--background", "--port", "0", "--state-dir", str(state)).returncode == 0
+    try:
+        url = json.loads((state / "network.json").read_text())["url"]
+        assert cbor2.loads(httpx.get(f"{url}/api/v2/status").content)["root_key"] == root_key
+    finally:
+        assert icllama("stop", "--state-dir", str(state)).returncode == 0
 
 
 def test_bad_arguments_are_clear(tmp_path):
