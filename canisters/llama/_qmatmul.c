@@ -234,12 +234,22 @@ AVX2_INLINE static float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* The f16 at p. Not _cvtsh_ss: gcc compiles it to a vpinsrw into the previous call's register,
- * a dependency from block to block that measured 1.6x slower. vmovd zeroes the rest. */
-AVX2_INLINE static float f16c_at(const uint8_t *p) {
+/* The f16 at p as f32 lanes [value, 0, 0, 0]. Not _cvtsh_ss: gcc compiles it to a vpinsrw into the
+ * previous call's register, a dependency from block to block that measured 1.6x slower. */
+AVX2_INLINE static __m128 f16_vec_at(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(h));
+}
+
+AVX2_INLINE static float f16c_at(const uint8_t *p) { return _mm_cvtss_f32(f16_vec_at(p)); }
+
+/* The two f16 at p (Q4_1's d and m, Q4_K's d and dmin) as f32 lanes [first, second, 0, 0]: one
+ * load and one conversion for both */
+AVX2_INLINE static __m128 f16x2_at(const uint8_t *p) {
+    int32_t bits;
+    memcpy(&bits, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
 }
 
 /* 16 int8 -> two vectors of 8 f32 */
@@ -250,6 +260,11 @@ AVX2_INLINE static void i8x16_to_f32(__m128i v, __m256 *w) {
 
 /* 8 bytes at p, each widened to a 32-bit lane (one vpmovzxbd from memory) */
 AVX2_INLINE static __m256i u8x8_at(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+
+/* 8 bytes at p as f32, times `scale`: a k-quant's sub-block scales (or mins) ready to broadcast */
+AVX2_INLINE static __m256 scaled_u8x8(const uint8_t *p, __m256 scale) {
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(u8x8_at(p)), scale);
+}
 
 /* 16 bytes of nibbles -> their 32 values 0..15 in GGUF's order (low nibbles are elements 0..15).
  * Widening bytes to lanes first and splitting nibbles there needs no shuffles besides the two loads,
@@ -273,41 +288,44 @@ AVX2_INLINE static __m256 dot_vec(const __m256 *w, const float *x, int n) {
 /* Each dot_* computes NT (1..TILE, a constant after inlining) outputs of one row: tokens x, x +
  * n_in, ...; y, y + n_rows, ... . `xs` is the tokens' sums of x per SUM_SPAN elements. */
 
-/* Q4_0: d * (q - 8), as d * sum(q * x) - 8 * d * sum(x): cheaper than subtracting 8 from every q */
+/* Q4_0: d * (q - 8), as d * sum(q * x) - 8 * d * sum(x): cheaper than subtracting 8 from every q.
+ * The offsets accumulate in lane 0 of a vector (see Q4_1). */
 AVX2_INLINE static void dot_q4_0(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
     __m256 acc[TILE];
-    float offset[TILE];
+    __m128 offset[TILE];
     int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = 0.0f;
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
         const uint8_t *blk = row + 18 * b;
-        float d = f16c_at(blk);
-        __m256 w[4], dv = _mm256_set1_ps(d);
+        __m128 d = f16_vec_at(blk);
+        __m256 w[4], dv = _mm256_broadcastss_ps(d);
         nibbles_to_f32(blk + 2, w);
         for (int t = 0; t < NT; t++) {
             acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), dv, acc[t]);
-            offset[t] += d * xs[t * n_sums + b];
+            offset[t] = _mm_fmadd_ps(d, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
         }
     }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - 8.0f * offset[t];
+    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - 8.0f * _mm_cvtss_f32(offset[t]);
 }
 
+/* Q4_1: d * q + m. Lane 1 of `offset` accumulates m * sum(x) (lane 0 gets d * sum(x), unused): one
+ * vector FMA per block instead of scalar conversions, measured ~1.1x faster overall. */
 AVX2_INLINE static void dot_q4_1(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
     __m256 acc[TILE];
-    float offset[TILE];
+    __m128 offset[TILE];
     int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = 0.0f;
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
         const uint8_t *blk = row + 20 * b;
-        __m256 w[4], d = _mm256_set1_ps(f16c_at(blk));
-        float m = f16c_at(blk + 2);
+        __m128 dm = f16x2_at(blk);
+        __m256 w[4], d = _mm256_broadcastss_ps(dm);
         nibbles_to_f32(blk + 4, w);
         for (int t = 0; t < NT; t++) {
             acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
-            offset[t] += m * xs[t * n_sums + b];
+            offset[t] = _mm_fmadd_ps(dm, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
         }
     }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + offset[t];
+    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[t]));
 }
 
 AVX2_INLINE static void q8_0_to_f32(const uint8_t *qs, __m256 *w) {
@@ -320,7 +338,7 @@ AVX2_INLINE static void dot_q8_0(const Job *j, const uint8_t *row, const float *
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
         const uint8_t *blk = row + 34 * b;
-        __m256 w[4], d = _mm256_set1_ps(f16c_at(blk));
+        __m256 w[4], d = _mm256_broadcastss_ps(f16_vec_at(blk));
         q8_0_to_f32(blk + 2, w);
         for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
     }
@@ -338,31 +356,32 @@ AVX2_INLINE static void q4_k_pair_to_f32(const uint8_t *qs, __m256 *w) {
     }
 }
 
+/* Q4_K: (d * sc) * q - (dmin * m) per 32-element sub-block. The eight d * sc and dmin * m are formed
+ * as vectors; the mins need only one FMA per super-block against the eight sums of x. */
 AVX2_INLINE static void dot_q4_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    float offset[TILE];
+    __m256 acc[TILE], offset[TILE];
     int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = 0.0f;
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
         const uint8_t *blk = row + 144 * b;
-        float d = f16c_at(blk), dmin = f16c_at(blk + 2);
+        __m128 dd = f16x2_at(blk);
         uint8_t sc[8], mn[8];
+        float d_scale[8];
         k4_scales(blk + 4, sc, mn);
+        _mm256_storeu_ps(d_scale, scaled_u8x8(sc, _mm256_broadcastss_ps(dd)));
+        __m256 d_min = scaled_u8x8(mn, _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
         for (int c = 0; c < 4; c++) {
-            __m256 w[8];
-            __m256 d_lo = _mm256_set1_ps(d * (float)sc[2 * c]), d_hi = _mm256_set1_ps(d * (float)sc[2 * c + 1]);
-            float m_lo = dmin * (float)mn[2 * c], m_hi = dmin * (float)mn[2 * c + 1];
+            __m256 w[8], d_lo = _mm256_broadcast_ss(d_scale + 2 * c), d_hi = _mm256_broadcast_ss(d_scale + 2 * c + 1);
             q4_k_pair_to_f32(blk + 16 + 32 * c, w);
             for (int t = 0; t < NT; t++) {
                 const float *xb = x + t * j->n_in + 256 * b + 64 * c;
-                const float *sb = xs + t * n_sums + 8 * b + 2 * c;
                 acc[t] = _mm256_fmadd_ps(dot_vec(w, xb, 4), d_lo, acc[t]);
                 acc[t] = _mm256_fmadd_ps(dot_vec(w + 4, xb + 32, 4), d_hi, acc[t]);
-                offset[t] += m_lo * sb[0] + m_hi * sb[1];
             }
         }
+        for (int t = 0; t < NT; t++) offset[t] = _mm256_fmadd_ps(d_min, _mm256_loadu_ps(xs + t * n_sums + 8 * b), offset[t]);
     }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - offset[t];
+    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(_mm256_sub_ps(acc[t], offset[t]));
 }
 
 /* Q6_K: one 128-element half h, lanes l0..l0+15 of its 32 -> four 16-element sub-blocks q[t] (t = 0..3,
@@ -383,20 +402,28 @@ AVX2_INLINE static void q6_k_quarter_to_f32(const uint8_t *ql, const uint8_t *qh
     for (int t = 0; t < 4; t++) i8x16_to_f32(_mm_sub_epi8(_mm_or_si128(lows[t], highs[t]), bias), w + 2 * t);
 }
 
+/* Q6_K's sixteen d * scale, as the portable decoder forms them (f32(d) * f32(int8 scale)) */
+AVX2_INLINE static void q6_k_scales(const uint8_t *blk, float *d_scale) {
+    __m256 d = _mm256_set1_ps(f16c_at(blk + 208));
+    __m128i scales = _mm_loadu_si128((const __m128i *)(blk + 192));
+    _mm256_storeu_ps(d_scale, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales)), d));
+    _mm256_storeu_ps(d_scale + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(scales, scales))), d));
+}
+
 AVX2_INLINE static void dot_q6_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
     __m256 acc[TILE];
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
         const uint8_t *blk = row + 210 * b;
-        const int8_t *scales = (const int8_t *)(blk + 192);
-        float d = f16c_at(blk + 208);
+        float d_scale[16];
+        q6_k_scales(blk, d_scale);
         for (int h = 0; h < 2; h++) {
             for (int half = 0; half < 2; half++) {
                 __m256 w[8];
                 q6_k_quarter_to_f32(blk + 64 * h + 16 * half, blk + 128 + 32 * h + 16 * half, w);
                 for (int q = 0; q < 4; q++) {
                     int e = 128 * h + 32 * q + 16 * half; /* first element of this sub-block */
-                    __m256 ds = _mm256_set1_ps(d * (float)scales[e / 16]);
+                    __m256 ds = _mm256_broadcast_ss(d_scale + e / 16);
                     for (int t = 0; t < NT; t++)
                         acc[t] = _mm256_fmadd_ps(dot_vec(w + 2 * q, x + t * j->n_in + 256 * b + e, 2), ds, acc[t]);
                 }

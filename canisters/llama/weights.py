@@ -58,7 +58,8 @@ def _thread_count() -> int:
     value = os.environ.get("ICLLAMA_THREADS")
     if value is None:
         # 2 is what was measured (on 2 cores); the pool is untested beyond that
-        return min(2, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(2, cores)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"ICLLAMA_THREADS must be a positive integer, got {value!r}")
     return int(value)
