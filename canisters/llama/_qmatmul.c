@@ -44,7 +44,10 @@
 #endif
 
 /* ggml type ids (gguf.constants.GGMLQuantizationType) */
-enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8, GT_Q4_K = 12, GT_Q6_K = 14, GT_BF16 = 30 };
+enum {
+    GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
+    GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30,
+};
 
 #define TILE 4                 /* tokens multiplied per decode of a row: 4 accumulators + 4 weight vectors fit in 16 ymm */
 #define CHUNK 256              /* elements the portable path decodes at a time (one k-quant super-block) */
@@ -143,6 +146,39 @@ static void decode_q4_1(const uint8_t *src, int64_t n, float *out) {
     }
 }
 
+static uint32_t u32_at(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Q5_0 (d, qh, qs) and Q5_1 (d, m, qh, qs): Q4's nibbles plus bit j of the u32 qh for element j */
+static void decode_q5_0(const uint8_t *src, int64_t n, float *out) {
+    for (int64_t b = 0; b < n; b++, src += 22, out += 32) {
+        float d = f16_at(src);
+        uint32_t qh = u32_at(src + 2);
+        for (int i = 0; i < 16; i++) {
+            int lo = (src[6 + i] & 0x0F) | (int)(((qh >> i) & 1) << 4);
+            int hi = (src[6 + i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4);
+            out[i] = (float)(lo - 16) * d;
+            out[i + 16] = (float)(hi - 16) * d;
+        }
+    }
+}
+
+static void decode_q5_1(const uint8_t *src, int64_t n, float *out) {
+    for (int64_t b = 0; b < n; b++, src += 24, out += 32) {
+        float d = f16_at(src), m = f16_at(src + 2);
+        uint32_t qh = u32_at(src + 4);
+        for (int i = 0; i < 16; i++) {
+            int lo = (src[8 + i] & 0x0F) | (int)(((qh >> i) & 1) << 4);
+            int hi = (src[8 + i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4);
+            out[i] = (float)lo * d + m;
+            out[i + 16] = (float)hi * d + m;
+        }
+    }
+}
+
 /* ggml's get_scale_min_k4: 12 bytes -> eight 6-bit scales and eight 6-bit mins */
 static void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
     for (int j = 0; j < 4; j++) {
@@ -165,6 +201,28 @@ static void decode_q4_k(const uint8_t *src, int64_t n, float *out) {
             for (int l = 0; l < 32; l++) {
                 out[64 * c + l] = d_lo * (float)(qs[l] & 0x0F) - m_lo;
                 out[64 * c + 32 + l] = d_hi * (float)(qs[l] >> 4) - m_hi;
+            }
+        }
+    }
+}
+
+/* Q5_K: Q4_K plus qh[32] at 16 (qs moves to 48): bit s of qh[l] is the fifth bit of element l of
+ * sub-block s */
+static void decode_q5_k(const uint8_t *src, int64_t n, float *out) {
+    for (int64_t b = 0; b < n; b++, src += 176, out += 256) {
+        float d = f16_at(src), dmin = f16_at(src + 2);
+        uint8_t sc[8], mn[8];
+        k4_scales(src + 4, sc, mn);
+        const uint8_t *qh = src + 16;
+        for (int c = 0; c < 4; c++) {
+            const uint8_t *qs = src + 48 + 32 * c;
+            float d_lo = d * (float)sc[2 * c], m_lo = dmin * (float)mn[2 * c];
+            float d_hi = d * (float)sc[2 * c + 1], m_hi = dmin * (float)mn[2 * c + 1];
+            for (int l = 0; l < 32; l++) {
+                int lo = (qs[l] & 0x0F) | (((qh[l] >> (2 * c)) & 1) << 4);
+                int hi = (qs[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4);
+                out[64 * c + l] = d_lo * (float)lo - m_lo;
+                out[64 * c + 32 + l] = d_hi * (float)hi - m_hi;
             }
         }
     }
@@ -328,6 +386,57 @@ AVX2_INLINE static void dot_q4_1(const Job *j, const uint8_t *row, const float *
     for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[t]));
 }
 
+/* Q5_0/Q5_1: 16 bytes of nibbles plus the u32 of fifth bits at qh -> 32 values 0..31. Element 8k + i
+ * gets 16 where bit 8k + i of qh is set: one broadcast, then and, compare, and, or per 8 elements. */
+AVX2_INLINE static void q5_to_f32(const uint8_t *qs, const uint8_t *qh, __m256 *w) {
+    const __m256i low = _mm256_set1_epi32(0x0F), sixteen = _mm256_set1_epi32(16);
+    __m256i a = u8x8_at(qs), b = u8x8_at(qs + 8), bits = _mm256_set1_epi32((int)u32_at(qh));
+    __m256i q[4] = {_mm256_and_si256(a, low), _mm256_and_si256(b, low), _mm256_srli_epi32(a, 4), _mm256_srli_epi32(b, 4)};
+    for (int k = 0; k < 4; k++) {
+        __m256i mask = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_setr_epi32(8 * k, 8 * k + 1, 8 * k + 2, 8 * k + 3,
+                                                                               8 * k + 4, 8 * k + 5, 8 * k + 6, 8 * k + 7));
+        __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(bits, mask), mask);
+        w[k] = _mm256_cvtepi32_ps(_mm256_or_si256(q[k], _mm256_and_si256(set, sixteen)));
+    }
+}
+
+/* Q5_0: d * (q - 16), with the 16 applied through sums of x as Q4_0's 8 */
+AVX2_INLINE static void dot_q5_0(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
+    __m256 acc[TILE];
+    __m128 offset[TILE];
+    int64_t n_sums = j->n_in / SUM_SPAN;
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
+    for (int64_t b = 0; b < j->n_blocks; b++) {
+        const uint8_t *blk = row + 22 * b;
+        __m128 d = f16_vec_at(blk);
+        __m256 w[4], dv = _mm256_broadcastss_ps(d);
+        q5_to_f32(blk + 6, blk + 2, w);
+        for (int t = 0; t < NT; t++) {
+            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), dv, acc[t]);
+            offset[t] = _mm_fmadd_ps(d, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - 16.0f * _mm_cvtss_f32(offset[t]);
+}
+
+AVX2_INLINE static void dot_q5_1(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
+    __m256 acc[TILE];
+    __m128 offset[TILE];
+    int64_t n_sums = j->n_in / SUM_SPAN;
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
+    for (int64_t b = 0; b < j->n_blocks; b++) {
+        const uint8_t *blk = row + 24 * b;
+        __m128 dm = f16x2_at(blk);
+        __m256 w[4], d = _mm256_broadcastss_ps(dm);
+        q5_to_f32(blk + 8, blk + 4, w);
+        for (int t = 0; t < NT; t++) {
+            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
+            offset[t] = _mm_fmadd_ps(dm, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
+        }
+    }
+    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[t]));
+}
+
 AVX2_INLINE static void q8_0_to_f32(const uint8_t *qs, __m256 *w) {
     for (int k = 0; k < 4; k++)
         w[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * k))));
@@ -356,23 +465,51 @@ AVX2_INLINE static void q4_k_pair_to_f32(const uint8_t *qs, __m256 *w) {
     }
 }
 
-/* Q4_K: (d * sc) * q - (dmin * m) per 32-element sub-block. The eight d * sc and dmin * m are formed
- * as vectors; the mins need only one FMA per super-block against the eight sums of x. */
-AVX2_INLINE static void dot_q4_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
+/* Q5_K: like q4_k_pair_to_f32, plus bits 0 and 1 of high[k] (qh bytes widened to lanes, shifted right
+ * by 2c for pair c) as the fifth bits of the low and high sub-block */
+AVX2_INLINE static void q5_k_pair_to_f32(const uint8_t *qs, const __m256i *high, __m256 *w) {
+    const __m256i mask = _mm256_set1_epi32(0x0F), one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = u8x8_at(qs + 8 * k);
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(v, mask), _mm256_slli_epi32(_mm256_and_si256(high[k], one), 4));
+        __m256i hi = _mm256_or_si256(_mm256_srli_epi32(v, 4), _mm256_slli_epi32(_mm256_and_si256(high[k], two), 3));
+        w[k] = _mm256_cvtepi32_ps(lo);
+        w[k + 4] = _mm256_cvtepi32_ps(hi);
+    }
+}
+
+/* The 32-element sub-blocks 2c and 2c+1 of a Q4_K (five = 0) or Q5_K (five = 1) super-block; `high`
+ * holds Q5_K's qh bytes in lanes and is shifted for the next pair. */
+AVX2_INLINE static void k4_pair_to_f32(const uint8_t *blk, int c, int five, __m256i *high, __m256 *w) {
+    if (!five) {
+        q4_k_pair_to_f32(blk + 16 + 32 * c, w);
+        return;
+    }
+    q5_k_pair_to_f32(blk + 48 + 32 * c, high, w);
+    for (int k = 0; k < 4; k++) high[k] = _mm256_srli_epi32(high[k], 2);
+}
+
+/* Q4_K and Q5_K: (d * sc) * q - (dmin * m) per 32-element sub-block. The eight d * sc and dmin * m
+ * are formed as vectors; the mins need only one FMA per super-block against the eight sums of x. */
+AVX2_INLINE static void dot_k4(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y,
+                               int five) {
     __m256 acc[TILE], offset[TILE];
     int64_t n_sums = j->n_in / SUM_SPAN;
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 144 * b;
+        const uint8_t *blk = row + (five ? 176 : 144) * b;
         __m128 dd = f16x2_at(blk);
         uint8_t sc[8], mn[8];
         float d_scale[8];
+        __m256i high[4];
         k4_scales(blk + 4, sc, mn);
         _mm256_storeu_ps(d_scale, scaled_u8x8(sc, _mm256_broadcastss_ps(dd)));
         __m256 d_min = scaled_u8x8(mn, _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
+        if (five)
+            for (int k = 0; k < 4; k++) high[k] = u8x8_at(blk + 16 + 8 * k);
         for (int c = 0; c < 4; c++) {
             __m256 w[8], d_lo = _mm256_broadcast_ss(d_scale + 2 * c), d_hi = _mm256_broadcast_ss(d_scale + 2 * c + 1);
-            q4_k_pair_to_f32(blk + 16 + 32 * c, w);
+            k4_pair_to_f32(blk, c, five, high, w);
             for (int t = 0; t < NT; t++) {
                 const float *xb = x + t * j->n_in + 256 * b + 64 * c;
                 acc[t] = _mm256_fmadd_ps(dot_vec(w, xb, 4), d_lo, acc[t]);
@@ -382,6 +519,14 @@ AVX2_INLINE static void dot_q4_k(const Job *j, const uint8_t *row, const float *
         for (int t = 0; t < NT; t++) offset[t] = _mm256_fmadd_ps(d_min, _mm256_loadu_ps(xs + t * n_sums + 8 * b), offset[t]);
     }
     for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(_mm256_sub_ps(acc[t], offset[t]));
+}
+
+AVX2_INLINE static void dot_q4_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
+    dot_k4(j, row, x, xs, NT, y, 0);
+}
+
+AVX2_INLINE static void dot_q5_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
+    dot_k4(j, row, x, xs, NT, y, 1);
 }
 
 /* Q6_K: one 128-element half h, lanes l0..l0+15 of its 32 -> four 16-element sub-blocks q[t] (t = 0..3,
@@ -496,6 +641,9 @@ DEFINE_SIMD_MATMUL(f16)
 DEFINE_SIMD_MATMUL(bf16)
 DEFINE_SIMD_MATMUL(q4_0)
 DEFINE_SIMD_MATMUL(q4_1)
+DEFINE_SIMD_MATMUL(q5_0)
+DEFINE_SIMD_MATMUL(q5_1)
+DEFINE_SIMD_MATMUL(q5_k)
 DEFINE_SIMD_MATMUL(q8_0)
 DEFINE_SIMD_MATMUL(q4_k)
 DEFINE_SIMD_MATMUL(q6_k)
@@ -527,6 +675,30 @@ AVX2 static void dequantize_q4_1(const Job *j, int64_t r0, int64_t r1) {
     }
 }
 
+AVX2 static void dequantize_q5_0(const Job *j, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *blk = j->w + r * j->row_bytes;
+        float *out = j->y + r * j->n_in;
+        for (int64_t b = 0; b < j->n_blocks; b++, blk += 22, out += 32) {
+            __m256 w[4], d = _mm256_set1_ps(f16c_at(blk)), bias = _mm256_set1_ps(16.0f);
+            q5_to_f32(blk + 6, blk + 2, w); /* q - 16 is exact in f32 */
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + 8 * k, _mm256_mul_ps(_mm256_sub_ps(w[k], bias), d));
+        }
+    }
+}
+
+AVX2 static void dequantize_q5_1(const Job *j, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *blk = j->w + r * j->row_bytes;
+        float *out = j->y + r * j->n_in;
+        for (int64_t b = 0; b < j->n_blocks; b++, blk += 24, out += 32) {
+            __m256 w[4], d = _mm256_set1_ps(f16c_at(blk)), m = _mm256_set1_ps(f16c_at(blk + 2));
+            q5_to_f32(blk + 8, blk + 4, w);
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(out + 8 * k, _mm256_add_ps(_mm256_mul_ps(w[k], d), m));
+        }
+    }
+}
+
 AVX2 static void dequantize_q8_0(const Job *j, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *blk = j->w + r * j->row_bytes;
@@ -539,17 +711,20 @@ AVX2 static void dequantize_q8_0(const Job *j, int64_t r0, int64_t r1) {
     }
 }
 
-AVX2 static void dequantize_q4_k(const Job *j, int64_t r0, int64_t r1) {
+AVX2_INLINE static void dequantize_k4(const Job *j, int64_t r0, int64_t r1, int five) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *blk = j->w + r * j->row_bytes;
         float *out = j->y + r * j->n_in;
-        for (int64_t b = 0; b < j->n_blocks; b++, blk += 144, out += 256) {
+        for (int64_t b = 0; b < j->n_blocks; b++, blk += j->kernel->type_size, out += 256) {
             float d = f16c_at(blk), dmin = f16c_at(blk + 2);
             uint8_t sc[8], mn[8];
+            __m256i high[4];
             k4_scales(blk + 4, sc, mn);
+            if (five)
+                for (int k = 0; k < 4; k++) high[k] = u8x8_at(blk + 16 + 8 * k);
             for (int c = 0; c < 4; c++) {
                 __m256 w[8];
-                q4_k_pair_to_f32(blk + 16 + 32 * c, w);
+                k4_pair_to_f32(blk, c, five, high, w);
                 for (int s = 0; s < 2; s++) {
                     __m256 ds = _mm256_set1_ps(d * (float)sc[2 * c + s]), dm = _mm256_set1_ps(dmin * (float)mn[2 * c + s]);
                     for (int k = 0; k < 4; k++)
@@ -559,6 +734,9 @@ AVX2 static void dequantize_q4_k(const Job *j, int64_t r0, int64_t r1) {
         }
     }
 }
+
+AVX2 static void dequantize_q4_k(const Job *j, int64_t r0, int64_t r1) { dequantize_k4(j, r0, r1, 0); }
+AVX2 static void dequantize_q5_k(const Job *j, int64_t r0, int64_t r1) { dequantize_k4(j, r0, r1, 1); }
 
 AVX2 static void dequantize_q6_k(const Job *j, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
@@ -609,8 +787,11 @@ static const Kernel KERNELS[] = {
     {GT_BF16, 1, 2, 0, decode_bf16, SIMD(matmul_bf16, dequantize_bf16)},
     {GT_Q4_0, 32, 18, 1, decode_q4_0, SIMD(matmul_q4_0, dequantize_q4_0)},
     {GT_Q4_1, 32, 20, 1, decode_q4_1, SIMD(matmul_q4_1, dequantize_q4_1)},
+    {GT_Q5_0, 32, 22, 1, decode_q5_0, SIMD(matmul_q5_0, dequantize_q5_0)},
+    {GT_Q5_1, 32, 24, 1, decode_q5_1, SIMD(matmul_q5_1, dequantize_q5_1)},
     {GT_Q8_0, 32, 34, 0, decode_q8_0, SIMD(matmul_q8_0, dequantize_q8_0)},
     {GT_Q4_K, 256, 144, 1, decode_q4_k, SIMD(matmul_q4_k, dequantize_q4_k)},
+    {GT_Q5_K, 256, 176, 1, decode_q5_k, SIMD(matmul_q5_k, dequantize_q5_k)},
     {GT_Q6_K, 256, 210, 0, decode_q6_k, SIMD(matmul_q6_k, dequantize_q6_k)},
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
