@@ -26,7 +26,7 @@ from typing import Any
 
 from cdk.candid import encode, parse_did
 from cdk.principal import Principal
-from client.agent import MANAGEMENT_DID, Canister, Canisters
+from client.agent import MANAGEMENT_DID, Canister, Canisters, TransportFailed
 from client.errors import UserError
 from client.upload import CanisterShardTarget, HeldBytesDiffer, ShardFile, UploadResult, UploadsFailed, upload_shards
 from replica.fees import FEE_SCHEDULES, FeeSchedule
@@ -198,6 +198,14 @@ class Deployer:
         return self.canisters.canister(Principal.management(), MANAGEMENT_DID)
 
     def deploy(self, plan: Plan, export: Export) -> DeployReport:
+        """Deploys the plan's canisters and shards; raises UserError (re-running continues)."""
+        try:
+            return self._deploy(plan, export)
+        except (CallFailed, TransportFailed) as e:
+            raise UserError(f"deploy stopped: {e}; nothing done is lost, re-run `icllama deploy` to continue") \
+                from None
+
+    def _deploy(self, plan: Plan, export: Export) -> DeployReport:
         names = [s.name for s in plan.shards]
         missing = [n for n in names if n not in self.entries]
         if missing:
@@ -250,7 +258,8 @@ class Deployer:
             reply = self.management.update("provisional_create_canister_with_cycles", {
                 "amount": self.cycles, "settings": None, "specified_id": None, "sender_canister_version": None})
         except CallFailed as e:
-            raise UserError(f"creating canister {name} failed: {e}") from None
+            raise UserError(f"creating canister {name} failed: {e}; the canisters created before it are recorded in "
+                            f"{self.ids.path}: re-run `icllama deploy` to continue") from None
         canister_id = reply["canister_id"]
         self.ids.record(name, canister_id)  # at once: a later failure must not lose the canister
         return canister_id
@@ -267,18 +276,33 @@ class Deployer:
             else:
                 return "unchanged"
         arg = encode(parse_did(entry.did.read_text()).init_args, [init])
-        try:
+
+        def install(mode: str) -> None:
             self.management.update("install_code", {
                 "mode": {mode: None}, "canister_id": canister_id, "wasm_module": module.to_wasm_module(),
                 "arg": arg, "sender_canister_version": None})
+
+        try:
+            install(mode)
         except CallFailed as e:
-            raise UserError(f"installing {entry.class_path} on {name} ({canister_id}) in mode {mode} failed: {e}") \
-                from None
+            if mode != "upgrade":
+                raise UserError(f"installing {entry.class_path} on {name} ({canister_id}) failed: {e}") from None
+            # The new code cannot take over the old state (its post_upgrade trapped, e.g. on a shard
+            # it no longer reads): start the canister afresh; its shard is uploaded again.
+            try:
+                install("reinstall")
+            except CallFailed as again:
+                raise UserError(f"neither upgrading ({e}) nor reinstalling ({again}) {name} ({canister_id}) "
+                                f"with {entry.class_path} worked") from None
+            mode = "reinstall"
         return {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled"}[mode]
 
     def _same_init(self, entry: CanisterEntry, canister_id: Principal, init: dict[str, Any]) -> bool:
         """Whether the installed canister runs with these init arguments (its status shows them)."""
-        status = self.canisters.canister(canister_id, entry.did).query("status")
+        try:
+            status = self.canisters.canister(canister_id, entry.did).query("status")
+        except CallFailed:
+            return False  # it cannot even say (its heap was not restored): install it again
         return all(status.get(key) == value for key, value in init.items() if key in status)
 
     def _add_controller(self, name: str, canister_id: Principal, head: Principal) -> None:
