@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from canisters.head.session import NS_PER_S, Fees, Request, Session
+from canisters.head.session import NS_PER_S, Costs, Fees, Request, Session
 from canisters.head.stages import Pipeline, PipelineError, Stage, merged_logits
 from canisters.llama.chat_template import TEMPLATE_KEY, ChatTemplate, ChatTemplateError
 from canisters.llama.config import ModelConfig
@@ -61,10 +61,12 @@ class Head(ShardHolder):
         allowlist = args.get("generate_allowlist")
         self.generate_allowlist: frozenset[Principal] | None = None if allowlist is None else frozenset(allowlist)
         self.model: Frozen[HeadModel] | None = None
-        self.pipeline: Pipeline | None = None
-        self.sessions: dict[int, Session] = {}  # running
-        # Finished sessions never change again: frozen, so the runtime's per-message heap
-        # snapshots skip them (a running session's tokens are walked on every message).
+        self.pipeline: Frozen[Pipeline] | None = None
+        # Sessions are replaced, never changed (see session.py); a running one's costs and the
+        # head's instructions in `start` (before `advance` took it over) are kept apart.
+        self.sessions: dict[int, Frozen[Session]] = {}  # running
+        self.costs: dict[int, Costs] = {}
+        self.started_instructions: dict[int, int] = {}
         self.finished: dict[int, Frozen[Session]] = {}
         self.next_session = 1
         # KV caches a stage may still hold because its reset_session was rejected (it was stopped
@@ -80,7 +82,8 @@ class Head(ShardHolder):
             loaded = self._load()
             if isinstance(loaded, str):
                 self.ic.trap(f"reloading the head's shard after the upgrade failed: {loaded}")
-            self.pipeline = self._read_pipeline(loaded.config)
+            pipeline = self._read_pipeline(loaded.config)
+            self.pipeline = frozen(pipeline) if pipeline is not None else None
 
     # --- deployment ----------------------------------------------------------------------------
     @update
@@ -126,10 +129,11 @@ class Head(ShardHolder):
             return {"err": f"{self.describe()} must load its shard before set_pipeline (it checks the stages "
                            "against the model)"}
         try:
-            self.pipeline = Pipeline.from_candid(value, self.model.value.config)
+            pipeline = Pipeline.from_candid(value, self.model.value.config)
         except PipelineError as e:
             return {"err": f"set_pipeline refused: {e}"}
-        self._write_pipeline(self.pipeline)
+        self._write_pipeline(pipeline)
+        self.pipeline = frozen(pipeline)
         return {"ok": None}
 
     def _pipeline_offset(self) -> int:
@@ -175,10 +179,10 @@ class Head(ShardHolder):
         session = self._open(request)
         if isinstance(session, str):
             return {"err": session}
-        await self._run(session)
-        if session.error is not None:
-            return {"err": session.error}
-        return {"ok": session.generation(self.fees, self.ic.time())}
+        ended = await self._run(session.id)
+        if ended.error is not None:
+            return {"err": ended.error}
+        return {"ok": ended.generation(self.fees, self.ic.time())}
 
     @update
     def start(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -190,17 +194,16 @@ class Head(ShardHolder):
             return {"err": session}
         # Not awaited: this message replies now, and `advance` runs in messages of its own.
         self.ic.call(self.ic.id(), "advance", session.id)
-        session.costs.messages += 2
-        session.head_base_instructions = self.ic.performance_counter(1)
+        self.costs[session.id].messages += 2
+        self.started_instructions[session.id] = self.ic.performance_counter(1)
         return {"ok": session.id}
 
     @update
     async def advance(self, session_id: int) -> None:
         if self.ic.caller() != self.ic.id():
             self.ic.trap("advance is the head's own continuation of a started session; call start instead")
-        session = self.sessions.get(session_id)
-        if session is not None:
-            await self._run(session)
+        if session_id in self.sessions:
+            await self._run(session_id)
 
     def _refuse_caller(self, method: str) -> str | None:
         """Why the caller may not use `method`, if the head was installed with an allowlist that
@@ -231,7 +234,8 @@ class Head(ShardHolder):
         session = Session(self.next_session, request, tuple(prompt_ids), self.ic.time(),
                           TokenStream(request.max_tokens))
         self.next_session += 1
-        self.sessions[session.id] = session
+        self.sessions[session.id] = frozen(session)
+        self.costs[session.id] = Costs()
         return session
 
     def _prompt_ids(self, model: HeadModel, request: Request) -> list[int]:
@@ -246,11 +250,13 @@ class Head(ShardHolder):
         text = template.render([{"role": "user", "content": request.prompt}], now=now)
         return model.tokenizer.encode(text, add_special=False, parse_special=True, meter=meter)
 
-    async def _run(self, session: Session) -> None:
+    async def _run(self, session_id: int) -> Session:
         """Prefill, then one forward per token until the stream is done; a failed stage ends the
-        session with an error. The stages' KV caches of the session are released either way."""
+        session with an error. The stages' KV caches of the session are released either way.
+        Returns the ended session."""
         assert self.model is not None and self.pipeline is not None
-        model, pipeline = self.model.value, self.pipeline
+        model, pipeline = self.model.value, self.pipeline.value
+        session = self.sessions[session_id].value
         tokenizer, stops = model.tokenizer, StopStrings(session.request.params.stop)
         prompt = list(session.prompt_ids)
         try:
@@ -261,21 +267,25 @@ class Head(ShardHolder):
                 token = await self._forward(session, model, pipeline, chunk, start, last)
             while True:
                 assert token is not None
-                session.stream, shown = session.stream.push(token, tokenizer, stops)
-                session.pieces.append(shown)
-                if session.stream.done:
+                stream, shown = session.stream.push(token, tokenizer, stops)
+                session = replace(session, stream=stream, pieces=session.pieces + (shown,))
+                self.sessions[session_id] = frozen(session)
+                if stream.done:
                     break
-                pos = len(prompt) + len(session.stream.ids) - 1
+                pos = len(prompt) + len(stream.ids) - 1
                 token = await self._forward(session, model, pipeline, [token], pos, last=True)
         except StageFailed as e:
-            session.error = str(e)
+            session = replace(session, error=str(e))
+            self.sessions[session_id] = frozen(session)  # polls see the failure while the caches are released
         await self._release(session, pipeline)
         self._count_own_instructions(session)
-        session.ended_ns = self.ic.time()
-        del self.sessions[session.id]
-        self.finished[session.id] = frozen(session)
+        del self.sessions[session_id]
+        self.started_instructions.pop(session_id, None)
+        ended = replace(session, costs=self.costs.pop(session_id), ended_ns=self.ic.time())
+        self.finished[session_id] = frozen(ended)
         for old in sorted(self.finished)[: max(0, len(self.finished) - KEPT_FINISHED_SESSIONS)]:
             del self.finished[old]
+        return ended
 
     async def _forward(self, session: Session, model: HeadModel, pipeline: Pipeline, ids: list[int], pos: int,
                        last: bool) -> int | None:
@@ -322,8 +332,9 @@ class Head(ShardHolder):
 
     def _send(self, session: Session, stage: Stage, pos: int, activations: bytes, n_tokens: int,
               sampling: dict[str, Any] | None) -> Any:
-        session.costs.messages += 1
-        session.costs.activation_bytes += len(activations)
+        costs = self.costs[session.id]
+        costs.messages += 1
+        costs.activation_bytes += len(activations)
         return self.ic.call(stage.canister, "forward", {
             "session": session.id, "pos": pos, "activations": activations, "n_tokens": n_tokens, "sample": sampling})
 
@@ -333,7 +344,7 @@ class Head(ShardHolder):
             result = await call
         except CallRejected as e:
             raise StageFailed(self._failure(session, index, stage, pos, str(e))) from None
-        costs = session.costs
+        costs = self.costs[session.id]
         costs.messages += 1
         costs.executions += 2  # the stage's forward, and the head's execution of the reply
         if "err" in result:
@@ -350,7 +361,8 @@ class Head(ShardHolder):
 
     def _count_own_instructions(self, session: Session) -> None:
         """The head's instructions in this call context so far, plus any from `start`."""
-        session.costs.head_instructions = session.head_base_instructions + self.ic.performance_counter(1)
+        self.costs[session.id].head_instructions = (self.started_instructions.get(session.id, 0)
+                                                    + self.ic.performance_counter(1))
 
     async def _release(self, session: Session, pipeline: Pipeline) -> None:
         """Frees the session's KV caches on every stage, with those an earlier release could not
@@ -363,7 +375,7 @@ class Head(ShardHolder):
                 for session_id in sorted(self.unreleased.pop(stage.canister, set()) | {session.id}):
                     calls.append((stage.canister, session_id, self.ic.call(stage.canister, "reset_session",
                                                                            session_id)))
-                    session.costs.messages += 2
+                    self.costs[session.id].messages += 2
         for canister, session_id, call in calls:
             try:
                 await call
@@ -392,11 +404,14 @@ class Head(ShardHolder):
         return {"ok": session.generation(self.fees, self.ic.time())}
 
     def _session(self, session_id: int) -> Session | str:
-        session = self.sessions.get(session_id) or _value(self.finished.get(session_id))
-        if session is None:
-            return (f"{self.describe()} has no session {session_id} (unknown, or finished long ago: the head keeps "
-                    f"the latest {KEPT_FINISHED_SESSIONS} finished sessions)")
-        return session
+        """The session with its costs so far."""
+        if session_id in self.sessions:
+            running = self.sessions[session_id].value
+            return replace(running, costs=replace(self.costs[session_id]))
+        if session_id in self.finished:
+            return self.finished[session_id].value
+        return (f"{self.describe()} has no session {session_id} (unknown, or finished long ago: the head keeps "
+                f"the latest {KEPT_FINISHED_SESSIONS} finished sessions)")
 
     @query
     def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
@@ -416,10 +431,11 @@ class Head(ShardHolder):
 
     @query
     def status(self) -> dict[str, Any]:
+        pipeline = self.pipeline.value if self.pipeline else None
         return {
             "name": self.upload.name, "loaded": self.model is not None, "bytes": self.upload.held,
-            "n_ctx": self.n_ctx, "stages": [s.to_candid() for s in self.pipeline.stages] if self.pipeline else [],
-            "prefill_chunk": self.pipeline.prefill_chunk if self.pipeline else 0,
+            "n_ctx": self.n_ctx, "stages": [s.to_candid() for s in pipeline.stages] if pipeline else [],
+            "prefill_chunk": pipeline.prefill_chunk if pipeline else 0,
             "running_sessions": len(self.sessions), "kept_sessions": len(self.finished),
             "heap_bytes": self.ic.heap_bytes(), "heap_limit_bytes": self.ic.heap_limit_bytes(),
             "generate_allowlist": None if self.generate_allowlist is None else sorted(self.generate_allowlist),
@@ -429,7 +445,3 @@ class Head(ShardHolder):
         if self.model is None:
             self.ic.trap(f"{self.describe()} has no shard loaded, so no tokenizer yet")
         return self.model.value.tokenizer
-
-
-def _value(held: Frozen[Session] | None) -> Session | None:
-    return held.value if held is not None else None

@@ -1,7 +1,9 @@
 """One generation as the head keeps it: the request, the token stream, and what it cost.
 
-Everything here is plain data that the head mutates between awaits, so that the state committed
-at each await (what `poll` sees) is the progress so far.
+A `Session` is immutable: the head replaces it with each generated token, wrapped in `frozen`,
+so the runtime's heap snapshot of every message does not walk its growing ids and text again.
+Its `Costs` change with every message and are kept apart while it runs. What is committed at
+each await (what `poll` sees) is the progress so far.
 """
 
 from __future__ import annotations
@@ -63,16 +65,15 @@ class Costs:
                 + self.messages // 2 * fees.call + self.activation_bytes * fees.call_byte)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Session:
     id: int
     request: Request
     prompt_ids: tuple[int, ...]
     started_ns: int
     stream: TokenStream
-    pieces: list[str] = field(default_factory=list)  # the text each generated token made safe to show
-    costs: Costs = field(default_factory=Costs)
-    head_base_instructions: int = 0  # the head's instructions in an earlier call context (start)
+    pieces: tuple[str, ...] = ()  # the text each generated token made safe to show
+    costs: Costs = field(default_factory=Costs)  # final once it ended; while it runs the head keeps them
     ended_ns: int | None = None
     error: str | None = None
 
