@@ -150,3 +150,12 @@ def test_a_token_crosses_as_d_model_f32_plus_candid_framing(tmp_path: Path) -> N
     one_token, two_tokens = sizes
     assert two_tokens - one_token == 2 * 4096 * 4  # one more token each way: 16 KiB
     assert 2 * 4096 * 4 < one_token < 2 * 4096 * 4 + 256
+
+
+@pytest.mark.real_model
+def test_smollm2_chat_through_the_head_is_the_chat_of_one_process(smollm2_path: Path, shards_dir: Path) -> None:
+    question, options = "What is the capital of France?", GenerationOptions(max_tokens=24, chat=True)
+    run = Deployment.create(smollm2_path, Constraints(shards=4), shards_dir=shards_dir).generate(question, options)
+    local = run_unsharded(smollm2_path, question, options)
+    assert run.generation.prompt_ids == local.prompt_ids and run.generation.ids == local.ids
+    assert run.generation.text == local.text and "Paris" in run.generation.text

@@ -102,6 +102,9 @@ class Pipeline:
                 raise PipelineError(f"{where} holds neither layers nor output rows")
         if next_layer != config.n_layer:
             raise PipelineError(f"the stages hold layers 0..{next_layer - 1} of {config.n_layer}; add the rest")
+        if next_row == 0:
+            raise PipelineError("no stage holds the output (output_norm and the output matrix); the last stages "
+                                "must hold its rows")
         if next_row != config.n_vocab:
             raise PipelineError(f"the output stages hold rows 0..{next_row - 1} of {config.n_vocab}; add the rest")
 
