@@ -44,8 +44,15 @@ class ExportedModel:
 
 def export_model(directory: Path, spec: SyntheticSpec = SPEC, shards: int = SHARDS, context: int = CONTEXT
                  ) -> ExportedModel:
+    """A synthetic model written into `directory`, planned and exported there."""
     directory.mkdir(parents=True, exist_ok=True)
-    model = write_synthetic_model(directory / "model.gguf", spec)
+    return export_file(write_synthetic_model(directory / "model.gguf", spec), directory, shards, context)
+
+
+def export_file(model: Path, directory: Path, shards: int = SHARDS, context: int = CONTEXT) -> ExportedModel:
+    """`model` planned into `shards` yblocks, its shards exported into `directory`/shards (an
+    intact earlier export of the same plan is kept) and its canisters written into a dfx.json."""
+    directory.mkdir(parents=True, exist_ok=True)
     plan = make_plan(read_model_spec(model), Constraints(shards=shards, context=context))
     export = export_shards(model, plan, directory / "shards")
     dfx_json = directory / "dfx.json"
