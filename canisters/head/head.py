@@ -33,7 +33,10 @@ from cdk.principal import Principal
 
 ACTIVATION_DTYPE = np.dtype("<f4")
 KEPT_FINISHED_SESSIONS = 256  # finished sessions stay pollable until this many newer ones finished
-PIPELINE_MAGIC = b"ICLPIPE1"  # the pipeline's record in stable memory, after the loaded shard
+# The head's own page of stable memory, after the loaded shard: the next session id (u64, so a
+# restart never hands out an id a client already holds), then the pipeline's record.
+SESSION_COUNTER_BYTES = 8
+PIPELINE_MAGIC = b"ICLPIPE1"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class Head(ShardHolder):
                 self.ic.trap(f"reloading the head's shard after the upgrade failed: {loaded}")
             pipeline = self._read_pipeline(loaded.config)
             self.pipeline = frozen(pipeline) if pipeline is not None else None
+            if self.ic.stable_size() * WASM_PAGE >= self._pipeline_offset() + SESSION_COUNTER_BYTES:
+                counter = self.ic.stable_read(self._pipeline_offset(), SESSION_COUNTER_BYTES)
+                self.next_session = max(1, int.from_bytes(counter, "little"))
 
     # --- deployment ----------------------------------------------------------------------------
     @update
@@ -137,8 +143,8 @@ class Head(ShardHolder):
         return {"ok": None}
 
     def _pipeline_offset(self) -> int:
-        """Where the pipeline's record lives: the first page after the loaded shard, whose bytes
-        cannot change any more (set_pipeline needs it loaded; a reinstall clears both)."""
+        """The head's own page: the first page after the loaded shard, whose bytes cannot change
+        any more (set_pipeline needs it loaded; a reinstall clears both)."""
         return DATA_OFFSET + -(-self.upload.held // WASM_PAGE) * WASM_PAGE
 
     def _write_pipeline(self, pipeline: Pipeline) -> None:
@@ -147,7 +153,7 @@ class Head(ShardHolder):
             stage["canister"] = stage["canister"].to_text()
         payload = json.dumps(value).encode()
         record = PIPELINE_MAGIC + len(payload).to_bytes(4, "little") + payload
-        offset = self._pipeline_offset()
+        offset = self._pipeline_offset() + SESSION_COUNTER_BYTES
         pages = -(-(offset + len(record)) // WASM_PAGE)
         if pages > self.ic.stable_size() and self.ic.stable_grow(pages - self.ic.stable_size()) < 0:
             self.ic.trap("stable memory cannot grow to hold the pipeline")
@@ -156,7 +162,7 @@ class Head(ShardHolder):
     def _read_pipeline(self, config: ModelConfig) -> Pipeline | None:
         """The pipeline set_pipeline last stored, or None (never set, or no longer valid for
         this model: then the head asks for set_pipeline again)."""
-        offset, header = self._pipeline_offset(), len(PIPELINE_MAGIC) + 4
+        offset, header = self._pipeline_offset() + SESSION_COUNTER_BYTES, len(PIPELINE_MAGIC) + 4
         if self.ic.stable_size() * WASM_PAGE < offset + header:
             return None
         head = self.ic.stable_read(offset, header)
@@ -234,6 +240,8 @@ class Head(ShardHolder):
         session = Session(self.next_session, request, tuple(prompt_ids), self.ic.time(),
                           TokenStream(request.max_tokens))
         self.next_session += 1
+        # set_pipeline made the page; the counter is committed with the session it counts.
+        self.ic.stable_write(self._pipeline_offset(), self.next_session.to_bytes(SESSION_COUNTER_BYTES, "little"))
         self.sessions[session.id] = frozen(session)
         self.costs[session.id] = Costs()
         return session
