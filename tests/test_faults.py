@@ -214,3 +214,21 @@ def inspect_cache(network: Network, deployed: Deployment, name: str, session: in
     with network.lock:
         cache = network.subnet.canisters[deployed.ids[name]].instance.sessions.get(session)
     return None if cache is None else cache.length
+
+
+def test_a_restarted_network_serves_at_once_and_never_reissues_a_session_id(
+        exported: ExportedModel, expected: dict[str, list[int]], tmp_path: Path) -> None:
+    network = Network(tmp_path / "network")
+    deployed = deploy(LocalCanisters(LocalClient(network, OWNER)), exported, tmp_path / "client")
+    held = [deployed.head().update("generate", greedy(prompt, TOKENS))["ok"]["session"] for prompt in expected]
+    network.stop()  # the state directory as a crash leaves it: restored from the last checkpoint
+    restarted = Network(tmp_path / "network")
+    again = Deployment(LocalCanisters(LocalClient(restarted, OWNER)), exported, deployed.ids, deployed.report,
+                       deployed.version)
+    # Finished sessions lived on the heap: a client polling one it holds is told so, and is never
+    # shown another session's tokens under the same id.
+    for session in held:
+        assert f"has no session {session}" in again.head().query("poll", session, 0)["err"]
+    new = [again.head().update("generate", greedy(prompt, TOKENS))["ok"] for prompt in expected]  # no re-wiring
+    assert [g["ids"] for g in new] == list(expected.values())
+    assert min(g["session"] for g in new) > max(held)
