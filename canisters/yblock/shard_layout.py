@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from canisters.llama.gguf_file import GGUFFile
+from canisters.llama.model import OutputHead
 from canisters.llama.weights import Strategy
 
 KEY = "icllama.shard."
@@ -58,3 +59,10 @@ class ShardLayout:
                                        f"{self.last_layer - 1} but has no tensors of layer {layer}")
         if self.role == "output" and self.output_rows is None:
             raise ShardLayoutError(f"{gguf.source}: an output shard must say which output rows it holds")
+        if self.output_rows is not None:
+            name = OutputHead.weight_name(gguf)
+            start, stop = self.output_rows
+            held = gguf.tensor(name).shape[1] if name in gguf.tensors else 0
+            if held != stop - start:
+                raise ShardLayoutError(f"{gguf.source}: the shard says it holds output rows {start}..{stop - 1} but "
+                                       f"its {name} has {held} rows")

@@ -236,11 +236,8 @@ def _build(gguf: GGUFFile, layout: ShardLayout, config: ModelConfig, sha256: str
         layers = LayerStack.load(gguf, config, layout.first_layer, layout.last_layer, layout.strategy, n_ctx)
     output = None
     if layout.output_rows is not None:
-        start, stop = layout.output_rows
-        held = gguf.tensor(OutputHead.weight_name(gguf)).shape[1]
-        # Export may write just the slice's rows, or the whole matrix for the shard to slice.
-        rows = (0, held) if held == stop - start else (start, stop)
-        output = OutputHead.load(gguf, config, layout.strategy, rows=rows)
+        start, stop = layout.output_rows  # the file holds just these rows of the output matrix
+        output = OutputHead.load(gguf, config, layout.strategy, rows=(0, stop - start))
     return LoadedShard(layout, sha256, config, layers, output)
 
 
