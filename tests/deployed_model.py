@@ -9,7 +9,7 @@ Nothing here talks to a canister in any other way than a client would.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from cdk.principal import Principal
 from client.agent import MANAGEMENT_DID, Canister, Canisters
 from client.deploy import CanisterIds, Deployer, DeployReport, head_init, read_dfx, yblock_init
 from client.head_client import GenerationOptions
+from replica.limits import DEFAULT_LIMITS
 from replica.loader import ModuleRef
+from replica.network import NetworkConfig
 from sharding.dfx import HEAD_DID, YBLOCK_DID, write_dfx
 from sharding.export import Export, export_shards
 from sharding.model_spec import read_model_spec
@@ -31,6 +33,11 @@ SPEC = SyntheticSpec(n_layer=4, d_model=64, n_head=4, n_head_kv=2, d_ff=96, n_ct
 SHARDS = 2
 CONTEXT = 64
 NETWORK = "local"
+# A subnet busy with other work: each round has budget left to start about one execution, so a
+# generation takes several rounds per token and a test can act between two of its messages. (On
+# an idle subnet a small model's whole generation runs within one round.)
+BUSY_SUBNET = NetworkConfig(limits=replace(DEFAULT_LIMITS,
+                                           instructions_per_round=DEFAULT_LIMITS.instructions_per_slice + 1))
 
 
 @dataclass(frozen=True)

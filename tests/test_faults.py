@@ -15,7 +15,6 @@ undisturbed run. The network process killed with SIGKILL is in test_faults_sigki
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,9 @@ import pytest
 from cdk.principal import Principal
 from client.agent import LocalCanisters
 from replica.inprocess import LocalClient
-from replica.limits import DEFAULT_LIMITS
-from replica.network import Network, NetworkConfig
+from replica.network import Network
 from tests.canisters_for_tests import faulty_yblock
-from tests.deployed_model import Deployment, ExportedModel, deploy, export_model, greedy
+from tests.deployed_model import BUSY_SUBNET, Deployment, ExportedModel, deploy, export_model, greedy
 
 OWNER = Principal.self_authenticating(b"icllama test: the deploying controller")
 WALLET_CLASS = "tests.canisters_for_tests.caller:Caller"  # deposits cycles as a dfx wallet does
@@ -39,11 +37,6 @@ SOME_TOKENS = 4  # the fault comes once a session has generated this many
 # prepaid 40B and a top-up of TOP_UP covers them again.
 SMALL_BALANCE = 400_000_000_000
 TOP_UP = 100_000_000_000
-# A subnet busy with other work: each round has budget left to start one execution, so a
-# generation takes several rounds per token and a fault can come between two of its messages.
-# (On an idle subnet a small model's whole generation runs within one round.)
-BUSY_SUBNET = NetworkConfig(limits=replace(DEFAULT_LIMITS, instructions_per_round=DEFAULT_LIMITS.instructions_per_slice
-                                           + 1))
 
 
 @pytest.fixture(scope="module")

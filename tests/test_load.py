@@ -13,7 +13,6 @@ Only correctness is asserted, never timing; the throughput figures are benchmark
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,8 @@ from client.agent import LocalCanisters, RemoteCanisters, connect
 from client.head_client import GenerationOptions, HeadClient
 from client.identity import generate
 from replica.inprocess import LocalClient
-from replica.limits import DEFAULT_LIMITS
-from replica.network import Network, NetworkConfig
-from tests.deployed_model import Deployment, ExportedModel, deploy, export_model, greedy
+from replica.network import Network
+from tests.deployed_model import BUSY_SUBNET, Deployment, ExportedModel, deploy, export_model, greedy
 from tests.gateway_support import start_network, stop_network
 
 SESSIONS = 16
@@ -35,9 +33,6 @@ TOKENS = 32
 PROMPTS = ["a sat", "cat and", "dog time", "sat cat", "on on", "mat ran", "and the", "ran dog upon",
            "upon mat dog", "time upon ran", "the a cat", "a sat and", "cat and a", "dog time mat", "sat cat the",
            "the dog sat"]
-# As in test_faults: each round starts about one execution, so sessions interleave token by token.
-BUSY_SUBNET = NetworkConfig(limits=replace(DEFAULT_LIMITS, instructions_per_round=DEFAULT_LIMITS.instructions_per_slice
-                                           + 1))
 
 
 @pytest.fixture(scope="module")
