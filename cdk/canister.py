@@ -132,6 +132,11 @@ class IC:
     def meter(self) -> Work:
         raise NotImplementedError
 
+    def performance_counter(self, counter_type: int) -> int:
+        """Instructions executed so far (ic0.performance_counter): type 0 counts this execution,
+        type 1 the whole call context, across its awaits."""
+        raise NotImplementedError
+
     def stable_size(self) -> int:
         """Stable memory size in 64 KiB pages."""
         raise NotImplementedError

@@ -6,9 +6,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cdk.principal import Principal
-
 from cdk.canister import Canister
+from cdk.principal import Principal
 from replica.limits import DEFAULT_LIMITS, Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, Request, Response

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 from cdk.candid import CandidError, decode, encode
-from cdk.principal import Principal
-
 from cdk.canister import IC, CallRejected, PendingCall, Trap
 from cdk.meter import Work
+from cdk.principal import Principal
 from replica import heap
 from replica.canister_state import CanisterState
 from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
@@ -97,6 +96,15 @@ class CanisterContext(IC):
     @property
     def meter(self) -> Work:
         return self._work
+
+    def performance_counter(self, counter_type: int) -> int:
+        instructions = work_instructions(self._work, self._env.kernel)
+        if counter_type == 0:
+            return instructions
+        if counter_type == 1:
+            return instructions + (self._context.instructions if self._context is not None else 0)
+        raise Trap(f"performance_counter({counter_type}): the counter types are 0 (this execution) and 1 "
+                   "(the call context)")
 
     def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0) -> PendingCall:
         if self._mode != "update" or self._context is None:
@@ -289,6 +297,8 @@ class Executor:
             debit = ctx.debit
         cycles = self.env.fees.execution_cycles(instructions, self.env.subnet_size) if charge else 0
         canister.cycles -= cycles + debit
+        if context is not None:
+            context.instructions += instructions
         return ExecutionResult(instructions, cycles, trap, calls, value=value)
 
 

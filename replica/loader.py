@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdk.candid import CandidError, Interface, parse_did
-
 from cdk.canister import Canister, method_mode
 from replica.errors import ErrorCode, RejectError
 

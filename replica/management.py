@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from cdk.candid import CandidError, decode, encode
 from cdk.principal import Principal
-
 from replica import execution
 from replica.api_types import IngressMessage, IngressRejected
 from replica.canister_state import CanisterSettings, CanisterState

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdk.principal import Principal
-
 from replica.cost_model import CostReport
 from replica.errors import Reject
 
@@ -76,3 +75,4 @@ class CallContext:
     outstanding: dict[int, OutgoingCall] = field(default_factory=dict)
     cycles_available: int = 0
     started_round: int = 0
+    instructions: int = 0  # executed by its finished executions, for performance_counter(1)

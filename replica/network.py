@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from cdk.principal import Principal
-
 from replica.api_types import (
     CanisterInfo,
     IngressMessage,
@@ -30,6 +29,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = NetworkConfig()
+MAX_LEAD_NS = 60 * 10**9  # how far a served network's time may run ahead of the wall clock (see _drive)
 _FINAL = ("replied", "rejected", "done")
 
 
@@ -147,9 +147,17 @@ class Network:
             self._checkpoint(force=True)
 
     def _drive(self, realtime: bool) -> None:
+        """Rounds for a served network. Its certified time must stay near the wall clock, because
+        agents that verify certificates refuse ones whose time is far from theirs (icp-py-core: more
+        than its 3-minute ingress expiry). So idle rounds pass in real time, and a busy network runs
+        rounds as fast as the host but at most MAX_LEAD_NS ahead of the wall clock."""
         period_s = self.config.round_duration_ns / 1e9
-        next_round = time.monotonic()
+        next_round = next_prune = time.monotonic()
         while not self._stopping.is_set():
+            if time.monotonic() >= next_prune:
+                with self._lock:
+                    self._subnet.prune_ingress(time.time_ns())
+                next_prune = time.monotonic() + 1.0
             if realtime:
                 delay = next_round - time.monotonic()
                 if delay > 0 and self._stopping.wait(delay):
@@ -158,9 +166,17 @@ class Network:
                 self.execute_round()
                 continue
             with self._lock:
+                now = time.time_ns()
                 if not self._subnet.has_work():
+                    self._subnet.pass_idle_rounds(now)
+                    self._checkpoint()
                     self._round_done.wait(0.5)
                     continue
+                lead_ns = self._subnet.time_ns() - now
+            if lead_ns > MAX_LEAD_NS:
+                if self._stopping.wait(min((lead_ns - MAX_LEAD_NS) / 1e9, 0.5)):
+                    return
+                continue
             self.execute_round()
 
     def _checkpoint(self, force: bool = False) -> None:

@@ -31,7 +31,6 @@ from typing import Any
 
 from cdk.candid import decode
 from cdk.principal import Principal
-
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.errors import RejectError
 from replica.execution import CanisterContext

@@ -2,12 +2,15 @@
 
 Each round (`execute_round`):
 1. inducts the ingress messages submitted since the last round, charging ingress fees;
-2. executes queued messages. A canister runs its messages in order; an execution of N
-   instructions occupies the canister for ceil(N / slice) rounds (DTS, one slice per round),
-   continuing the canister's instruction budget of the current round;
-3. routes the outputs of executions that finish in this round: requests and responses are
-   delivered to their destination's queue for the *next* round; ingress replies are recorded;
-4. charges storage for the round's duration.
+2. runs inner loops, as the IC's scheduler does, until nothing more can run this round:
+   - execute queued messages. A canister runs its messages in order; an execution of N
+     instructions occupies the canister for ceil(N / slice) rounds (DTS, one slice per round),
+     continuing the canister's instruction budget of the current round. A new execution starts
+     only while the round has budget left (limits.round_budget_for_new_executions);
+   - route the outputs of executions that finish in this round: requests and responses go to
+     their destination's queue at once (every canister is on this subnet), so a call and its
+     response can both complete within the round; ingress replies are recorded;
+3. charges storage for the round's duration.
 
 Canister code runs on the host all at once; the rounds only decide when its effects become
 visible (outputs are released in the round its last slice ends) and what ic.time() reads.
@@ -17,14 +20,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cdk.candid import CandidError, Interface, decode, parse_did
-from cdk.principal import Principal
-
 from cdk.canister import Canister
+from cdk.principal import Principal
 from replica import execution
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.canister_state import CanisterSettings, CanisterState
@@ -32,6 +35,7 @@ from replica.config import NetworkConfig
 from replica.cost_model import CostReport
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.execution import CanisterContext, Executor
+from replica.limits import Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
@@ -73,11 +77,13 @@ class Subnet:
         self.management_interface: Interface = parse_did(_MANAGEMENT_DID.read_text())
         self.canisters: dict[Principal, CanisterState] = {}
         self.ingress: dict[bytes, IngressRecord] = {}
+        self.finished_ingress: list[bytes] = []  # finished requests still remembered, for pruning
         self.pending_ingress: list[bytes] = []
         self.released: list[_Released] = []
         self.deleted: list[Principal] = []  # canisters deleted since the last checkpoint
         self.names: dict[str, Principal] = {}  # dfx-style canister names (canister_ids.json)
         self.round = 0
+        self.round_instructions = 0  # executed in the current round, against its budget
         genesis = config.genesis_time_ns if config.genesis_time_ns is not None else time.time_ns()
         self.genesis_ns = genesis
         self.next_canister_index = config.first_canister_index
@@ -186,6 +192,10 @@ class Subnet:
             state = self.canisters.get(msg.canister_id)
             if state is None:
                 raise IngressRejected(400, "IC0301", f"Canister {msg.canister_id.to_text()} not found", 3)
+            if state.loaded is not None and msg.method not in state.loaded.interface.methods:
+                raise IngressRejected(400, "IC0536", f"Canister {msg.canister_id.to_text()} has no update method "
+                                      f"'{msg.method}'; its interface has: "
+                                      f"{', '.join(sorted(state.loaded.interface.methods))}", 3)
             try:
                 self.require_cycles(state, self.fees.ingress_cycles(size, self.subnet_size)
                                     + self.fees.execution_cycles(self.limits.instructions_per_update,
@@ -208,12 +218,16 @@ class Subnet:
         self.round += 1
         r = self.round
         self._induct(r)
-        self.management.execute(r)
-        for canister_id in sorted(self.canisters, key=lambda p: p.bytes):
-            state = self.canisters.get(canister_id)
-            if state is not None:
-                self._execute_canister(state, r)
-        self._route(r)
+        self.round_instructions = self._continuing_slices(r)
+        while True:  # inner loops; each execution costs round budget, so this ends
+            self.management.execute(r)
+            started = 0
+            for canister_id in sorted(self.canisters, key=lambda p: p.bytes):
+                state = self.canisters.get(canister_id)
+                if state is not None:
+                    started += self._execute_canister(state, r)
+            if not self._route(r) and not started:
+                break
         self.management.finish_stopping(r)
         self._charge_storage()
         self.changed = True
@@ -248,13 +262,22 @@ class Subnet:
             state.queue.append(request)
         self.pending_ingress = []
 
-    def _execute_canister(self, state: CanisterState, r: int) -> None:
+    def _continuing_slices(self, r: int) -> int:
+        """Instructions that executions begun in earlier rounds run in round r (one slice each)."""
+        return sum(self.limits.instructions_per_slice if state.free_round > r else state.used_in_free_round
+                   for state in self.canisters.values() if state.free_round >= r)
+
+    def _execute_canister(self, state: CanisterState, r: int) -> int:
+        """Runs what this canister can start in round r; returns how many executions started."""
         slice_ = self.limits.instructions_per_slice
+        started = 0
         while state.queue and state.id in self.canisters:
             if state.free_round > r or (state.free_round == r and state.used_in_free_round >= slice_):
-                return
+                break
             if state.queue[0].available_round > r:
-                return
+                break
+            if self.round_instructions >= self.limits.round_budget_for_new_executions:
+                break
             message = state.queue.popleft()
             used = state.used_in_free_round if state.free_round == r else 0
             instructions, outputs = self._execute_message(state, message, r)
@@ -262,10 +285,13 @@ class Subnet:
             finish = r + max(0, total - 1) // slice_
             state.free_round = finish
             state.used_in_free_round = total - (finish - r) * slice_
+            self.round_instructions += (min(total, slice_) - used) + self.limits.scheduler_overhead_per_execution
             message.trace.instructions += instructions
             message.trace.executions += 1
+            started += 1
             for output in outputs:
                 self.released.append(_Released(finish, output))
+        return started
 
     def _execute_message(self, state: CanisterState, message: Request | Response, r: int
                          ) -> tuple[int, list[Any]]:
@@ -379,18 +405,21 @@ class Subnet:
         trace.bytes += len(reply or b"")
         return Response(origin.caller, origin.call_context_id, origin.call_id, reply, reject, trace, refund)
 
-    def _route(self, r: int) -> None:
+    def _route(self, r: int) -> int:
+        """Delivers the outputs released by round r; returns how many it moved."""
         keep: list[_Released] = []
+        moved = 0
         for item in self.released:
             if item.round > r:
                 keep.append(item)
                 continue
+            moved += 1
             message = item.message
             if isinstance(message, tuple):
                 origin, reply, reject, _trace = message
                 self._finish_ingress(self.ingress[origin.request_id], reply, reject)
             elif isinstance(message, Request):
-                message.available_round = r + 1
+                message.available_round = r
                 if message.receiver == MANAGEMENT:
                     self.management.enqueue(message)
                 elif message.receiver in self.canisters:
@@ -398,21 +427,23 @@ class Subnet:
                 else:
                     origin = message.origin
                     assert isinstance(origin, CanisterOrigin)
-                    keep.append(_Released(r + 1, Response(
+                    keep.append(_Released(r, Response(
                         origin.caller, origin.call_context_id, origin.call_id, None,
                         Reject.of(ErrorCode.CANISTER_NOT_FOUND, f"Canister {message.receiver.to_text()} not found"),
                         message.trace, message.cycles)))
             else:
-                message.available_round = r + 1
+                message.available_round = r
                 caller = self.canisters.get(message.receiver)
                 if caller is not None:
                     caller.queue.append(message)
         self.released = keep
+        return moved
 
     def release(self, finish_round: int, output: Any) -> None:
         self.released.append(_Released(finish_round, output))
 
     def _finish_ingress(self, record: IngressRecord, reply: bytes | None, reject: Reject | None) -> None:
+        self.finished_ingress.append(record.message.request_id)
         record.status = "replied" if reject is None else "rejected"
         record.reply = reply
         record.reject = reject
@@ -422,10 +453,30 @@ class Subnet:
         record.report.seconds = rounds * self.config.round_duration_ns / 1e9
         record.report.bytes += len(reply or b"")
 
-    def _charge_storage(self) -> None:
+    def prune_ingress(self, wall_ns: int) -> None:
+        """Forgets finished requests whose ingress_expiry has passed (at least the 5 minutes the
+        spec asks): `submit` refuses them as expired from then on, so none can run twice."""
+        kept: list[bytes] = []
+        for request_id in self.finished_ingress:
+            if self.ingress[request_id].message.ingress_expiry_ns >= wall_ns:
+                kept.append(request_id)
+            else:
+                del self.ingress[request_id]
+        self.finished_ingress = kept
+
+    def pass_idle_rounds(self, wall_ns: int) -> None:
+        """While nothing runs, rounds still pass in real time, as on the IC: the round number and
+        the time catch up with the wall clock, and storage is charged for them."""
+        behind = (wall_ns - self.time_ns()) // self.config.round_duration_ns
+        if behind > 0 and not self.has_work():
+            self.round += behind
+            self._charge_storage(behind)
+            self.changed = True
+
+    def _charge_storage(self, rounds: int = 1) -> None:
         for state in self.canisters.values():
             state.cycles = max(0, state.cycles - self.fees.storage_cycles(
-                state.memory_bytes, self.config.round_duration_ns, self.subnet_size))
+                state.memory_bytes, rounds * self.config.round_duration_ns, self.subnet_size))
 
     # --- queries -----------------------------------------------------------------------------
     def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes) -> QueryResult:
@@ -469,6 +520,24 @@ def _query_reject(reject: Reject) -> QueryResult:
 
 def _unwrap(values: list[Any]) -> Any:
     return None if len(values) == 0 else values[0] if len(values) == 1 else tuple(values)
+
+
+def chain_rounds(executions: Sequence[int], limits: Limits) -> int:
+    """Rounds a call chain spans on an otherwise idle subnet: from the round its first execution
+    starts (at the round's beginning) to the round its last one ends, each execution starting
+    on another canister as soon as the previous ends. These are the rules `execute_round` applies
+    (DTS slices, same-round delivery, the round budget for new executions, the scheduler's
+    overhead per execution); the planner predicts latency with it instead of running."""
+    slice_, budget = limits.instructions_per_slice, limits.round_budget_for_new_executions
+    round_, used = 0, 0
+    for instructions in executions:
+        if used >= budget:  # no new execution may start this round
+            round_, used = round_ + 1, 0
+        extra = max(0, instructions - 1) // slice_  # rounds past the one it starts in
+        round_ += extra
+        used = (instructions - extra * slice_ if extra else used + instructions)
+        used += limits.scheduler_overhead_per_execution
+    return round_ + 1
 
 
 def rounds_for(instructions: int, slice_: int) -> int:

@@ -20,12 +20,11 @@ Writes into tests/fixtures/llama_cpp/:
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
 import hashlib
+import json
 import sys
 import tempfile
+from pathlib import Path
 
 import llama_cpp
 import numpy as np

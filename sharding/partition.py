@@ -35,7 +35,7 @@ from replica.config import NetworkConfig
 from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
 from replica.fees import FEE_SCHEDULES
 from replica.limits import DEFAULT_LIMITS, GiB, Limits
-from replica.subnet import rounds_for
+from replica.subnet import chain_rounds, rounds_for
 from sharding.model_spec import ModelSpec, TensorSpec
 from sharding.strategies import NoPartition, Packing, check_groups, strategy_named
 
@@ -43,6 +43,7 @@ from sharding.strategies import NoPartition, Packing, check_groups, strategy_nam
 DEFAULT_CONTEXT = 2048
 # DESIGN.md, IC facts: 1T cycles = 1 XDR, about $1.37.
 USD_PER_TC = 1.37
+TOKENS_AVERAGED = 64  # decode latency is averaged over this many tokens: small models fit several per round
 SECONDS_PER_MONTH = 30 * 24 * 3600
 WEIGHT_FORMATS = ("gguf", "f32", "f16")
 HEAPS = ("wasm32", "wasm64")
@@ -107,12 +108,12 @@ class Totals:
     cycles_per_token: int
     tc_per_token: float
     usd_per_token: float
-    rounds_per_token: int
+    rounds_per_token: float  # the virtual clock's advance per generated token, averaged over a generation
     seconds_per_token: float
     messages_per_token: int  # inter-canister requests and responses
     activation_bytes_per_message: int  # a one-token forward request: d_model x 4 plus Candid framing
     prefill_chunk: int  # prompt tokens per forward message
-    prefill_rounds_per_chunk: int
+    prefill_rounds_per_chunk: int  # the clock's advance for one prefill chunk
     prefill_cycles_per_chunk: int
     upload_bytes: int
     upload_messages: int  # ingress update calls of at most the ingress message size
@@ -478,7 +479,7 @@ class _Costing:
             return self.instructions(group, 1, self._samples(group))
 
         def rounds(start: int, stop: int) -> int:
-            return rounds_for(instructions(start, stop), self.slice) + 1  # + the head's round for the response
+            return rounds_for(instructions(start, stop), self.slice)
 
         return Packing(tuple(p.label for p in pieces), tuple(self.weight_bytes([p]) for p in pieces), fits, rounds,
                        instructions, shards)
@@ -528,7 +529,7 @@ class _Costing:
             messages_per_token=2 * len(canisters),
             activation_bytes_per_message=self.request_bytes(1, samples=False),
             prefill_chunk=chunk,
-            prefill_rounds_per_chunk=prefill.rounds,
+            prefill_rounds_per_chunk=round(prefill.rounds),
             prefill_cycles_per_chunk=sum(s.prefill.cycles for s in shards),
             upload_bytes=sum(s.file_bytes for s in shards),
             upload_messages=upload_messages,
@@ -567,10 +568,11 @@ class _Costing:
         )
 
     def _pass(self, canisters: Sequence[Sequence[_Piece]], stages: list[list[int]], n_tokens: int) -> _Pass:
-        """One forward pass of `n_tokens` through the pipeline, in the replica's terms: each stage's
-        canisters run their message (one DTS slice of 2B instructions per round); responses are
-        delivered the round after they finish; the head handles them in that round and sends the
-        next stage's requests, delivered the round after that (replica/subnet.py)."""
+        """One forward pass of `n_tokens` through the pipeline, in the replica's terms: the head
+        calls each stage in turn and handles its responses; the clock advances as
+        replica.subnet.chain_rounds says for that chain of executions (DTS slices, same-round
+        delivery, the round budget). A stage whose output rows are sliced runs its canisters at
+        once, so it costs the chain its longest member."""
         nodes = self.constraints.subnet_nodes
         costs = []
         for pieces in canisters:
@@ -581,8 +583,9 @@ class _Costing:
                                      self._reply_bytes(pieces, n_tokens, samples)))
         # The head runs one execution per response. The one after the last stage samples (when the
         # output is sliced), embeds the next token and sends the first stage's requests; the others
-        # send the next stage's. Responses arriving together share the head's slice of the round.
-        head_instructions = head_cycles = head_rounds = rounds = 0
+        # send the next stage's.
+        head_instructions = head_cycles = head_rounds = 0
+        chain: list[int] = []
         for s, members in enumerate(stages):
             prepare = Work()
             prepare.copied(sum(costs[i].request_bytes for i in stages[(s + 1) % len(stages)]))
@@ -596,10 +599,12 @@ class _Costing:
             head_cycles += sum(self.fees.execution_cycles(x, nodes) for x in executions)
             head_cycles += sum(self.fees.call_cycles(costs[i].request_bytes, nodes)
                                + self.fees.response_byte_cycles(costs[i].reply_bytes, nodes) for i in members)
-            after = rounds_for(sum(executions), self.slice)
-            head_rounds += after
-            rounds += max(costs[i].rounds for i in members) + after
-        return _Pass(MessageCost(head_instructions, head_cycles, head_rounds, 0, 0), costs, rounds)
+            head_rounds += rounds_for(sum(executions), self.slice)
+            chain += [max(costs[i].instructions for i in members), sum(executions)]
+        # Generating repeats the chain token after token; the average advance is what a user sees.
+        repeats = 1 if n_tokens > 1 else TOKENS_AVERAGED
+        advance = (chain_rounds(chain * repeats, self.constraints.limits) - 1) / repeats
+        return _Pass(MessageCost(head_instructions, head_cycles, head_rounds, 0, 0), costs, advance)
 
     def _upload(self, shards: Sequence[Shard]) -> tuple[int, int]:
         """Messages and cycles to upload every shard file in upload_chunk ingress calls: the ingress
@@ -625,7 +630,7 @@ class _Costing:
 class _Pass:
     head: MessageCost
     canisters: list[MessageCost]
-    rounds: int
+    rounds: float  # the clock's advance: 0 when the whole pass fits in the round it starts in
 
 
 def _stages(n_canisters: int, n_slices: int) -> list[list[int]]:

@@ -39,7 +39,7 @@ def plan_table(plan: Plan) -> str:
         f"canisters       {t.canisters} ({plural(t.stages, 'sequential call')} per token)",
         f"per token       {_count(t.instructions_per_token)} instructions, {_count(t.cycles_per_token)} cycles = "
         f"{t.tc_per_token:.4f} TC = ${t.usd_per_token:.4f} (the token at position {plan.context - 1})",
-        f"virtual time    {t.rounds_per_token} rounds = {t.seconds_per_token:.1f} s per token",
+        f"virtual time    {t.rounds_per_token:.3g} rounds = {t.seconds_per_token:.3g} s per token",
         f"messages        {t.messages_per_token} inter-canister messages per token; a one-token activation message "
         f"is {t.activation_bytes_per_message:,} B ({4 * plan.d_model:,} B of f32 + {framing} B of Candid)",
         f"prefill         {plural(t.prefill_chunk, 'token')} per message: {t.prefill_rounds_per_chunk} rounds and "

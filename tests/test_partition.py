@@ -179,12 +179,12 @@ def test_prefill_chunk_is_the_most_tokens_every_message_can_take(models: dict[st
     assert make_plan(spec, Constraints(shards=2, context=64, prefill_chunk=3)).totals.prefill_chunk == 3
 
 
-def test_a_token_costs_a_round_per_slice_and_one_per_response(models: dict[str, Path]) -> None:
+def test_tokens_of_a_tiny_model_share_a_round(models: dict[str, Path]) -> None:
     spec = read_model_spec(models["llama"])
     plan = make_plan(spec, Constraints(shards=4))
     assert all(s.decode.rounds == 1 for s in plan.shards[1:])  # tiny messages: one slice each
-    assert plan.totals.rounds_per_token == 2 * 4  # each stage: its round, then the head's
-    assert plan.totals.seconds_per_token == 8.0
+    # Same-subnet calls complete within the round, and a tiny token is far from the round budget.
+    assert plan.totals.rounds_per_token == 0.0 and plan.totals.seconds_per_token == 0.0
     assert plan.totals.cycles_per_token == sum(s.decode.cycles for s in plan.shards)
 
 
@@ -208,9 +208,6 @@ def test_output_too_big_for_a_canister_is_split_by_rows_the_head_calls_at_once()
     assert all(s.weight_bytes == 64128 * 4096 * 4 + 4096 * 4 for s in slices)
     assert all(s.file_bytes == 64128 * 4096 * 2 + 4096 * 4 for s in slices)  # the f16 rows that are uploaded
     assert slices[0].decode.reply_bytes > 4 * 64128  # logits come back
-    # both slices run in the same rounds: the stage costs the longer one, plus the head's round
-    layers_rounds = sum(s.decode.rounds + 1 for s in plan.shards[1:-2])
-    assert plan.totals.rounds_per_token == layers_rounds + slices[0].decode.rounds + 1
 
 
 def test_activation_message_of_a_4096_wide_model_is_16_kib_plus_framing(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_the_table_has_a_row_per_canister_and_the_totals(capsys: pytest.CaptureF
     assert rows[1].split()[1:4] == ["layers", "layer", "0"] and "12.92B" in rows[1]
     assert "output, samples" in rows[-1]
     assert "canisters       34 (33 sequential calls per token)" in out
-    assert "0.1781 TC" in out and "272 rounds = 272.0 s per token" in out
+    assert "0.1781 TC" in out and "206 rounds = 206 s per token" in out
     assert "16,503 B (16,384 B of f32 + 119 B of Candid)" in out
 
 

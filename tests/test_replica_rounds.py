@@ -9,7 +9,9 @@ import pytest
 from replica.config import NetworkConfig
 from replica.fees import CURRENT_FEES
 from replica.inprocess import LocalClient
+from replica.limits import DEFAULT_LIMITS
 from replica.network import Network
+from replica.subnet import chain_rounds
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
 CALLER = "tests.canisters_for_tests.caller:Caller"
@@ -48,17 +50,51 @@ def test_messages_share_a_canisters_slice_and_a_long_one_delays_the_next(client:
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_a_chain_of_k_sequential_calls_takes_2k_plus_1_rounds(client: LocalClient, k: int) -> None:
+def test_a_chain_of_k_short_sequential_calls_completes_within_the_round(client: LocalClient, k: int) -> None:
     targets = [client.install(COUNTER, i, cycles=400 * T) for i in range(k)]
     caller = client.install(CALLER, cycles=400 * T)
     outcome = client.update(caller, "chain", targets)
     assert outcome.value == sum(i + 1 for i in range(k))
-    # Round 1: the ingress message executes and sends the first request. Each call then takes two
-    # rounds: the request is delivered and executed in the next round, and its response in the
-    # round after that, where the caller continues (and sends the next request).
-    assert outcome.report.rounds == 1 + 2 * k
+    # Same-subnet requests and responses are delivered in the round's next inner loop, so the
+    # ingress message, k requests and k responses all execute in the round of induction.
+    assert outcome.report.rounds == 1
     assert outcome.report.messages == 1 + 2 * k  # ingress + k requests + k responses
     assert outcome.report.executions == 1 + 2 * k
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("slices", [2, 7])
+def test_a_chain_of_long_calls_advances_one_round_per_slice_after_the_first(client: LocalClient, k: int,
+                                                                             slices: int) -> None:
+    """Each callee burns between (slices - 1) and `slices` slices: it starts in the round its request
+    arrives, ends `slices - 1` rounds later, and the caller continues (and sends the next request)
+    in that same round."""
+    burn = slices * SLICE - OVERHEAD_MARGIN
+    targets = [client.install(COUNTER, i, cycles=400 * T) for i in range(k)]
+    caller = client.install(CALLER, cycles=400 * T)
+    outcome = client.update(caller, "chain_burn", targets, burn)
+    assert outcome.report.rounds == 1 + k * (slices - 1)
+
+
+@pytest.mark.parametrize("burn", [1_500_000_000, 5_000_000_000])
+def test_chain_rounds_predicts_what_the_subnet_does(client: LocalClient, burn: int) -> None:
+    """The planner's latency function against a real call chain: 10 callees each burning `burn`,
+    the caller's short executions between them (the round budget binds for 1.5B, DTS for 5B)."""
+    targets = [client.install(COUNTER, 0, cycles=400 * T) for _ in range(10)]
+    caller = client.install(CALLER, cycles=400 * T)
+    outcome = client.update(caller, "chain_burn", targets, burn)
+    short = OVERHEAD_MARGIN // 10  # the caller's executions: far below any slice
+    chain = [short] + [burn, short] * 10
+    assert outcome.report.rounds == chain_rounds(chain, DEFAULT_LIMITS)
+
+
+def test_the_round_budget_spreads_many_short_messages_over_rounds(client: LocalClient) -> None:
+    """New executions start only while the round has used less than its budget (8B: 4 scheduler
+    threads x (4B per round - one 2B slice)); 12 messages of 1.5B need two rounds."""
+    counters = [client.install(COUNTER, 0, cycles=400 * T) for _ in range(12)]
+    ids = [client.submit(c, "burn", 1_500_000_000) for c in counters]
+    client.network.run_until_idle()
+    assert sorted(client.network.report(i).rounds for i in ids) == [1] * 6 + [2] * 6
 
 
 def test_call_reports_add_up_instructions_and_fees(client: LocalClient) -> None:

@@ -35,6 +35,11 @@ class Caller(Canister):
         return total
 
     @update
+    async def chain_burn(self, targets: list[Principal], instructions: int) -> None:
+        for target in targets:
+            await self.ic.call(target, "burn", instructions)
+
+    @update
     async def send_blob(self, target: Principal, size: int) -> dict:
         self.local_count += 1
         try:
