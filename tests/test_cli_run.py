@@ -22,13 +22,21 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_run_stories_greedy_matches_llama_cpp(capsys: pytest.CaptureFixture[str], stories_path: Path) -> None:
+@pytest.mark.parametrize("placement", [["--unsharded"], ["--shards", "1"], ["--shards", "3"]])
+def test_run_stories_greedy_matches_llama_cpp(capsys: pytest.CaptureFixture[str], stories_path: Path,
+                                              placement: list[str]) -> None:
     ref = json.loads((FIXTURES / "stories_greedy.json").read_text())
-    out = run_json(capsys, "run", str(stories_path), "-p", ref["prompt"], "-n", str(len(ref["ids"])), "--json")
+    out = run_json(capsys, "run", str(stories_path), "-p", ref["prompt"], "-n", str(len(ref["ids"])), "--json",
+                   *placement)
     assert out["prompt_ids"] == ref["prompt_ids"]
     assert out["ids"] == ref["ids"]
     assert out["text"] == ref["text"]
     assert out["metrics"]["stop_reason"] == "max_tokens"
+    if placement != ["--unsharded"]:  # the simulated IC's figures
+        metrics = out["metrics"]
+        assert metrics["canisters"] == 1 + int(placement[1])
+        assert metrics["instructions_per_token"] > 0 and metrics["cycles_per_token"] > 0
+        assert metrics["activation_message_bytes"] > 4 * 64  # d_model 64, f32, plus Candid framing
 
 
 @pytest.mark.real_model

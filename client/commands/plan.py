@@ -44,6 +44,11 @@ def add_plan_arguments(parser: argparse.ArgumentParser, presets: bool) -> None:
                             help=f"plan a model from header facts alone: {', '.join(PRESETS)}; TYPE is one of "
                                  f"{', '.join(next(iter(PRESETS.values())).file_types)} (the preset's usual one if "
                                  "omitted)")
+    add_constraint_arguments(parser)
+
+
+def add_constraint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The planner's constraints and strategy, for every command that plans."""
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--shards", type=int, help="exactly N canisters besides the head")
     size.add_argument("--shard-bytes", type=parse_bytes, default=Constraints.shard_bytes,
@@ -70,15 +75,18 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def plan_from_args(args: argparse.Namespace) -> tuple[ModelSpec, Plan]:
-    spec = spec_from_args(args)
-    constraints = Constraints(
+def constraints_from(args: argparse.Namespace) -> Constraints:
+    return Constraints(
         shard_bytes=args.shard_bytes, shards=args.shards, weight_format=args.weight_format, kernel=args.kernel,
         heap=args.heap, context=args.context, fees=args.fees, subnet_nodes=args.nodes,
         prefill_chunk=args.prefill_chunk,
     )
+
+
+def plan_from_args(args: argparse.Namespace) -> tuple[ModelSpec, Plan]:
+    spec = spec_from_args(args)
     try:
-        return spec, make_plan(spec, constraints, args.strategy)
+        return spec, make_plan(spec, constraints_from(args), args.strategy)
     except PlanError as e:
         raise UserError(str(e)) from None
 

@@ -1,25 +1,24 @@
-"""`icllama run [MODEL] -p PROMPT [-n N] [--temperature T] [--seed S] [--chat] [--json]`: generate."""
+"""`icllama run [MODEL] -p PROMPT [-n N] [--temperature T] [--seed S] [--chat] [--json]`: generate
+through a simulated IC in this process (plan, export, deploy, upload, generate), or directly with
+`--unsharded`."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-import time
 
-from canisters.llama.chat_template import ChatTemplate, ChatTemplateError
-from canisters.llama.generation import generate_local
-from canisters.llama.gguf_file import read_gguf
-from canisters.llama.model import STRATEGIES, Llama
-from canisters.llama.sampler import SamplingError, SamplingParams
-from canisters.llama.tokenizer import Tokenizer
-from cdk.meter import Work
 from client.catalog import DEFAULT_MODEL, resolve_model
+from client.commands.plan import add_constraint_arguments, constraints_from
 from client.errors import UserError
+from client.head_client import GenerationOptions, StreamEvent
+from client.pipeline import run_sharded, run_unsharded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("run", help="generate text (downloads the default model if needed)")
+    parser = subparsers.add_parser(
+        "run", help="generate through a simulated IC in this process (downloads the default model if needed)")
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"catalog name or .gguf path ({DEFAULT_MODEL})")
     parser.add_argument("-p", "--prompt", required=True)
     parser.add_argument("-n", "--max-tokens", type=int, default=64)
@@ -31,54 +30,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    parser.add_argument("--weights", choices=STRATEGIES, default="dequantize", help="weight strategy")
+    parser.add_argument("--unsharded", action="store_true",
+                        help="run the model directly in this process, without the simulated IC (a baseline)")
     parser.add_argument("--json", action="store_true", help='print {"prompt_ids", "ids", "text", "metrics"}')
+    add_constraint_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    try:
-        return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                              repeat_penalty=args.repeat_penalty, seed=args.seed, stop=tuple(args.stop))
-    except SamplingError as e:
-        raise UserError(str(e)) from None
-
-
-def prompt_ids(tokenizer: Tokenizer, fields: dict, prompt: str, chat: bool) -> list[int]:
-    """Chat prompts are rendered by the template, whose text already holds any BOS it wants."""
-    if not chat:
-        return tokenizer.encode(prompt, add_special=True)
-    try:
-        text = ChatTemplate.from_metadata(fields, tokenizer).render([{"role": "user", "content": prompt}])
-    except ChatTemplateError as e:
-        raise UserError(str(e)) from None
-    return tokenizer.encode(text, add_special=False, parse_special=True)
+def options_from(args: argparse.Namespace) -> GenerationOptions:
+    if args.max_tokens < 1:
+        raise UserError("-n/--max-tokens must be at least 1")
+    return GenerationOptions(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
+                             stop=tuple(args.stop), chat=args.chat)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_tokens < 1:
-        raise UserError("-n/--max-tokens must be at least 1")
-    params = sampling_params(args)
-    gguf = read_gguf(resolve_model(args.model))
-    tokenizer = Tokenizer.from_metadata(gguf.fields)
-    ids = prompt_ids(tokenizer, dict(gguf.fields), args.prompt, args.chat)
-    model = Llama.load(gguf, args.weights, n_ctx=len(ids) + args.max_tokens)
-    if len(ids) + args.max_tokens > model.layers.n_ctx:
-        raise UserError(f"the prompt ({len(ids)} tokens) plus -n {args.max_tokens} exceeds the model's context "
-                        f"of {model.layers.n_ctx} tokens")
-    work = Work()
-    start = time.perf_counter()
-    for stream, text in generate_local(model, tokenizer, ids, params, args.max_tokens, work):  # noqa: B007
-        if not args.json:
-            print(text, end="", flush=True)
-    elapsed = time.perf_counter() - start
-    metrics = {"host_seconds": elapsed, "host_tokens_per_s": len(stream.ids) / elapsed,
-               "generated_tokens": len(stream.ids), "prompt_tokens": len(ids), "stop_reason": stream.stop_reason,
-               "macs": work.total_macs, "weight_strategy": args.weights}
+    options = options_from(args)
+    path = resolve_model(args.model)
+    if args.unsharded:
+        local = run_unsharded(path, args.prompt, options)
+        metrics = {"host_seconds": local.host.seconds, "host_tokens_per_s": local.host_tokens_per_s,
+                   "generated_tokens": len(local.ids), "stop_reason": local.stop_reason}
+        return _print(args, list(local.prompt_ids), list(local.ids), local.text, metrics, show_text=True)
+
+    def show(event: StreamEvent) -> None:
+        print(event.text, end="", flush=True)
+
+    sharded = run_sharded(path, constraints_from(args), args.prompt, options, strategy=args.strategy,
+                          on_text=None if args.json else show, progress=not args.json)
+    generation = sharded.generation
+    metrics = {**dataclasses.asdict(sharded.network), "stop_reason": generation.stop_reason,
+               "head": dataclasses.asdict(generation.metrics)}
+    return _print(args, list(generation.prompt_ids), list(generation.ids), generation.text, metrics, show_text=False)
+
+
+def _print(args: argparse.Namespace, prompt_ids: list[int], ids: list[int], text: str, metrics: dict,
+           show_text: bool) -> int:
     if args.json:
-        json.dump({"prompt_ids": ids, "ids": list(stream.ids), "text": stream.text, "metrics": metrics}, sys.stdout)
+        json.dump({"prompt_ids": prompt_ids, "ids": ids, "text": text, "metrics": metrics}, sys.stdout)
         print()
-    else:
-        print(f"\n[{len(stream.ids)} tokens, {metrics['host_tokens_per_s']:.1f} tok/s, stop: {stream.stop_reason}]",
-              file=sys.stderr)
+        return 0
+    if show_text:
+        print(text, end="")
+    summary = [f"{len(ids)} tokens", f"{metrics['host_tokens_per_s']:.1f} tok/s on this host",
+               f"stop: {metrics['stop_reason']}"]
+    if "virtual_seconds_per_token" in metrics:
+        summary += [f"{metrics['canisters']} canisters",
+                    f"{metrics['virtual_seconds_per_token']:.2f} s/token on the IC (virtual)",
+                    f"{metrics['instructions_per_token'] / 1e9:.2f}B instructions/token",
+                    f"{metrics['cycles_per_token'] / 1e9:.2f}B cycles/token",
+                    f"{metrics['messages_per_token']:.1f} messages/token",
+                    f"{metrics['activation_message_bytes']} B per activation message"]
+    print("\n[" + ", ".join(summary) + "]", file=sys.stderr)
     return 0
