@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from client.catalog import resolve_model  # noqa: E402
 from client.head_client import GenerationOptions  # noqa: E402
-from client.pipeline import Deployment, ShardedRun, UnshardedRun, run_unsharded  # noqa: E402
+from client.pipeline import Deployment, ShardedRun, UnshardedModel, UnshardedRun  # noqa: E402
 from sharding.partition import Constraints  # noqa: E402
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
@@ -39,6 +39,7 @@ def main() -> int:
     model = resolve_model(args.model)
     options = GenerationOptions(max_tokens=args.tokens)
     print(f"{model.name}: {args.tokens} tokens from a {PROMPT!r} prompt, greedy, fastest of {args.repeats}")
+    baseline = UnshardedModel.load(model)
     rows = []
     with tempfile.TemporaryDirectory() as shards_dir:
         for shards in args.shards:
@@ -46,29 +47,26 @@ def main() -> int:
             deployment = Deployment.create(model, Constraints(shards=shards), shards_dir=Path(shards_dir))
             deploy_s = time.perf_counter() - start
             deployment.generate(PROMPT, GenerationOptions(max_tokens=4))  # warm up both paths
-            run_unsharded(model, PROMPT, GenerationOptions(max_tokens=4))
-            best_sharded: ShardedRun | None = None
-            best_local: UnshardedRun | None = None
+            baseline.generate(PROMPT, GenerationOptions(max_tokens=4))
+            sharded: list[ShardedRun] = []
+            local: list[UnshardedRun] = []
             for _ in range(args.repeats):
-                run = deployment.generate(PROMPT, options)
-                if best_sharded is None or run.generation.host_seconds < best_sharded.generation.host_seconds:
-                    best_sharded = run
-                local = run_unsharded(model, PROMPT, options)
-                if best_local is None or local.host_seconds < best_local.host_seconds:
-                    best_local = local
-            assert best_sharded is not None and best_local is not None
-            if best_sharded.generation.ids != best_local.ids:
+                sharded.append(deployment.generate(PROMPT, options))
+                local.append(baseline.generate(PROMPT, options))
+            if any(run.generation.ids != local[0].ids for run in sharded):
                 print(f"  {shards} shards: the sharded ids differ from the unsharded ones", file=sys.stderr)
                 return 1
-            rows.append((shards, deploy_s, best_sharded, best_local))
-    print(f"{'shards':>6} {'canisters':>9} {'deploy s':>8} {'tok/s':>7} {'unsharded':>9} {'overhead':>8} "
-          f"{'virt s/tok':>10} {'instr/tok':>10} {'cycles/tok':>10} {'msgs/tok':>8} {'act. msg B':>10}")
-    for shards, deploy_s, run, local in rows:
-        net = run.network
-        overhead = local.host_tokens_per_s / net.host_tokens_per_s - 1
-        print(f"{shards:>6} {net.canisters:>9} {deploy_s:>8.1f} {net.host_tokens_per_s:>7.1f} "
-              f"{local.host_tokens_per_s:>9.1f} {overhead:>8.1%} {net.virtual_seconds_per_token:>10.2f} "
-              f"{net.instructions_per_token:>10.3g} {net.cycles_per_token:>10.3g} {net.messages_per_token:>8.1f} "
+            rows.append((shards, deploy_s, sharded, local))
+    print(f"{'shards':>6} {'canisters':>9} {'deploy s':>8} {'tok/s':>6} {'unsharded':>9} {'overhead':>8} "
+          f"{'CPU ovh':>7} {'virt s/tok':>10} {'instr/tok':>9} {'cycles/tok':>10} {'msgs/tok':>8} {'act. msg B':>10}")
+    for shards, deploy_s, sharded, local in rows:
+        net = sharded[0].network
+        wall = min(r.network.host_seconds for r in sharded), min(r.host.seconds for r in local)
+        cpu = min(r.network.host_cpu_seconds for r in sharded), min(r.host.cpu_seconds for r in local)
+        tokens = net.generated_tokens
+        print(f"{shards:>6} {net.canisters:>9} {deploy_s:>8.1f} {tokens / wall[0]:>6.1f} {tokens / wall[1]:>9.1f} "
+              f"{wall[0] / wall[1] - 1:>8.1%} {cpu[0] / cpu[1] - 1:>7.1%} {net.virtual_seconds_per_token:>10.2f} "
+              f"{net.instructions_per_token:>9.3g} {net.cycles_per_token:>10.3g} {net.messages_per_token:>8.1f} "
               f"{net.activation_message_bytes:>10}")
     return 0
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,24 @@ DEFAULT_OPTIONS = GenerationOptions()
 
 
 @dataclass(frozen=True)
+class HostTime:
+    """Wall and CPU time of this process between `start` and `stop`."""
+
+    seconds: float
+    cpu_seconds: float
+
+    @classmethod
+    def start(cls) -> HostTime:
+        return cls(time.perf_counter(), time.process_time())
+
+    def stop(self) -> HostTime:
+        return HostTime(time.perf_counter() - self.seconds, time.process_time() - self.cpu_seconds)
+
+    def tokens_per_s(self, tokens: int) -> float:
+        return tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
 class NetworkMetrics:
     """What a generation cost, as the simulated network measured its whole call tree. Per-token
     figures divide by the generated tokens (the prompt's prefill included)."""
@@ -61,6 +79,7 @@ class NetworkMetrics:
     canisters: int
     generated_tokens: int
     host_seconds: float
+    host_cpu_seconds: float  # this process's CPU time, every thread (steadier than wall time on a busy host)
     host_tokens_per_s: float
     rounds: int
     virtual_seconds: float
@@ -74,12 +93,12 @@ class NetworkMetrics:
     activation_message_bytes: int  # Candid bytes of a one-token forward request
 
     @classmethod
-    def of(cls, report: CostReport, rounds: int, round_seconds: float, host_seconds: float, tokens: int,
+    def of(cls, report: CostReport, rounds: int, round_seconds: float, host: HostTime, tokens: int,
            canisters: int, activation_message_bytes: int) -> NetworkMetrics:
         per = max(tokens, 1)
         seconds = rounds * round_seconds
         messages = report.messages - 1
-        return cls(canisters, tokens, host_seconds, tokens / host_seconds if host_seconds > 0 else 0.0, rounds,
+        return cls(canisters, tokens, host.seconds, host.cpu_seconds, host.tokens_per_s(tokens), rounds,
                    seconds, seconds / per, report.instructions, report.instructions / per, report.cycles,
                    report.cycles / per, messages, messages / per, activation_message_bytes)
 
@@ -130,28 +149,27 @@ class Deployment:
         """One generation through the head. With `on_text`, it streams (start, then a poll query
         after every round) and calls `on_text` with each batch of new tokens."""
         rounds_before = self.network.round_number()
-        start = time.perf_counter()
+        clock = HostTime.start()
         if on_text is None:
             try:
                 outcome = self.client.update(self.head, "generate", options.request(prompt))
             except CallFailed as e:
                 raise UserError(f"generation failed: {e}") from None
-            host_seconds = time.perf_counter() - start
+            host = clock.stop()
             value = _ok(outcome.value)
             report, rounds = outcome.report, outcome.report.rounds
-            self.network.run_until_idle()  # the stages' session resets, which the reply did not wait for
         else:
             request_id = self.client.submit(self.head, "start", options.request(prompt))
             session = _ok(self.client.result(self.head, "start", request_id).value)
             for event in self._events(session):
                 on_text(event)
-            host_seconds = time.perf_counter() - start
+            host = clock.stop()
             value = _ok(self.client.query(self.head, "result", session))
             report = self.network.report(request_id) or CostReport()
             rounds = self.network.round_number() - rounds_before
         generation = Generation(value["session"], value["text"], tuple(value["ids"]), tuple(value["prompt_ids"]),
-                                value["stop_reason"], Metrics.from_candid(value["metrics"]), host_seconds)
-        metrics = NetworkMetrics.of(report, rounds, self.network.config.round_duration_ns / 1e9, host_seconds,
+                                value["stop_reason"], Metrics.from_candid(value["metrics"]), host.seconds)
+        metrics = NetworkMetrics.of(report, rounds, self.network.config.round_duration_ns / 1e9, host,
                                     len(generation.ids), len(self.plan.shards), self.activation_message_bytes())
         return ShardedRun(generation, metrics, self.plan)
 
@@ -167,7 +185,6 @@ class Deployment:
                 yield StreamEvent(session, tuple(progress["ids"]), progress["text"], progress["generated"],
                                   progress["done"], progress["stop_reason"], Metrics.from_candid(progress["metrics"]))
             if progress["done"]:
-                self.network.run_until_idle()  # the stages' session resets
                 return
 
     def activation_message_bytes(self) -> int:
@@ -206,33 +223,48 @@ class UnshardedRun:
     text: str
     prompt_ids: tuple[int, ...]
     stop_reason: str
-    host_seconds: float
+    host: HostTime
 
     @property
     def host_tokens_per_s(self) -> float:
-        return len(self.ids) / self.host_seconds if self.host_seconds > 0 else 0.0
+        return self.host.tokens_per_s(len(self.ids))
+
+
+@dataclass(frozen=True)
+class UnshardedModel:
+    """The baseline the pipeline is checked and benchmarked against: the same generation by
+    `Llama` in this process, loaded once, with the weight strategy of on-chain weights in the
+    file's own format. Prompts are tokenized as the head tokenizes them, and the sampling
+    parameters rounded to float32 as they reach the head in Candid."""
+
+    model: Llama
+    tokenizer: Tokenizer
+    fields: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, model_path: Path, strategy: str = "quantized") -> UnshardedModel:
+        gguf = read_gguf(model_path)
+        return cls(Llama.load(gguf, strategy), Tokenizer.from_metadata(gguf.fields), gguf.fields)
+
+    def generate(self, prompt: str, options: GenerationOptions = DEFAULT_OPTIONS) -> UnshardedRun:
+        tokenizer = self.tokenizer
+        if options.chat:
+            text = ChatTemplate.from_metadata(self.fields, tokenizer).render([{"role": "user", "content": prompt}])
+            prompt_ids = tokenizer.encode(text, add_special=False, parse_special=True)
+        else:
+            prompt_ids = tokenizer.encode(prompt, add_special=True)
+        f32 = np.float32
+        params = SamplingParams(temperature=float(f32(options.temperature)), top_k=options.top_k,
+                                top_p=float(f32(options.top_p)), min_p=float(f32(options.min_p)),
+                                repeat_penalty=float(f32(options.repeat_penalty)), seed=options.seed,
+                                stop=options.stop)
+        clock = HostTime.start()
+        for stream, _ in generate_local(self.model, tokenizer, prompt_ids, params, options.max_tokens,  # noqa: B007
+                                        NullMeter()):
+            pass
+        return UnshardedRun(stream.ids, stream.text, tuple(prompt_ids), stream.stop_reason or "", clock.stop())
 
 
 def run_unsharded(model_path: Path, prompt: str, options: GenerationOptions = DEFAULT_OPTIONS,
                   strategy: str = "quantized") -> UnshardedRun:
-    """The baseline the pipeline is checked and benchmarked against: the same generation by
-    `Llama` in this process, with the weight strategy of on-chain weights in the file's own format.
-    The prompt is tokenized as the head tokenizes it, and the sampling parameters are rounded to
-    float32 as they reach the head in Candid."""
-    gguf = read_gguf(model_path)
-    tokenizer = Tokenizer.from_metadata(gguf.fields)
-    if options.chat:
-        text = ChatTemplate.from_metadata(gguf.fields, tokenizer).render([{"role": "user", "content": prompt}])
-        prompt_ids = tokenizer.encode(text, add_special=False, parse_special=True)
-    else:
-        prompt_ids = tokenizer.encode(prompt, add_special=True)
-    f32 = np.float32
-    params = SamplingParams(temperature=float(f32(options.temperature)), top_k=options.top_k,
-                            top_p=float(f32(options.top_p)), min_p=float(f32(options.min_p)),
-                            repeat_penalty=float(f32(options.repeat_penalty)), seed=options.seed, stop=options.stop)
-    model = Llama.load(gguf, strategy, n_ctx=len(prompt_ids) + options.max_tokens)
-    start = time.perf_counter()
-    for stream, _ in generate_local(model, tokenizer, prompt_ids, params, options.max_tokens, NullMeter()):  # noqa: B007
-        pass
-    return UnshardedRun(stream.ids, stream.text, tuple(prompt_ids), stream.stop_reason or "",
-                        time.perf_counter() - start)
+    return UnshardedModel.load(model_path, strategy).generate(prompt, options)
