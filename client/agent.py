@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import cbor2
 import httpx
 from icp_agent import Agent, Client
+from icp_agent.client import DEFAULT_TIMEOUT
 from icp_candid.did_loader import DIDLoader
 from icp_certificate import certificate as icp_certificate
 from icp_core.errors import ReplicaReject, TransportError
@@ -152,6 +153,45 @@ def blst_available() -> bool:
     return True
 
 
+class PooledClient(Client):
+    """icp-py-core's HTTP client, with the same endpoints and errors, on one keep-alive connection
+    pool. Its own Client sends each request with `httpx.post`, which builds a new httpx client
+    and so a new TLS context every time (about 60 ms, even for a plain http:// local network):
+    most of the latency of a local call, and most of an upload's time."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self._http = httpx.Client(timeout=DEFAULT_TIMEOUT)
+
+    def _send(self, method: str, path: str, data: bytes | None, timeout: Any) -> httpx.Response:
+        endpoint = f"{self.url}{path}"
+        try:
+            if method == "GET":
+                response = self._http.get(endpoint, timeout=timeout)
+            else:
+                response = self._http.post(endpoint, content=data, headers={"Content-Type": "application/cbor"},
+                                           timeout=timeout)
+            response.raise_for_status()
+            return response
+        except (httpx.HTTPStatusError, httpx.RequestError) as e:
+            raise TransportError(endpoint, e) from e
+
+    def query(self, canister_id: str, data: bytes, *, timeout: Any = DEFAULT_TIMEOUT) -> bytes:
+        return self._send("POST", f"/api/v3/canister/{canister_id}/query", data, timeout).content
+
+    def call(self, canister_id: str, data: bytes, *, timeout: Any = DEFAULT_TIMEOUT) -> httpx.Response:
+        return self._send("POST", f"/api/v4/canister/{canister_id}/call", data, timeout)
+
+    def read_state(self, canister_id: str, data: bytes, *, timeout: Any = DEFAULT_TIMEOUT) -> bytes:
+        return self._send("POST", f"/api/v3/canister/{canister_id}/read_state", data, timeout).content
+
+    def read_state_subnet(self, subnet_id: str, data: bytes, *, timeout: Any = DEFAULT_TIMEOUT) -> bytes:
+        return self._send("POST", f"/api/v3/subnet/{subnet_id}/read_state", data, timeout).content
+
+    def status(self, *, timeout: Any = DEFAULT_TIMEOUT) -> bytes:
+        return self._send("GET", "/api/v2/status", None, timeout).content
+
+
 @dataclass(frozen=True)
 class Connection:
     url: str
@@ -167,7 +207,7 @@ def connect(url: str, identity: Identity | None, verify_certificates: bool | Non
     from icp_identity import Identity as AgentIdentity
 
     signer = identity.icp_py_core() if identity is not None else AgentIdentity(anonymous=True)
-    agent = Agent(signer, Client(url))
+    agent = Agent(signer, PooledClient(url))
     try:
         status = cbor2.loads(_http(url, agent.client.status))
         root_key = bytes(status["root_key"])

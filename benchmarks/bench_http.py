@@ -1,0 +1,132 @@
+"""Upload throughput and generation speed over the IC HTTP interface, against the same steps
+in-process (no HTTP, no agent): what the gateway, the agents and the network process cost.
+
+Starts `icllama start` as a real subprocess on a free port with a fresh state directory for each
+HTTP deployment, and measures:
+- upload MB/s: the upload step of client.deploy.Deployer (chunks of 2 MiB, per-chunk sha256
+  check, load), over HTTP with icp-py-core at --parallel 1 and 4 canisters at a time, and
+  in-process through replica.inprocess.LocalClient;
+- generation tokens/s (host wall time, greedy): `generate` (one update) and `stream` (start,
+  then poll queries) with icp-py-core, `generate` with ic-py 1.0.1 (in its own environment),
+  against `icllama run --shards N` in-process (client.pipeline).
+
+    python3 -m benchmarks.bench_http [--model smollm2] [--shards 4] [--tokens 32]   (from the repo root)
+
+Certificates are verified by icp-py-core when the blst binding is built (tests/agent_envs.py); the
+first row says whether they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from client.agent import LocalCanisters, RemoteCanisters, blst_available, connect
+from client.catalog import resolve_model
+from client.deploy import CanisterIds, Deployer, read_dfx
+from client.head_client import GenerationOptions, HeadClient
+from client.identity import generate
+from client.pipeline import run_sharded
+from replica.inprocess import LocalClient
+from replica.network import Network
+from sharding.dfx import write_dfx
+from sharding.export import export_shards
+from sharding.model_spec import read_model_spec
+from sharding.partition import Constraints, make_plan
+from tests.agent_envs import blst_binding_dir, ic_py_python
+from tests.gateway_support import REPO, start_network, stop_network
+
+IC_PY_TIMING = """
+import json, sys, time
+from pathlib import Path
+from client.head_client import GenerationOptions, HeadClient
+from client.identity import parse_pem
+url, head, pem, prompt, n = sys.argv[1:6]
+client = HeadClient(url, head, parse_pem(pem.encode(), "bench"), agent="ic-py")
+start = time.perf_counter()
+generation = client.generate(prompt, GenerationOptions(max_tokens=int(n)))
+print(json.dumps({"tokens": len(generation.ids), "seconds": time.perf_counter() - start}))
+"""
+
+
+def deploy(canisters, state_dir: Path, dfx_json: Path, plan, export, parallel: int) -> tuple[float, int, str]:
+    """(upload seconds, bytes uploaded, head id) of a fresh deployment."""
+    deployer = Deployer(canisters, CanisterIds.of(state_dir, "local"), read_dfx(dfx_json), parallel=parallel,
+                        progress=False)
+    report = deployer.deploy(plan, export)
+    return report.upload_seconds, report.bytes_uploaded, report.head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--prompt", default="Once upon a time, in a small village by the sea,")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(blst_binding_dir()))  # icp-py-core verifies certificates when it can
+    model = resolve_model(args.model)
+    plan = make_plan(read_model_spec(model), Constraints(shards=args.shards))
+    identity = generate("bench", "ed25519")
+    options = GenerationOptions(max_tokens=args.tokens)
+    rows: list[tuple[str, str]] = [("certificates verified by icp-py-core", str(blst_available()))]
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        work = Path(tmp)
+        write_dfx(plan, work / "dfx.json")
+        export = export_shards(model, plan, work / "shards")
+        total = sum(f.size for f in export.files)
+        rows.append(("model, shards, bytes to upload", f"{model.name}, {args.shards} + head, {total:,}"))
+
+        seconds, sent, _ = deploy(LocalCanisters(LocalClient(Network(None))), work / "inprocess", work / "dfx.json",
+                                  plan, export, 4)
+        rows.append(("upload in-process (LocalClient), MB/s", f"{sent / seconds / 1e6:.1f}"))
+        for parallel in (1, 4):
+            network = start_network(work / f"net-{parallel}" / ".icllama")
+            try:
+                canisters = RemoteCanisters(connect(network.url, identity))
+                seconds, sent, head = deploy(canisters, work / f"net-{parallel}" / ".icllama", work / "dfx.json", plan,
+                                             export, parallel)
+                rows.append((f"upload over HTTP, {parallel} canister(s) at a time, MB/s",
+                             f"{sent / seconds / 1e6:.1f}"))
+                if parallel == 4:
+                    rows += generation_rows(network.url, head, identity, args.prompt, options)
+            finally:
+                stop_network(network)
+        started = time.perf_counter()
+        run = run_sharded(model, Constraints(shards=args.shards), args.prompt, options)
+        rows.append((f"icllama run --shards {args.shards} in-process (deploy + generate), tok/s",
+                     f"{run.network.host_tokens_per_s:.1f} ({time.perf_counter() - started:.1f} s in all)"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def generation_rows(url: str, head: str, identity, prompt: str, options: GenerationOptions) -> list[tuple[str, str]]:
+    client = HeadClient(url, head, identity)
+    client.generate(prompt, GenerationOptions(max_tokens=2))  # warm: first-call imports and caches
+    generation = client.generate(prompt, options)
+    rows = [("generate over HTTP, icp-py-core, tok/s", f"{len(generation.ids) / generation.host_seconds:.1f}")]
+    started, tokens = time.perf_counter(), 0
+    for event in client.stream(prompt, options):
+        tokens += len(event.ids)
+    seconds = time.perf_counter() - started
+    rows.append(("stream over HTTP (start + poll), icp-py-core, tok/s", f"{tokens / seconds:.1f}"))
+    result = subprocess.run([str(ic_py_python()), "-c", IC_PY_TIMING, url, head, identity.to_pem().decode(), prompt,
+                             str(options.max_tokens)], capture_output=True, text=True, timeout=1800,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    timing = json.loads(result.stdout.strip().splitlines()[-1])
+    rows.append(("generate over HTTP, ic-py 1.0.1, tok/s", f"{timing['tokens'] / timing['seconds']:.1f}"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
