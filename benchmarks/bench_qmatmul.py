@@ -54,8 +54,8 @@ def best_us(fn, *args, budget_s: float = 0.3, min_runs: int = 5) -> float:
 
 
 def via_blas(raw, ggml_type, n_in, x, y, scratch) -> None:
-    """y = x @ W.T by decoding W to f32 once, then one BLAS call."""
-    _qmatmul.dequantize(raw, ggml_type.value, n_in, scratch, 2)
+    """y = x @ W.T by decoding W to f32 once (one thread, as weights.py does), then one BLAS call."""
+    _qmatmul.dequantize(raw, ggml_type.value, n_in, scratch)
     np.matmul(x, scratch.T, out=y)
 
 

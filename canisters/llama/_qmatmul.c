@@ -616,12 +616,26 @@ DEFINE_DOT_ELEMENTS(f32, 4, load8_f32, decode_f32)
 DEFINE_DOT_ELEMENTS(f16, 2, load8_f16, decode_f16)
 DEFINE_DOT_ELEMENTS(bf16, 2, load8_bf16, decode_bf16)
 
+/* Before each row, the row PREFETCH_BYTES further on is requested. Decoding makes the kernel slow per
+ * byte, and then the hardware prefetcher alone runs too little ahead: reading 200 SmolLM2-sized Q4_1
+ * matrices from memory measured 4.3 GB/s on one thread without this, 8.6 with it (1024: 8.3, 4096: 8.7),
+ * the speed the same product reaches from cache. */
+#define PREFETCH_BYTES 2048
+
+AVX2_INLINE static void prefetch_ahead(const uint8_t *row, int64_t row_bytes, const uint8_t *end) {
+    const uint8_t *first = row + PREFETCH_BYTES, *last = first + row_bytes;
+    if (last > end) last = end;
+    for (const uint8_t *p = first; p < last; p += 64) _mm_prefetch((const char *)p, _MM_HINT_T0);
+}
+
 /* One pass over the rows per TILE tokens: the row stays in L1 between passes. */
 #define DEFINE_SIMD_MATMUL(name)                                                                 \
     AVX2 static void matmul_##name(const Job *j, int64_t r0, int64_t r1) {                      \
         int64_t n_sums = j->n_in / SUM_SPAN;                                                     \
+        const uint8_t *end = j->w + r1 * j->row_bytes;                                           \
         for (int64_t r = r0; r < r1; r++) {                                                      \
             const uint8_t *row = j->w + r * j->row_bytes;                                        \
+            prefetch_ahead(row, j->row_bytes, end);                                              \
             for (int64_t t = 0; t < j->n_tok; t += TILE) {                                       \
                 const float *x = j->x + t * j->n_in;                                             \
                 const float *xs = j->xsum ? j->xsum + t * n_sums : NULL;                         \

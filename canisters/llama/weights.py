@@ -255,10 +255,12 @@ class NativeQuantizedWeight(Weight):
         if x.shape[0] <= NATIVE_MAX_TOKENS:
             _native.matmul(self._raw, self._ggml_type.value, n_in, x, y, THREADS)
             return y
+        # Decoding is one pass per weight against BLAS's n_tokens, so it runs on this thread alone: handing
+        # the cores back and forth between our pool and OpenBLAS's, both of which spin while idle, cost more.
         scratch = np.empty((self._block_rows, n_in), dtype=np.float32)
         for start in range(0, n_out, self._block_rows):
             stop = min(start + self._block_rows, n_out)
-            _native.dequantize(self._raw[start:stop], self._ggml_type.value, n_in, scratch[: stop - start], THREADS)
+            _native.dequantize(self._raw[start:stop], self._ggml_type.value, n_in, scratch[: stop - start])
             np.matmul(x, scratch[: stop - start].T, out=y[:, start:stop])
         return y
 
