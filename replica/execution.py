@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from cdk.candid import CandidError, decode, encode
+from cdk.candid import CandidError, HeaderCache, decode, encode
 from cdk.canister import IC, CallRejected, PendingCall, Trap
 from cdk.meter import Work
 from cdk.principal import Principal
@@ -34,6 +34,8 @@ class Environment(Protocol):
     fees: FeeSchedule
     subnet_size: int
     kernel: Kernel
+
+    candid_cache: HeaderCache  # the headers of the messages its canisters exchange
 
     def time_ns(self) -> int: ...
 
@@ -118,7 +120,7 @@ class CanisterContext(IC):
             pending.outcome = ("reject", _call_rejected(e.reject))
             return pending
         try:
-            arg = encode(arg_types, list(args))
+            arg = encode(arg_types, list(args), self._env.candid_cache)
         except CandidError as e:
             raise Trap(f"the arguments of the call to {canister.to_text()}.{method} do not match its "
                        f".did types: {e}") from None
@@ -332,10 +334,10 @@ def resume(context: CallContext) -> tuple[str, Any]:
     return "await", awaited
 
 
-def encode_reply(types: Any, value: Any, limit: int) -> bytes:
+def encode_reply(types: Any, value: Any, limit: int, cache: HeaderCache) -> bytes:
     values = [] if len(types) == 0 else [value] if len(types) == 1 else list(value)
     try:
-        data = encode(types, values)
+        data = encode(types, values, cache)
     except CandidError as e:
         raise Trap(f"the method's return value does not match its .did reply types: {e}") from None
     if len(data) > limit:
@@ -344,9 +346,9 @@ def encode_reply(types: Any, value: Any, limit: int) -> bytes:
     return data
 
 
-def decode_args(types: Any, data: bytes, what: str) -> list[Any]:
+def decode_args(types: Any, data: bytes, what: str, cache: HeaderCache) -> list[Any]:
     try:
-        return list(decode(types, data))
+        return list(decode(types, data, cache=cache))
     except CandidError as e:
         raise Trap(f"failed to decode the arguments of {what}: {e}") from None
 

@@ -270,7 +270,8 @@ def install(subnet: Subnet, target: CanisterState, loaded: LoadedClass, mode: st
     hook_types = loaded.interface.init_args
 
     def step() -> None:
-        args = execution.decode_args(hook_types, arg, f"the init arguments of {loaded.ref.class_path}")
+        args = execution.decode_args(hook_types, arg, f"the init arguments of {loaded.ref.class_path}",
+                                     subnet.candid_cache)
         if mode == "upgrade":
             if not skip_pre_upgrade:
                 old_instance.pre_upgrade()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdk.candid import CandidError, Interface, decode, parse_did
+from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
 from cdk.canister import Canister
 from cdk.principal import Principal
 from replica import execution
@@ -84,6 +84,7 @@ class Subnet:
         self.names: dict[str, Principal] = {}  # dfx-style canister names (canister_ids.json)
         self.round = 0
         self.round_instructions = 0  # executed in the current round, against its budget
+        self.candid_cache = HeaderCache()
         genesis = config.genesis_time_ns if config.genesis_time_ns is not None else time.time_ns()
         self.genesis_ns = genesis
         self.next_canister_index = config.first_canister_index
@@ -323,7 +324,8 @@ class Subnet:
                               method.rets, request.trace, cycles_available=request.cycles)
 
         def step() -> Any:
-            args = execution.decode_args(method.args, request.arg, f"{state.id.to_text()}.{request.method}")
+            args = execution.decode_args(method.args, request.arg, f"{state.id.to_text()}.{request.method}",
+                                         self.candid_cache)
             kind, value = execution.start_method(state.instance, context, request.method, args)
             return self._finish_step(state, context, kind, value)
 
@@ -348,7 +350,8 @@ class Subnet:
                 call.pending.outcome = ("reject", execution.reject_to_error(response.reject))
             else:
                 try:
-                    call.pending.outcome = ("reply", _unwrap(decode(call.reply_types, response.reply or b"")))
+                    reply = decode(call.reply_types, response.reply or b"", cache=self.candid_cache)
+                    call.pending.outcome = ("reply", _unwrap(reply))
                 except CandidError as e:
                     call.pending.outcome = ("reject", execution.reject_to_error(Reject.of(
                         ErrorCode.CANISTER_CONTRACT_VIOLATION,
@@ -370,7 +373,7 @@ class Subnet:
     def _finish_step(self, state: CanisterState, context: CallContext, kind: str, value: Any) -> Any:
         if kind == "reply":
             limit = self.limits.reply_bytes
-            return ("reply", execution.encode_reply(context.reply_types, value, limit))
+            return ("reply", execution.encode_reply(context.reply_types, value, limit, self.candid_cache))
         return (kind, value)
 
     def _outputs(self, state: CanisterState, context: CallContext, result: execution.ExecutionResult) -> list[Any]:
@@ -500,9 +503,9 @@ class Subnet:
             return _query_reject(e.reject)
 
         def step() -> Any:
-            args = execution.decode_args(method.args, arg, f"{canister_id.to_text()}.{method_name}")
+            args = execution.decode_args(method.args, arg, f"{canister_id.to_text()}.{method_name}", self.candid_cache)
             value = getattr(state.instance, method_name)(*args)
-            return execution.encode_reply(method.rets, value, self.limits.query_reply_bytes)
+            return execution.encode_reply(method.rets, value, self.limits.query_reply_bytes, self.candid_cache)
 
         result = self.executor.run(
             state, step, caller=sender, context=None, mode="query",

@@ -28,6 +28,7 @@ Blobs and vectors of fixed-width numbers cross in one C call each way (bytes sli
 struct.pack/unpack); there is no per-byte Python work.
 """
 
+from cdk.candid.cache import HeaderCache
 from cdk.candid.decode import DecodeLimits, decode
 from cdk.candid.did import Interface, Method, parse_did
 from cdk.candid.encode import encode
@@ -50,7 +51,7 @@ from cdk.candid.types import (
 )
 
 __all__ = [
-    "CandidError", "CandidMismatchError", "DecodeLimits", "Field", "Func", "FuncRef", "Interface", "Method",
-    "Opt", "Primitive", "Record", "Recursive", "Service", "Some", "T", "Type", "Variant", "Vec", "decode",
+    "CandidError", "CandidMismatchError", "DecodeLimits", "HeaderCache", "Field", "Func", "FuncRef", "Interface",
+    "Method", "Opt", "Primitive", "Record", "Recursive", "Service", "Some", "T", "Type", "Variant", "Vec", "decode",
     "encode", "idl_hash", "parse_did",
 ]

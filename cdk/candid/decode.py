@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cdk.candid.cache import HeaderCache, KnownHeader
 from cdk.candid.encode import FIXED_WIDTH
 from cdk.candid.errors import CandidError, CandidMismatchError
 from cdk.candid.reader import STRUCTS, DecodeLimits, Reader
@@ -46,8 +47,10 @@ _MIN_PRIMITIVE_SIZE = {"null": 0, "reserved": 0, "empty": 0, "bool": 1, "nat": 1
                        "principal": 2, **{name: s.size for name, s in STRUCTS.items()}}
 
 
-def decode(types: Sequence[Type], data: bytes, limits: DecodeLimits = _DEFAULT_LIMITS) -> list[Any]:
-    """Decode the arguments of a Candid message at the expected `types`; one value per type."""
+def decode(types: Sequence[Type], data: bytes, limits: DecodeLimits = _DEFAULT_LIMITS,
+           cache: HeaderCache | None = None) -> list[Any]:
+    """Decode the arguments of a Candid message at the expected `types`; one value per type. A
+    `cache` reuses the parsed header of messages that start with one it has seen."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CandidError(f"decode takes the message as bytes, got {type(data).__name__}")
     types = tuple(types)
@@ -55,7 +58,7 @@ def decode(types: Sequence[Type], data: bytes, limits: DecodeLimits = _DEFAULT_L
         if not isinstance(t, Type):
             raise CandidError(f"expected type {i} must be a Candid type (e.g. T.nat), got {t!r}")
     try:
-        return _Decoder(bytes(data), limits).arguments(types)
+        return _Decoder(bytes(data), limits, cache).arguments(types)
     except RecursionError:  # only if the caller's own stack was already deep: the depth limit comes first
         raise CandidError(f"the message nests too deeply for the Python stack left to decode it; lower "
                           f"DecodeLimits.max_depth (now {limits.max_depth}) or decode nearer the top") from None
@@ -64,9 +67,10 @@ def decode(types: Sequence[Type], data: bytes, limits: DecodeLimits = _DEFAULT_L
 class _Decoder(Reader):
     """Values at expected types, from a reader positioned after the type table."""
 
-    def __init__(self, data: bytes, limits: DecodeLimits) -> None:
+    def __init__(self, data: bytes, limits: DecodeLimits, cache: HeaderCache | None = None) -> None:
         super().__init__(data, limits)
         self.budget = limits.max_values
+        self.cache = cache
         self.min_sizes: dict[int, int] = {}
         self.subtypes: dict[tuple[int, int], bool] = {}
 
@@ -86,7 +90,15 @@ class _Decoder(Reader):
     # --- values -------------------------------------------------------------------------------
 
     def arguments(self, expected: tuple[Type, ...]) -> list[Any]:
-        wire = read_header(self)
+        known = self.cache.known(expected, self.limits, self.data) if self.cache is not None else None
+        if known is not None:
+            wire, self.pos = known.wire, len(known.header)
+            self.subtypes, self.min_sizes = known.subtypes, known.min_sizes
+        else:
+            wire = read_header(self)
+            if self.cache is not None:
+                self.cache.remember(expected, self.limits,
+                                    KnownHeader(self.data[: self.pos], wire, self.subtypes, self.min_sizes))
         values = []
         for i, t in enumerate(expected):
             try:

@@ -6,7 +6,7 @@ import numbers
 import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdk.candid.errors import CandidError
 from cdk.candid.types import (
@@ -37,6 +37,9 @@ _STRUCTS = {name: struct.Struct("<" + code) for name, code in FIXED_WIDTH.items(
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _OPT, _VEC, _RECORD, _VARIANT, _FUNC, _SERVICE = -18, -19, -20, -21, -22, -23
 
+if TYPE_CHECKING:
+    from cdk.candid.cache import HeaderCache
+
 
 def write_leb(out: bytearray, n: int) -> None:
     while n >= 0x80:
@@ -55,23 +58,16 @@ def write_sleb(out: bytearray, n: int) -> None:
         out.append(byte | 0x80)
 
 
-def encode(types: Sequence[Type], values: Sequence[Any]) -> bytes:
-    """Candid bytes ("DIDL", type table, argument types, values) for `values` of `types`."""
+def encode(types: Sequence[Type], values: Sequence[Any], cache: HeaderCache | None = None) -> bytes:
+    """Candid bytes ("DIDL", type table, argument types, values) for `values` of `types`; a
+    `cache` keeps the header of types it has seen."""
     types = tuple(types)
     if len(types) != len(values):
         raise CandidError(f"got {len(types)} types but {len(values)} values; give one value per type")
     for i, t in enumerate(types):
         if not isinstance(t, Type):
             raise CandidError(f"argument {i} needs a Candid type (e.g. T.nat), got {t!r}")
-    table = _TypeTable()
-    codes = [table.code(t) for t in types]
-    out = bytearray(MAGIC)
-    write_leb(out, len(table.entries))
-    for entry in table.entries:
-        out += entry
-    write_leb(out, len(codes))
-    for code in codes:
-        write_sleb(out, code)
+    out = bytearray(cache.header(types) if cache is not None else header_bytes(types))
     for i, (t, value) in enumerate(zip(types, values, strict=True)):
         try:
             _write(t, value, out)
@@ -81,6 +77,20 @@ def encode(types: Sequence[Type], values: Sequence[Any]) -> bytes:
         except RecursionError:
             raise CandidError(f"argument {i} nests too deeply for Python's stack (a long recursive list?); "
                               "send long sequences as a vec") from None
+    return bytes(out)
+
+
+def header_bytes(types: tuple[Type, ...]) -> bytes:
+    """The magic, type table and argument types of a message with arguments of `types`."""
+    table = _TypeTable()
+    codes = [table.code(t) for t in types]
+    out = bytearray(MAGIC)
+    write_leb(out, len(table.entries))
+    for entry in table.entries:
+        out += entry
+    write_leb(out, len(codes))
+    for code in codes:
+        write_sleb(out, code)
     return bytes(out)
 
 
