@@ -94,7 +94,8 @@ def test_created_canisters_are_recorded_at_once_and_reused_after_a_failure(netwo
     exported = export_model(tmp_path / "model")
     owner = LocalCanisters(LocalClient(network))
     failing = FailingCreations(owner, allowed=1, count=[])
-    with pytest.raises(UserError, match="creating canister yblock_0 failed: .*the subnet is busy.*re-run `icllama deploy`"):
+    with pytest.raises(UserError,
+                       match="creating canister yblock_0 failed: .*the subnet is busy.*re-run `icllama deploy`"):
         deployer(failing, tmp_path / "state", exported.dfx_json).deploy(exported.plan, exported.export)
     recorded = CanisterIds.of(tmp_path / "state", "local").read()
     assert list(recorded) == ["head"] and network.canister_ids() == [recorded["head"]]
