@@ -12,7 +12,8 @@ yielding the text of each batch of new tokens as the head produces them.
 Two real agents can carry the calls:
 - icp-py-core (the default), with certificates verified when the blst binding is importable
   (client.agent.connect);
-- ic-py 1.0.1 (`agent="ic-py"`), which needs its own environment (cbor2<6).
+- ic-py 1.0.1 (`agent="ic-py"`), which needs its own environment (cbor2<6), its Agent unchanged
+  on a transport with a longer timeout (`_ic_py_client`).
 Each encodes and decodes with its own Candid codec. ic-py's .did parser cannot read head.did (it
 takes the field name `text` for the type keyword), so the few types this client needs are
 written out below (`head_types`) with the agents' common `Types` API, the same for both; a test
@@ -188,11 +189,10 @@ class _Backend:
         else:
             from ic.agent import Agent
             from ic.candid import Types, encode
-            from ic.client import Client
             from ic.identity import Identity as IcPyIdentity
 
             self.agent = Agent(identity.ic_py() if identity is not None else IcPyIdentity(anonymous=True),
-                               Client(url))
+                               _ic_py_client(url))
         self.agent_name, self.types, self.encode = agent_name, head_types(Types), encode
 
     def _arg(self, method: str, args: tuple[Any, ...]) -> tuple[bytes, list[Any]]:
@@ -215,9 +215,44 @@ class _Backend:
     def query(self, method: str, *args: Any) -> Any:
         arg, rets = self._arg(method, args)
         try:
-            reply = self.agent.query_raw(self.canister_id, method, arg, rets)
+            if self.agent_name == "icp-py-core":  # its default gives up after 30 s, shorter than a long round
+                reply = self.agent.query_raw(self.canister_id, method, arg, rets, timeout=UPDATE_TIMEOUT_S)
+            else:
+                reply = self.agent.query_raw(self.canister_id, method, arg, rets)
         except Exception as e:
             raise HeadError(f"{method} on the head canister {self.canister_id} failed: {e}") from None
         if isinstance(reply, (str, bytes)):  # ic-py returns a rejected query's message instead of raising
             raise HeadError(f"{method} on the head canister {self.canister_id} was rejected: {reply!r}")
         return reply[0]["value"]
+
+
+def _ic_py_client(url: str) -> Any:
+    """ic-py's Client (its /api/v2 endpoints, its return values) on one keep-alive httpx pool with
+    a long timeout. Its own sends each request through `httpx.post` with httpx's default timeout
+    of 5 s, which a request waiting out a busy round of a long generation exceeds, and with a new
+    TLS context every time."""
+    import httpx
+    from ic.client import Client
+
+    class PooledClient(Client):
+        def __init__(self, url: str):
+            super().__init__(url)
+            self.http = httpx.Client(timeout=UPDATE_TIMEOUT_S)
+
+        def _post(self, path: str, data: bytes) -> httpx.Response:
+            return self.http.post(self.url + path, content=data, headers={"Content-Type": "application/cbor"})
+
+        def query(self, canister_id: str, data: bytes) -> bytes:
+            return self._post(f"/api/v2/canister/{canister_id}/query", data).content
+
+        def call(self, canister_id: str, req_id: bytes, data: bytes) -> bytes:
+            self._post(f"/api/v2/canister/{canister_id}/call", data)
+            return req_id
+
+        def read_state(self, canister_id: str, data: bytes) -> bytes:
+            return self._post(f"/api/v2/canister/{canister_id}/read_state", data).content
+
+        def status(self) -> bytes:
+            return self.http.get(self.url + "/api/v2/status").content
+
+    return PooledClient(url)

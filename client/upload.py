@@ -9,11 +9,12 @@ For each shard the uploader
 1. checks the local file against the manifest's sha256 (nothing is sent from a damaged export);
 2. asks the canister what it holds and verifies those bytes by their sha256 (`upload_commit` at
    the held size), then sends only the rest: this is the resume;
-3. sends chunks of at most CHUNK_BYTES, so each update call stays under the 2 MiB ingress limit,
-   and after each chunk commits and compares the canister's sha256 of everything held with the
-   local one. A corrupted chunk is caught as it lands, the error names the shard and the chunk,
-   and nothing after it is sent;
-4. calls `load` only once the canister's sha256 of the whole file equals the manifest's.
+3. sends chunks of at most CHUNK_BYTES, so each update call stays under the 2 MiB ingress limit;
+4. calls `load` only once the canister's sha256 of the whole file (`upload_commit`) equals the
+   manifest's. If it does not, it finds the corrupted chunk by sending the chunks again, which the
+   canister compares with what it holds, and the error names the shard and that chunk.
+A chunk costs one update call, so one round: verifying after every chunk would cost a second
+round per chunk and halve the upload rate, for a failure that the final check also catches.
 
 Calls that fail transiently (reject code 2 SYS_TRANSIENT, HTTP 5xx or 429, a lost connection)
 are retried with exponential backoff; retrying is safe because every upload method is idempotent
@@ -180,6 +181,10 @@ def _file_digests(path: Path, prefix: int) -> tuple[Any, str]:
     return at_prefix, hasher.hexdigest()
 
 
+def _chunk(offset: int, size: int) -> str:
+    return f"chunk {offset // CHUNK_BYTES} (bytes {offset}..{offset + size})"
+
+
 @dataclass
 class _ShardUpload:
     shard: ShardFile
@@ -228,48 +233,64 @@ class _ShardUpload:
         if file_sha256 != shard.sha256:
             raise self.fail(UploadError, f"the file's sha256 {file_sha256} is not the manifest's {shard.sha256}; "
                             "the export is damaged: export the shards again (nothing was sent)")
-        if held.held:
-            canister_sha256 = held.sha256 or self.call(
-                f"upload_commit at the {held.held} bytes held",
-                lambda: self.target.upload_commit(shard.name, held.held))
-            if canister_sha256 != prefix.hexdigest():
-                raise self.fail(HeldBytesDiffer, f"the {held.held} bytes the canister holds differ from the file's "
-                                f"(sha256 {canister_sha256} vs {prefix.hexdigest()}); reinstall the canister and "
-                                "upload again (`icllama deploy` does both)")
-        sent, chunks = self._send(prefix, held.held, progress)
+        if held.held and (held.sha256 or self._commit(held.held)) != prefix.hexdigest():
+            raise self.fail(HeldBytesDiffer, f"the {held.held} bytes the canister holds differ from the file's in "
+                            f"{self._locate(held.held)}; they cannot be resumed and the canister does not overwrite "
+                            "them: reinstall the canister and upload again (`icllama deploy` does both)")
+        sent, chunks = self._send(held.held, progress)
+        if sent and self._commit(shard.size) != shard.sha256:
+            raise self.fail(ChunkCorrupted, f"{self._locate(shard.size)} is corrupted: the canister's sha256 of the "
+                            f"file differs from the manifest's {shard.sha256}. The shard was not loaded; re-run "
+                            "`icllama deploy`, which reinstalls that canister and uploads the shard again")
         self.call("load", self.target.load)
         outcome = "loaded" if sent == 0 else "resumed" if held.held else "uploaded"
         return self._result(sent, held.held, chunks, start, outcome)
 
-    def _send(self, hasher: Any, offset: int, progress: _Progress) -> tuple[int, int]:
-        """Sends the file from `offset` (whose prefix `hasher` has hashed), verifying each chunk."""
+    def _commit(self, size: int) -> str:
+        """The canister's sha256 of the `size` bytes it holds."""
+        return self.call(f"upload_commit at {size} bytes", lambda: self.target.upload_commit(self.shard.name, size))
+
+    def _send(self, offset: int, progress: _Progress) -> tuple[int, int]:
+        """Sends the file from `offset` on, in order; returns (bytes sent, chunks sent)."""
         shard, sent, chunks = self.shard, 0, 0
         with open(shard.path, "rb") as f:
             f.seek(offset)
             while offset < shard.size:
                 data = f.read(CHUNK_BYTES)
-                chunk = f"chunk {offset // CHUNK_BYTES} (bytes {offset}..{offset + len(data)})"
+                chunk = _chunk(offset, len(data))
                 held = self.call(f"upload_chunk of {chunk}",
                                  lambda d=data, o=offset: self.target.upload_chunk(shard.name, o, d))
                 if held != offset + len(data):
                     raise self.fail(UploadError, f"after {chunk} the canister holds {held} bytes, not "
                                     f"{offset + len(data)}; re-run the upload to resume from what it holds")
-                hasher.update(data)
-                canister_sha256 = self.call(f"upload_commit after {chunk}",
-                                            lambda h=held: self.target.upload_commit(shard.name, h))
-                if canister_sha256 != hasher.hexdigest():
-                    raise self.fail(ChunkCorrupted, f"{chunk} is corrupted: the canister's sha256 of the {held} bytes "
-                                    f"it holds is {canister_sha256}, the file's is {hasher.hexdigest()}. Nothing more "
-                                    "was sent and the shard was not loaded; re-run `icllama deploy`, which reinstalls "
-                                    "that canister and uploads the shard again")
                 sent += len(data)
                 chunks += 1
                 offset = held
                 progress.advance(len(data))
-        if hasher.hexdigest() != shard.sha256:
-            raise self.fail(UploadError, "the file changed while it was uploaded (its sha256 is no longer the "
-                            "manifest's); the shard was not loaded: export again and re-run the upload")
         return sent, chunks
+
+    def _locate(self, limit: int) -> str:
+        """The first chunk below `limit` whose bytes in the canister differ from the file's. Found by
+        sending the file's chunks again: the canister compares a chunk with the bytes it holds at
+        its offset and refuses one that differs, except at offset 0, where a differing chunk starts
+        the file over (it then holds fewer bytes, and exactly the file's first chunk)."""
+        def compare(offset: int, data: bytes) -> int | UploadRefused:
+            try:
+                return self.target.upload_chunk(self.shard.name, offset, data)
+            except UploadRefused as refusal:
+                return refusal
+
+        with open(self.shard.path, "rb") as f:
+            for offset in range(0, limit, CHUNK_BYTES):
+                data = f.read(min(CHUNK_BYTES, limit - offset))
+                answer = self.call(f"upload_chunk of {_chunk(offset, len(data))} (comparing)",
+                                   lambda o=offset, d=data: compare(o, d))
+                if isinstance(answer, UploadRefused) or (offset == 0 and answer < limit):
+                    return _chunk(offset, len(data))
+        if self._commit(limit) == _file_digests(self.shard.path, limit)[0].hexdigest():
+            return _chunk(0, min(CHUNK_BYTES, limit))  # a one-chunk file: its chunk 0 was replaced
+        raise self.fail(UploadError, f"the canister's sha256 of its {limit} bytes differs from the file's, yet each "
+                        "chunk compares equal; reinstall the canister and upload again")
 
     def _result(self, sent: int, resumed: int, chunks: int, start: float, outcome: str) -> UploadResult:
         return UploadResult(self.shard.label, self.target.canister_id, self.shard.size, sent, resumed, chunks,

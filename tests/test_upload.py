@@ -41,11 +41,10 @@ class Recorder:
 
     inner: CanisterShardTarget
     sent: list[tuple[int, int]] = field(default_factory=list)  # (offset, bytes) per upload_chunk delivered
-    kill_after_chunks: int | None = None  # die right after this many chunks were delivered
-    kill_before_commit: bool = False  # ... before the commit that follows it, rather than after
-    corrupt_chunk_at: int | None = None  # flip a byte of the chunk sent at this offset
+    kill_after_chunks: int | None = None  # die once this many chunks were delivered, before their reply
+    kill_at_load: bool = False  # die instead of calling load
+    corrupt_chunk_at: int | None = None  # flip a byte of the first chunk sent at this offset
     transient_failures: list[Exception] = field(default_factory=list)  # raised by the next upload_chunk calls
-    commits: int = 0
 
     @property
     def canister_id(self) -> str:
@@ -59,21 +58,19 @@ class Recorder:
             raise self.transient_failures.pop(0)
         assert len(data) <= CHUNK_BYTES
         if offset == self.corrupt_chunk_at:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
+            data, self.corrupt_chunk_at = bytes([data[0] ^ 0xFF]) + data[1:], None
         held = self.inner.upload_chunk(name, offset, data)
         self.sent.append((offset, len(data)))
-        if self.kill_before_commit and len(self.sent) == self.kill_after_chunks:
+        if len(self.sent) == self.kill_after_chunks:
             raise Killed
         return held
 
     def upload_commit(self, name, size):
-        sha = self.inner.upload_commit(name, size)
-        self.commits += 1
-        if not self.kill_before_commit and len(self.sent) == self.kill_after_chunks:
-            raise Killed
-        return sha
+        return self.inner.upload_commit(name, size)
 
     def load(self):
+        if self.kill_at_load:
+            raise Killed
         return self.inner.load()
 
     @property
@@ -127,16 +124,14 @@ def recorder_for_same(target: Recorder, **faults) -> Recorder:
     return Recorder(target.inner, **faults)
 
 
-@pytest.mark.parametrize("before_commit", [False, True], ids=["killed-after-commit", "killed-before-commit"])
-def test_killed_upload_resumes_sending_only_the_missing_bytes(network, tmp_path, before_commit):
+def test_killed_upload_resumes_sending_only_the_missing_bytes(network, tmp_path):
     shard = shard_file(tmp_path, "yblock_1", 5 * CHUNK_BYTES + 777)
     first = recorder(network)
-    first.kill_after_chunks, first.kill_before_commit = 3, before_commit
+    first.kill_after_chunks = 3
     with pytest.raises(Killed):
         upload_shards([(shard, first)], progress=False)
     held = status_of(first, shard)
-    assert held.held == 3 * CHUNK_BYTES and not held.loaded
-    assert (held.sha256 is None) == before_commit  # the kill left the held bytes committed or not
+    assert held.held == 3 * CHUNK_BYTES and held.sha256 is None and not held.loaded
 
     second = recorder_for_same(first)
     (result,) = upload_shards([(shard, second)], progress=False)
@@ -146,6 +141,18 @@ def test_killed_upload_resumes_sending_only_the_missing_bytes(network, tmp_path,
     assert result.bytes_resumed == held.held and result.outcome == "resumed"
     final = status_of(second, shard)
     assert final.loaded and final.sha256 == shard.sha256
+
+
+def test_killed_before_load_only_loads_on_the_rerun(network, tmp_path):
+    shard = shard_file(tmp_path, "yblock_1", 2 * CHUNK_BYTES)
+    first = recorder(network)
+    first.kill_at_load = True
+    with pytest.raises(Killed):
+        upload_shards([(shard, first)], progress=False)
+    assert status_of(first, shard).sha256 == shard.sha256  # committed, verified, not loaded
+    second = recorder_for_same(first)
+    (result,) = upload_shards([(shard, second)], progress=False)
+    assert result.outcome == "loaded" and second.sent == [] and status_of(second, shard).loaded
 
 
 def test_corrupted_chunk_is_named_and_the_shard_never_loaded(network, tmp_path):
@@ -159,7 +166,9 @@ def test_corrupted_chunk_is_named_and_the_shard_never_loaded(network, tmp_path):
     message = str(error)
     assert "shard yblock_2" in message and f"chunk 1 (bytes {CHUNK_BYTES}..{2 * CHUNK_BYTES})" in message
     assert "re-run `icllama deploy`" in message
-    assert [offset for offset, _ in target.sent] == [0, CHUNK_BYTES]  # nothing after the bad chunk was sent
+    # The whole file went, the canister's sha256 did not match, and the chunks were sent again: the
+    # canister took chunk 0 as equal to what it holds and refused chunk 1 as different.
+    assert [offset for offset, _ in target.sent] == [0, CHUNK_BYTES, 2 * CHUNK_BYTES, 3 * CHUNK_BYTES, 0]
     held = status_of(target, shard)
     assert not held.loaded and target.inner.canister.client.query(target.inner.canister.canister_id, "loads") == 0
 
@@ -173,6 +182,22 @@ def test_corrupted_chunk_is_named_and_the_shard_never_loaded(network, tmp_path):
     (result,) = upload_shards([(shard, clean)], progress=False)
     assert result.outcome == "uploaded" and clean.bytes_sent == shard.size
     assert status_of(clean, shard).sha256 == shard.sha256
+
+
+@pytest.mark.parametrize("size", [3 * CHUNK_BYTES, CHUNK_BYTES // 2], ids=["three-chunks", "one-chunk"])
+def test_corrupted_first_chunk_is_named_and_replaced(network, tmp_path, size):
+    """At offset 0 the canister takes a differing chunk as the start of a new file: the search for
+    the bad chunk leaves it holding the file's own first chunk, so a re-run just continues."""
+    shard = shard_file(tmp_path, "yblock_3", size)
+    target = recorder(network)
+    target.corrupt_chunk_at = 0
+    with pytest.raises(UploadsFailed, match=rf"chunk 0 \(bytes 0..{min(size, CHUNK_BYTES)}\) is corrupted"):
+        upload_shards([(shard, target)], progress=False)
+    held = status_of(target, shard)
+    assert held.held == min(size, CHUNK_BYTES) and not held.loaded
+    rerun = recorder_for_same(target)
+    (result,) = upload_shards([(shard, rerun)], progress=False)
+    assert result.bytes_sent == size - held.held and status_of(rerun, shard).sha256 == shard.sha256
 
 
 def test_transient_failures_are_retried_with_backoff(network, tmp_path):
