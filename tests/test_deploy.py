@@ -29,11 +29,8 @@ from cdk.principal import Principal
 from client.agent import MANAGEMENT_DID, RemoteCanisters, connect
 from client.cli import main
 from client.deploy import CanisterIds
-from client.head_client import GenerationOptions
 from client.identity import generate, read_pem
-from client.pipeline import run_sharded
 from client.upload import CHUNK_BYTES, CanisterShardTarget, ChunkCorrupted, ShardFile, UploadsFailed, upload_shards
-from sharding.partition import Constraints
 from tests.agent_envs import ic_py_python
 from tests.gateway_support import REPO, NetworkProcess, start_network, stop_network
 from tests.synthetic_models import SyntheticSpec, write_synthetic_model
@@ -102,9 +99,9 @@ def project(tmp_path_factory) -> Project:
 
 
 def run_ids(model: Path, shards: int, prompt: str, n: int, chat: bool = False) -> list[int]:
-    """What `icllama run --shards N` generates: the same plan deployed in-process (client.pipeline)."""
-    run = run_sharded(model, Constraints(shards=shards), prompt, GenerationOptions(max_tokens=n, chat=chat))
-    return list(run.generation.ids)
+    """What `icllama run --shards N` generates: the same plan deployed in-process, no HTTP."""
+    argv = ["run", str(model), "--shards", str(shards), "-p", prompt, "-n", str(n), "--json"] + ["--chat"] * chat
+    return json.loads(cli(*argv))["ids"]
 
 
 @pytest.fixture(scope="module")
