@@ -15,6 +15,12 @@ HTTP deployment, and measures:
 
 Certificates are verified by icp-py-core when the blst binding is built (tests/agent_envs.py); the
 first row says whether they were.
+
+Over HTTP the rounds are paced: a served network keeps its virtual time within a minute of the
+wall clock (agents check certificate times), and a round is 1 virtual second by default, so once
+that lead is used up a round takes a second, as on the IC. A canister takes one chunk per round,
+which bounds an upload by 2 MiB/s per canister. `--round-seconds 0.05` shows what the host alone
+allows. In-process rounds are not paced.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--prompt", default="Once upon a time, in a small village by the sea,")
+    parser.add_argument("--round-seconds", default="1.0",
+                        help="virtual duration of a round of the served network (icllama start --round-seconds)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(blst_binding_dir()))  # icp-py-core verifies certificates when it can
@@ -77,7 +85,8 @@ def main() -> None:
     plan = make_plan(read_model_spec(model), Constraints(shards=args.shards))
     identity = generate("bench", "ed25519")
     options = GenerationOptions(max_tokens=args.tokens)
-    rows: list[tuple[str, str]] = [("certificates verified by icp-py-core", str(blst_available()))]
+    rows: list[tuple[str, str]] = [("certificates verified by icp-py-core", str(blst_available())),
+                                   ("served network: virtual seconds per round", args.round_seconds)]
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         work = Path(tmp)
         write_dfx(plan, work / "dfx.json")
@@ -89,7 +98,7 @@ def main() -> None:
                                   plan, export, 4)
         rows.append(("upload in-process (LocalClient), MB/s", f"{sent / seconds / 1e6:.1f}"))
         for parallel in (1, 4):
-            network = start_network(work / f"net-{parallel}" / ".icllama")
+            network = start_network(work / f"net-{parallel}" / ".icllama", "--round-seconds", args.round_seconds)
             try:
                 canisters = RemoteCanisters(connect(network.url, identity))
                 seconds, sent, head = deploy(canisters, work / f"net-{parallel}" / ".icllama", work / "dfx.json", plan,
