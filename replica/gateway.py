@@ -51,6 +51,9 @@ def _route(endpoints: Endpoints, path: str, body: bytes) -> HttpResponse:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Send each response at once: with Nagle's algorithm a keep-alive response waited ~40 ms for
+    # the client's delayed ACK (measured: a query 44 -> 1.5 ms, a 2 MiB chunk 66 -> 20 ms).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
