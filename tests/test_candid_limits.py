@@ -7,6 +7,7 @@ the budget, whatever the message claims.
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
 
 import pytest
@@ -182,12 +183,24 @@ def test_messages_that_are_not_candid():
     refuse([], b"DIDL\x00\x00\x00", "1 bytes are left over")
 
 
+@pytest.fixture
+def default_recursion_limit():
+    """Python's default stack depth: some libraries raise it process-wide on import (py_ecc sets
+    100,000), and these tests must run out of stack quickly and safely, not 100,000 frames deep."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    yield
+    sys.setrecursionlimit(previous)
+
+
+@pytest.mark.usefixtures("default_recursion_limit")
 def test_python_stack_exhaustion_becomes_a_candid_error():
     # with the depth limit raised past what Python's stack holds, the stack runs out first
     data = b"DIDL\x01\x6e\x00\x01\x00" + b"\x01" * 100_000 + b"\x00"
     refuse([T.reserved], data, "too deeply for the Python stack", DecodeLimits(max_depth=1_000_000))
 
 
+@pytest.mark.usefixtures("default_recursion_limit")
 def test_encoding_a_value_too_deep_for_the_stack():
     chain = T.recursive("Chain")
     chain.define(T.opt(chain))
