@@ -15,6 +15,9 @@ REFERENCE_SUBNET_SIZE = 13
 NS_PER_S = 1_000_000_000
 
 
+# 1T cycles = 1 XDR (cycles are bought at that rate), about $1.37 (DESIGN.md, "IC facts used").
+USD_PER_TRILLION_CYCLES = 1.37
+
 @dataclass(frozen=True)
 class FeeSchedule:
     name: str

@@ -33,7 +33,7 @@ from cdk.candid import Interface, encode, parse_did
 from cdk.meter import Work
 from replica.config import NetworkConfig
 from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
-from replica.fees import FEE_SCHEDULES
+from replica.fees import FEE_SCHEDULES, USD_PER_TRILLION_CYCLES
 from replica.limits import DEFAULT_LIMITS, GiB, Limits
 from replica.subnet import chain_rounds, rounds_for
 from sharding.model_spec import ModelSpec, TensorSpec
@@ -41,8 +41,6 @@ from sharding.strategies import NoPartition, Packing, check_groups, strategy_nam
 
 # yllama.oc's CONTEXT (src/ydriver/src/main.rs): the KV length its Llama 3 deployment was sized for.
 DEFAULT_CONTEXT = 2048
-# DESIGN.md, IC facts: 1T cycles = 1 XDR, about $1.37.
-USD_PER_TC = 1.37
 TOKENS_AVERAGED = 64  # decode latency is averaged over this many tokens: small models fit several per round
 SECONDS_PER_MONTH = 30 * 24 * 3600
 WEIGHT_FORMATS = ("gguf", "f32", "f16")
@@ -523,7 +521,7 @@ class _Costing:
             instructions_per_token=sum(s.decode.instructions for s in shards),
             cycles_per_token=cycles,
             tc_per_token=cycles / 1e12,
-            usd_per_token=cycles / 1e12 * USD_PER_TC,
+            usd_per_token=cycles / 1e12 * USD_PER_TRILLION_CYCLES,
             rounds_per_token=decode.rounds,
             seconds_per_token=decode.rounds * self.round_seconds,
             messages_per_token=2 * len(canisters),

@@ -11,27 +11,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from client.agent import DEFAULT_STATE_DIR
+from client.commands.generation_options import add_generation_arguments, options_from
 from client.errors import UserError
-from client.head_client import GenerationOptions, HeadClient, HeadError, Metrics
-
-USD_PER_TRILLION_CYCLES = 1.37  # 1T cycles = 1 XDR (DESIGN.md, "IC facts used")
+from client.head_client import HeadClient, HeadError, Metrics
+from replica.fees import USD_PER_TRILLION_CYCLES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="generate with the deployed model over the IC HTTP interface")
-    parser.add_argument("-p", "--prompt", required=True)
-    parser.add_argument("-n", "--max-tokens", type=int, default=64)
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    add_generation_arguments(parser)
     parser.add_argument("--stream", action="store_true",
                         help="start the generation and poll it, printing tokens as they arrive")
     parser.add_argument("--json", action="store_true", help='print {"ids", "text", "stop_reason", "metrics", ...}')
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-k", type=int, default=40)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--min-p", type=float, default=0.05)
-    parser.add_argument("--repeat-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     parser.add_argument("--network", default="local", help="`local` (default) or the URL of an IC HTTP interface")
     parser.add_argument("--identity", help="identity name or PEM path (default: the selected identity)")
     parser.add_argument("--canister", default="head",
@@ -45,14 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from client.deploy import head_canister_id
     from client.identity import IdentityStore
 
-    if args.max_tokens < 1:
-        raise UserError("-n/--max-tokens must be at least 1")
+    options = options_from(args)
     target = resolve_network(args.network, args.state_dir)
     head = head_canister_id(args.canister, args.state_dir, target.name)
     client = HeadClient(target.url, head, IdentityStore.from_environment().resolve(args.identity))
-    options = GenerationOptions(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                                seed=args.seed, stop=tuple(args.stop), chat=args.chat)
     start = time.perf_counter()
     try:
         if args.stream:

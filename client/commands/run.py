@@ -10,9 +10,9 @@ import json
 import sys
 
 from client.catalog import DEFAULT_MODEL, resolve_model
+from client.commands.generation_options import add_generation_arguments, options_from
 from client.commands.plan import add_constraint_arguments, constraints_from
-from client.errors import UserError
-from client.head_client import GenerationOptions, StreamEvent
+from client.head_client import StreamEvent
 from client.pipeline import run_sharded, run_unsharded
 
 
@@ -20,29 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run", help="generate through a simulated IC in this process (downloads the default model if needed)")
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"catalog name or .gguf path ({DEFAULT_MODEL})")
-    parser.add_argument("-p", "--prompt", required=True)
-    parser.add_argument("-n", "--max-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-k", type=int, default=40)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--min-p", type=float, default=0.05)
-    parser.add_argument("--repeat-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    add_generation_arguments(parser)
     parser.add_argument("--unsharded", action="store_true",
                         help="run the model directly in this process, without the simulated IC (a baseline)")
     parser.add_argument("--json", action="store_true", help='print {"prompt_ids", "ids", "text", "metrics"}')
     add_constraint_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def options_from(args: argparse.Namespace) -> GenerationOptions:
-    if args.max_tokens < 1:
-        raise UserError("-n/--max-tokens must be at least 1")
-    return GenerationOptions(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty, seed=args.seed,
-                             stop=tuple(args.stop), chat=args.chat)
 
 
 def run(args: argparse.Namespace) -> int:
