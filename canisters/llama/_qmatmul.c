@@ -41,7 +41,7 @@
 #include <time.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "_qmatmul reads GGUF's little-endian fields in place; big-endian hosts use the numpy path"
+#error "_qmatmul reads GGUF's little-endian fields in place; elsewhere weights.py uses its numpy path"
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -59,7 +59,7 @@ enum {
 
 #define TILE 4                 /* tokens multiplied per decode of a row: 4 accumulators + 4 weight vectors fit in 16 ymm */
 #define CHUNK 256              /* elements the portable path decodes at a time (one k-quant super-block) */
-#define SUM_SPAN 32            /* elements per sum of x for the additive terms (Q4_0/Q4_1 block, Q4_K sub-block) */
+#define SUM_SPAN 32            /* elements per sum of x for the additive terms (a Q4/Q5 block, a Q4_K/Q5_K sub-block) */
 #define MAX_THREADS 64
 
 typedef struct Kernel Kernel;
