@@ -7,8 +7,8 @@
     (`pip install -e .` does it) and covers the type (`NATIVE_TYPES`): the bytes stay in GGUF's
     row layout, and a product of up to `NATIVE_MAX_TOKENS` tokens reads them directly, decoding
     blocks in registers, on `THREADS` threads. This is the fast path for decoding: it reads the
-    0.56-1.06 bytes per weight of the file instead of 4; SmolLM2 Q4_1 decodes at ~99 tok/s against
-    ~34 for `dequantize` (see _qmatmul.c). Larger batches decode `block_rows` rows at a time into
+    0.56-1.06 bytes per weight of the file instead of 4; SmolLM2 Q4_1 decodes at 96-100 tok/s
+    against 34 for `dequantize` (see _qmatmul.c). Larger batches decode `block_rows` rows at a time into
     an f32 scratch for BLAS, which wins there.
   - numpy (`QuantizedWeight`), otherwise (no compiler at install, `ICLLAMA_NATIVE=0`, or a type
     the kernels lack): the bytes are repacked at load into a planar layout of the same size, and
