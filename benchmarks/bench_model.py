@@ -100,7 +100,7 @@ def bench_llama_cpp(path: Path, python: str | None) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--weights", choices=STRATEGIES, default="dequantize")
+    parser.add_argument("--weights", choices=STRATEGIES, default="quantized")
     parser.add_argument("--llama-cpp-python", help="a Python interpreter that can import llama_cpp")
     args = parser.parse_args()
     path = resolve_model(args.model)

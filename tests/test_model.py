@@ -116,8 +116,9 @@ def test_batched_prefill_equals_token_by_token(tmp_path: Path, arch: str, tensor
 
 @pytest.mark.parametrize("tensor_type", ["Q4_1", "Q6_K", "BF16"])
 def test_quantized_strategy_gives_the_same_logits_in_less_memory(tmp_path: Path, tensor_type: str) -> None:
-    dense = _synthetic(tmp_path, "llama", tensor_type, d_model=256, d_ff=512, n_head=4, n_head_kv=2)
+    _synthetic(tmp_path, "llama", tensor_type, d_model=256, d_ff=512, n_head=4, n_head_kv=2)
     path = tmp_path / "m.gguf"
+    dense = Llama.load(read_gguf(path), "dequantize", n_ctx=64)
     low_memory = Llama.load(read_gguf(path), "quantized", n_ctx=64)
     tokens = [1, 5, 9, 270]
     a = dense.forward(tokens, dense.new_cache(8), 0, NullMeter(), all_logits=True)

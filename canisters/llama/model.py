@@ -336,7 +336,7 @@ class Llama:
         self.head = head
 
     @classmethod
-    def load(cls, gguf: GGUFFile, strategy: str = "dequantize", n_ctx: int | None = None) -> Llama:
+    def load(cls, gguf: GGUFFile, strategy: str = "quantized", n_ctx: int | None = None) -> Llama:
         strategy = Strategy.of(strategy)
         config = ModelConfig.from_gguf(gguf.fields, gguf.source)
         n_ctx = min(n_ctx or config.n_ctx_train, config.n_ctx_train)
