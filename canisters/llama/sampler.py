@@ -81,14 +81,14 @@ def sample(logits: np.ndarray, params: SamplingParams, step: int, recent_tokens:
     n_vocab = logits.shape[0]
     if step < 0:
         raise SamplingError(f"step must be >= 0, got {step}")
-    logits = _penalize(logits, params, recent_tokens, meter)
+    logits = penalize(logits, params, recent_tokens, meter)
     if params.greedy:
         meter.elementwise(n_vocab)
         return int(np.argmax(logits))
 
     ids = np.arange(n_vocab)
     if 0 < params.top_k < n_vocab:
-        ids = _top_k(logits, params.top_k)
+        ids = top_k_ids(logits, params.top_k)
         meter.elementwise(3 * n_vocab)
     values = logits[ids]
     if params.top_p < 1.0 or ids.shape[0] < n_vocab:
@@ -112,7 +112,7 @@ def sample(logits: np.ndarray, params: SamplingParams, step: int, recent_tokens:
     return int(ids[index])
 
 
-def _top_k(logits: np.ndarray, k: int) -> np.ndarray:
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
     """The ids of the k highest logits; of equal logits at the cut, the lowest ids."""
     kth_highest = np.partition(logits, logits.shape[0] - k)[logits.shape[0] - k]
     above = np.flatnonzero(logits > kth_highest)
@@ -131,7 +131,7 @@ def _checked_logits(logits: np.ndarray) -> np.ndarray:
     return array
 
 
-def _penalize(logits: np.ndarray, params: SamplingParams, recent_tokens: Sequence[int], meter: Meter) -> np.ndarray:
+def penalize(logits: np.ndarray, params: SamplingParams, recent_tokens: Sequence[int], meter: Meter) -> np.ndarray:
     """llama.cpp's repetition penalty: divide positive logits, multiply the others, once per distinct token."""
     if params.repeat_penalty == 1.0 or params.repeat_last_n == 0 or not len(recent_tokens):
         return logits

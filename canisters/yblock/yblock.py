@@ -20,7 +20,7 @@ import numpy as np
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import GGUFError, GGUFFile, read_gguf
 from canisters.llama.model import KVCache, LayerStack, OutputHead
-from canisters.llama.sampler import SamplingError, SamplingParams, _penalize, _top_k, sample
+from canisters.llama.sampler import SamplingError, SamplingParams, penalize, sample, top_k_ids
 from canisters.llama.weights import Strategy
 from canisters.yblock.shard_layout import ShardLayout, ShardLayoutError
 from canisters.yblock.shard_store import ShardHolder, ShardNotReady
@@ -165,11 +165,11 @@ class YBlock(ShardHolder):
         # A slice: penalize the recent tokens that fall in it, then keep its top_k (with the
         # sampler's tie rule, so the union of the slices holds the global top_k).
         recent = [t - start for t in request["recent"] if start <= t < stop]  # the head sent the window
-        logits = _penalize(logits, params, recent, meter)
+        logits = penalize(logits, params, recent, meter)
         k = 1 if params.greedy else params.top_k  # greedy needs only each slice's best
         if not 0 < k < logits.shape[0]:
             return {"candidates": {"ids": [], "logits": logits.tolist()}}  # every row, in order
-        ids = _top_k(logits, k)
+        ids = top_k_ids(logits, k)
         meter.elementwise(3 * logits.shape[0])
         return {"candidates": {"ids": (ids + start).tolist(), "logits": logits[ids].tolist()}}
 
