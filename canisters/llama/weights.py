@@ -226,17 +226,12 @@ def _block_rows(n_in: int, n_rows: int) -> int:
     return max(1, min(n_rows, SCRATCH_BYTES // (4 * n_in)))
 
 
-class NativeQuantizedWeight(Weight):
-    """The raw GGUF bytes of the rows held, as they are in the file, multiplied by the C kernels."""
+class _KeptQuantized(Weight):
+    """A weight whose quantized bytes stay resident, decoded in row blocks of bounded scratch."""
 
-    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw_rows: np.ndarray):
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], n_rows: int):
         super().__init__(ggml_type, shape)
-        self._raw = _read_only(np.array(raw_rows, dtype=np.uint8, order="C", copy=True))
-        self._block_rows = _block_rows(shape[0], raw_rows.shape[0])
-
-    @property
-    def nbytes_resident(self) -> int:
-        return self._raw.nbytes
+        self._block_rows = _block_rows(shape[0], n_rows)
 
     @property
     def nbytes_scratch(self) -> int:
@@ -246,11 +241,28 @@ class NativeQuantizedWeight(Weight):
     def kernel_type(self) -> str:
         return self._ggml_type.name
 
-    def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
+    def _metered(self, x: np.ndarray, meter: Meter) -> tuple[int, int]:
+        """Checks x, reports the matmul's work, and returns (n_in, n_out)."""
         self._check_matmul_input(x)
         n_in, n_out = self._shape
         meter.macs(self.kernel_type, x.shape[0] * n_in * n_out)
-        meter.touched(self._raw.nbytes)
+        meter.touched(self.nbytes_resident)
+        return n_in, n_out
+
+
+class NativeQuantizedWeight(_KeptQuantized):
+    """The raw GGUF bytes of the rows held, as they are in the file, multiplied by the C kernels."""
+
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw_rows: np.ndarray):
+        super().__init__(ggml_type, shape, raw_rows.shape[0])
+        self._raw = _read_only(np.array(raw_rows, dtype=np.uint8, order="C", copy=True))
+
+    @property
+    def nbytes_resident(self) -> int:
+        return self._raw.nbytes
+
+    def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
+        n_in, n_out = self._metered(x, meter)
         x = np.ascontiguousarray(x)
         y = np.empty((x.shape[0], n_out), dtype=np.float32)
         if x.shape[0] <= NATIVE_MAX_TOKENS:
@@ -278,14 +290,13 @@ class NativeQuantizedWeight(Weight):
         return _read_only(dense)
 
 
-class QuantizedWeight(Weight):
+class QuantizedWeight(_KeptQuantized):
     """The raw GGUF bytes of the rows held, repacked at load into planar row blocks (same bytes,
     block fields contiguous: see quants.to_planar) and decoded one row block per step on each use."""
 
     def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], raw_rows: np.ndarray):
-        super().__init__(ggml_type, shape)
         n_rows = raw_rows.shape[0]
-        self._block_rows = _block_rows(shape[0], n_rows)
+        super().__init__(ggml_type, shape, n_rows)
         self._planar = tuple(
             _read_only(quants.to_planar(raw_rows[start : start + self._block_rows], ggml_type))
             for start in range(0, n_rows, self._block_rows)
@@ -295,19 +306,8 @@ class QuantizedWeight(Weight):
     def nbytes_resident(self) -> int:
         return sum(block.nbytes for block in self._planar)
 
-    @property
-    def nbytes_scratch(self) -> int:
-        return self._block_rows * self._shape[0] * 4
-
-    @property
-    def kernel_type(self) -> str:
-        return self._ggml_type.name
-
     def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
-        self._check_matmul_input(x)
-        n_in, n_out = self._shape
-        meter.macs(self.kernel_type, x.shape[0] * n_in * n_out)
-        meter.touched(sum(block.nbytes for block in self._planar))
+        n_in, n_out = self._metered(x, meter)
         # decode_planar yields W.T with inputs in planar order (j * S + s for input s * block + j),
         # and additive offsets per sub-block, applied here through per-sub-block sums of x
         blocks_per_row = self._planar[0].shape[1]
