@@ -69,27 +69,22 @@ class Reader:
         if byte < 0x80:
             self.pos = start + 1
             return byte
-        result = shift = 0
-        pos = start
-        while True:
-            if pos - start >= max_bytes:
-                raise self.fail(f"{what}: LEB128 number longer than {max_bytes} bytes{hint}", start)
-            try:
-                byte = data[pos]
-            except IndexError:
-                raise self.fail(f"{what}: LEB128 number runs past the end of the message", start) from None
-            result |= (byte & 0x7F) << shift
-            pos += 1
-            shift += 7
-            if byte < 0x80:
-                break
+        result, _, pos = self._leb_groups(what, start, max_bytes, hint)
         if result >= bound:
             raise self.fail(f"{what}: {result} is out of range (at most {bound - 1})", start)
         self.pos = pos
         return result
 
     def sleb(self, what: str, max_bytes: int = 10, hint: str = "") -> int:
-        data, start = self.data, self.pos
+        result, bits, pos = self._leb_groups(what, self.pos, max_bytes, hint)
+        if result >> (bits - 1) & 1:  # the sign: bit 6 of the last byte
+            result -= 1 << bits
+        self.pos = pos
+        return result
+
+    def _leb_groups(self, what: str, start: int, max_bytes: int, hint: str) -> tuple[int, int, int]:
+        """The 7-bit groups of a LEB128 number at `start`: (their value, bits read, end position)."""
+        data = self.data
         result = shift = 0
         pos = start
         while True:
@@ -103,11 +98,7 @@ class Reader:
             pos += 1
             shift += 7
             if byte < 0x80:
-                break
-        if byte & 0x40:
-            result -= 1 << shift
-        self.pos = pos
-        return result
+                return result, shift, pos
 
     def count(self, what: str, min_item_size: int) -> int:
         """A count of items that each take at least `min_item_size` bytes of what remains."""
