@@ -35,6 +35,17 @@ class HeapSnapshot:
 
 
 def snapshot(root: object) -> HeapSnapshot:
+    return _walk(root, save=True)
+
+
+def measure(obj: object) -> int:
+    """Bytes held by `obj` and everything it reaches (numpy buffers counted once)."""
+    return _walk(obj, save=False).heap_bytes
+
+
+def _walk(root: object, save: bool) -> HeapSnapshot:
+    """One pass over the state: its bytes, and with `save` the contents of every container (the
+    walk after each execution only needs the bytes, and copying nothing makes it cheaper)."""
     saved: list[tuple[Any, Any]] = []
     arrays: list[np.ndarray] = []
     seen: set[int] = set()
@@ -56,34 +67,40 @@ def snapshot(root: object) -> HeapSnapshot:
         elif isinstance(obj, Frozen):
             total += _frozen_bytes(obj)
         elif isinstance(obj, dict):
-            saved.append((obj, dict(obj)))
+            if save:
+                saved.append((obj, dict(obj)))
             total += sys.getsizeof(obj)
             stack.extend(obj.keys())
             stack.extend(obj.values())
         elif isinstance(obj, list):
-            saved.append((obj, list(obj)))
+            if save:
+                saved.append((obj, list(obj)))
             total += sys.getsizeof(obj)
             stack.extend(obj)
         elif isinstance(obj, tuple | frozenset):
             total += sys.getsizeof(obj)
             stack.extend(obj)
         elif isinstance(obj, set):
-            saved.append((obj, set(obj)))
+            if save:
+                saved.append((obj, set(obj)))
             total += sys.getsizeof(obj)
             stack.extend(obj)
         elif isinstance(obj, bytearray):
-            saved.append((obj, bytes(obj)))
+            if save:
+                saved.append((obj, bytes(obj)))
             total += sys.getsizeof(obj)
         elif callable(obj):
             total += sys.getsizeof(obj)  # functions and classes are code, not mutable state
         elif hasattr(obj, "__dict__"):
             state = {k: v for k, v in vars(obj).items() if not (obj is root and k in _NOT_STATE)}
-            saved.append((obj, state))
+            if save:
+                saved.append((obj, state))
             total += sys.getsizeof(obj) + sys.getsizeof(vars(obj))
             stack.extend(state.values())
         elif hasattr(type(obj), "__slots__"):
             slots = _slot_values(obj)
-            saved.append((obj, slots))
+            if save:
+                saved.append((obj, slots))
             total += sys.getsizeof(obj)
             stack.extend(slots.values())
         elif _is_immutable_leaf(obj):
@@ -121,11 +138,6 @@ def restore(snap: HeapSnapshot) -> None:
                     object.__setattr__(obj, name, state[name])
                 elif hasattr(obj, name):
                     object.__delattr__(obj, name)
-
-
-def measure(obj: object) -> int:
-    """Bytes held by `obj` and everything it reaches (numpy buffers counted once)."""
-    return snapshot(obj).heap_bytes
 
 
 class ReadOnlyArrays:
