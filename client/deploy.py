@@ -135,12 +135,14 @@ def code_version() -> str:
 
 
 # --- what the canisters are given ----------------------------------------------------------------------
-def head_init(plan: Plan) -> dict[str, Any]:
-    """The head's init arguments: its context, and the fee schedule (scaled to the subnet) that
-    the plan was costed with, which the head prices its metrics with."""
+def head_init(plan: Plan, generate_allowlist: tuple[Principal, ...] | None = None) -> dict[str, Any]:
+    """The head's init arguments: its context, who may generate (None: anyone), and the fee
+    schedule (scaled to the subnet) that the plan was costed with, which the head prices its
+    metrics with."""
     fees: FeeSchedule = FEE_SCHEDULES[plan.constraints.fees]
     nodes = plan.constraints.subnet_nodes
-    return {"n_ctx": plan.context, "fees": {
+    allowlist = None if generate_allowlist is None else sorted(set(generate_allowlist))
+    return {"n_ctx": plan.context, "generate_allowlist": allowlist, "fees": {
         "execution_base": fees.execution_cycles(0, nodes),
         "cycles_per_billion_instructions": fees.instruction_cycles(10**9, nodes),
         "call": fees.call_cycles(0, nodes),
@@ -192,6 +194,7 @@ class Deployer:
     version: str = "1"
     parallel: int = 4
     progress: bool = True
+    generate_allowlist: tuple[Principal, ...] | None = None  # the head's; None: anyone may generate
 
     @property
     def management(self) -> Canister:
@@ -234,7 +237,7 @@ class Deployer:
         return DeployReport(deployed, head.to_text(), sum(u.bytes_sent for u in uploads.values()), upload_seconds)
 
     def _init(self, plan: Plan, name: str, head: Principal) -> dict[str, Any]:
-        return head_init(plan) if name == "head" else yblock_init(plan, head)
+        return head_init(plan, self.generate_allowlist) if name == "head" else yblock_init(plan, head)
 
     def _existing(self, name: str, canister_id: Principal | None) -> Principal | None:
         if canister_id is None:

@@ -26,9 +26,10 @@ def network() -> Network:
     return Network(None)
 
 
-def deployer(canisters, state: Path, dfx_json: Path, version: str = "1") -> Deployer:
+def deployer(canisters, state: Path, dfx_json: Path, version: str = "1",
+             generate_allowlist: tuple[Principal, ...] | None = None) -> Deployer:
     return Deployer(canisters, CanisterIds.of(state, "local"), read_dfx(dfx_json), version=version, parallel=2,
-                    progress=False)
+                    progress=False, generate_allowlist=generate_allowlist)
 
 
 def generate(canisters: LocalCanisters, head: str) -> list[int]:
@@ -149,3 +150,25 @@ def test_errors_say_what_to_do(network, tmp_path):
     (damaged / "local" / "canister_ids.json").write_text("{not json")
     with pytest.raises(UserError, match="canister_ids.json is damaged.*remove it to deploy new canisters"):
         deployer(owner, damaged, exported.dfx_json).deploy(exported.plan, exported.export)
+
+
+def test_deploy_sets_and_clears_the_generate_allowlist(network, tmp_path):
+    exported = export_model(tmp_path / "model")
+    owner = LocalCanisters(LocalClient(network))
+    allowed = Principal.self_authenticating(b"allowed user's key")
+    stranger = Principal.self_authenticating(b"a stranger's key")
+    report = deployer(owner, tmp_path / "state", exported.dfx_json, generate_allowlist=(allowed,)).deploy(
+        exported.plan, exported.export)
+    head = Principal.from_text(report.head)
+
+    def generate_as(sender: Principal) -> dict:
+        canister = LocalCanisters(LocalClient(network, sender=sender)).canister(head, Path("head.did"))
+        return canister.update("generate", GenerationOptions(max_tokens=4).request(PROMPT))
+
+    assert "may not call generate" in generate_as(stranger)["err"]
+    assert "ok" in generate_as(allowed) and "ok" in generate_as(owner.sender)  # controllers always may
+
+    opened = deployer(owner, tmp_path / "state", exported.dfx_json).deploy(exported.plan, exported.export)
+    assert {c.name: c.code for c in opened.canisters}["head"] == "upgraded"
+    assert opened.bytes_uploaded == 0  # an upgrade keeps the uploaded shard
+    assert generate_as(stranger)["ok"]["ids"] == generate_as(allowed)["ok"]["ids"]

@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--with-cycles", type=int, metavar="CYCLES",
                         help="cycles for each canister created (default: the network's, 100T on a local one)")
     parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
+    parser.add_argument("--allow", action="append", metavar="PRINCIPAL",
+                        help="only this principal (repeat for several) and the controllers may generate; without "
+                             "--allow anyone may, and re-deploying without it opens the head again")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help="keeps <network>/canister_ids.json and <network>/shards/ (default .icllama)")
     parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"),
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.parallel < 1:
         raise UserError("--parallel must be at least 1")
+    allowlist = None if args.allow is None else tuple(_principal(text) for text in args.allow)
     start = time.perf_counter()
     target = resolve_network(args.network, args.state_dir, args.dfx_json)
     identity = IdentityStore.from_environment().resolve(args.identity)
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as e:
         raise UserError(str(e)) from None
     deployer = Deployer(canisters, CanisterIds.of(args.state_dir, target.name), read_dfx(args.dfx_json),
-                        cycles=args.with_cycles, version=code_version(), parallel=args.parallel)
+                        cycles=args.with_cycles, version=code_version(), parallel=args.parallel,
+                        generate_allowlist=allowlist)
     report = deployer.deploy(plan, export)
     for c in report.canisters:
         upload = c.upload
@@ -68,3 +73,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"deployed in {time.perf_counter() - start:.1f} s ({report.bytes_uploaded:,} bytes uploaded); ids in "
           f"{deployer.ids.path}. Generate with: icllama generate -p \"...\"", file=sys.stderr)
     return 0
+
+
+def _principal(text: str):
+    from cdk.principal import Principal
+    from client.errors import UserError
+
+    try:
+        return Principal.from_text(text)
+    except ValueError as e:
+        raise UserError(f"--allow {text!r} is not a principal: {e}") from None
