@@ -112,18 +112,23 @@ def test_rejects_decode_into_replica_reject(network, counter, verifying):
                      effective_canister_id=counter)
 
 
-def test_query_signatures_verify_with_icp_py_core(network, counter, root_key):
-    # Without a delegation icp-py-core derives the subnet id from Agent.root_key, so pass ours.
-    agent = agent_for(network.url, Identity(), root_key=root_key)
+def signed_request(agent, request_type: str, canister: str, method: str) -> tuple[bytes, bytes]:
+    """A request built and signed by icp-py-core itself, for endpoints its Agent has no call for."""
     content = {
-        "request_type": "query",
+        "request_type": request_type,
         "sender": agent.identity.sender().bytes,
-        "canister_id": Principal.from_str(counter).bytes,
-        "method_name": "get",
+        "canister_id": Principal.from_str(canister).bytes,
+        "method_name": method,
         "arg": encode([]),
         "ingress_expiry": agent.get_expiry_date(),
     }
-    request_id, body = sign_request(content, agent.identity)
+    return sign_request(content, agent.identity)
+
+
+def test_query_signatures_verify_with_icp_py_core(network, counter, root_key):
+    # Without a delegation icp-py-core derives the subnet id from Agent.root_key, so pass ours.
+    agent = agent_for(network.url, Identity(), root_key=root_key)
+    request_id, body = signed_request(agent, "query", counter, "get")
     response = agent.query_endpoint(counter, body)
     # cbor2 6 decodes a self-described reply immutably, so `signatures` arrives as a tuple, which
     # icp-py-core 2.3.1's `isinstance(signatures, list)` turns into MissingSignature; the IC tags
@@ -152,15 +157,7 @@ def test_read_state_paths_agents_request(network, counter, verifying, root_key):
 
 def test_polling_path_v2_call_then_read_state(network, counter, verifying):
     agent = agent_for(network.url, Identity(type="secp256k1"))
-    content = {
-        "request_type": "call",
-        "sender": agent.identity.sender().bytes,
-        "canister_id": Principal.from_str(counter).bytes,
-        "method_name": "inc",
-        "arg": encode([]),
-        "ingress_expiry": agent.get_expiry_date(),
-    }
-    request_id, body = sign_request(content, agent.identity)
+    request_id, body = signed_request(agent, "call", counter, "inc")
     response = httpx.post(f"{network.url}/api/v2/canister/{counter}/call", content=body,
                           headers={"Content-Type": "application/cbor"})
     assert response.status_code == 202 and response.content == b""
