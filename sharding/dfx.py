@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
+from replica.state_store import atomic_write
 from sharding.partition import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +46,5 @@ def write_dfx(plan: Plan, path: Path) -> list[str]:
     networks = config.setdefault("networks", {})
     networks["local"] = {**networks.get("local", {}), "bind": LOCAL_BIND}
     config.setdefault("version", 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8") as f:
-        try:
-            json.dump(config, f, indent=2)
-            f.write("\n")
-            f.close()
-            os.replace(f.name, path)
-        except BaseException:
-            os.unlink(f.name)
-            raise
+    atomic_write(path, (json.dumps(config, indent=2) + "\n").encode())
     return names
