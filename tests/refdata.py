@@ -10,7 +10,6 @@ directory that is renamed into place, so the cache never holds a partial copy.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+
+from client import catalog
 
 SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
 SDIST_NAME = "llama_cpp_python-0.3.36"
@@ -33,7 +34,7 @@ _CASE_SEPARATOR = "\n__ggml_vocab_test__\n"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ICLLAMA_CACHE") or Path.home() / ".cache" / "icllama") / "refdata"
+    return catalog.cache_dir() / "refdata"
 
 
 def llama_cpp_file(relative_path: str) -> Path:
