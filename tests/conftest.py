@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-STORIES_PATH = Path(__file__).resolve().parents[2] / "shared" / "models" / "stories260Ktok512.gguf"
+# Shipped in the repository (MIT, 1.1 MB; source and sha256 in tests/fixtures/models/README.md).
+STORIES_PATH = Path(__file__).resolve().parent / "fixtures" / "models" / "stories260Ktok512.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,5 @@ def smollm2_path() -> Path:
 
 @pytest.fixture(scope="session")
 def stories_path() -> Path:
-    """The tiny SPM model shipped beside the project in ../shared/models (skipped when absent)."""
-    if not STORIES_PATH.is_file():
-        pytest.skip(f"{STORIES_PATH} is not present")
+    """The tiny SPM model shipped in tests/fixtures/models."""
     return STORIES_PATH
