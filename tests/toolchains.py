@@ -6,9 +6,14 @@ CI=true, so a CI run can never pass by skipping what it was meant to test.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -40,3 +45,57 @@ def require_module(module: str, install_hint: str) -> ModuleType:
     except ImportError as error:
         missing(f"cannot import {module} ({error}); {install_hint}")
         raise  # unreachable: missing() never returns
+
+
+# The Motoko compiler moc, as the npm package `motoko` ships it (moc compiled to JavaScript; its
+# output is memory64 with enhanced orthogonal persistence). Installed once into the cache.
+MOTOKO_NPM_VERSION = "4.10.0"
+MOTOKO_DIR = Path(__file__).resolve().parent / "motoko"
+
+
+def motoko_package() -> Path:
+    """The installed npm package `motoko` (its directory), installed on first use."""
+    from client.catalog import cache_dir
+
+    require_tool("node", "install Node.js 18 or newer (apt-get install nodejs npm)")
+    npm = require_tool("npm", "install npm (apt-get install npm)")
+    target = cache_dir() / "npm" / f"motoko-{MOTOKO_NPM_VERSION}"
+    package = target / "node_modules" / "motoko"
+    if (package / "package.json").is_file():
+        return package
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".motoko."))
+    result = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(staging),
+                             f"motoko@{MOTOKO_NPM_VERSION}"], capture_output=True, text=True)
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        missing(f"npm could not install motoko@{MOTOKO_NPM_VERSION}: {result.stderr.strip()[-1000:]}")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)  # complete or absent: a second test run never sees half an install
+    return package
+
+
+def compile_motoko(names: list[str], public_metadata: tuple[str, ...] = ("candid:service",)) -> dict[str, bytes]:
+    """The wasm modules moc builds from tests/motoko/<name>.mo, cached by source and options."""
+    from client.catalog import cache_dir
+
+    package = motoko_package()
+    build_dir = cache_dir() / "motoko-builds"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    jobs = []
+    for name in names:
+        source = (MOTOKO_DIR / f"{name}.mo").read_text()
+        key = hashlib.sha256(json.dumps([MOTOKO_NPM_VERSION, source, list(public_metadata)]).encode()).hexdigest()
+        outputs[name] = build_dir / f"{name}-{key[:16]}.wasm"
+        if not outputs[name].is_file():
+            jobs.append({"source": source, "out": str(outputs[name]) + ".part",
+                         "public_metadata": list(public_metadata)})
+    if jobs:
+        result = subprocess.run(["node", str(MOTOKO_DIR / "compile.js"), str(package)],
+                                input=json.dumps({"jobs": jobs}), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"moc failed:\n{result.stderr[-3000:]}")
+        for job in jobs:
+            os.replace(job["out"], job["out"].removesuffix(".part"))
+    return {name: path.read_bytes() for name, path in outputs.items()}
