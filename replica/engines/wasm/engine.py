@@ -1,0 +1,314 @@
+"""Runs IC wasm modules in wasmtime: one compiled module per module hash (cached on disk), one
+persistent instance per canister, each execution metered and rolled back as the IC does.
+
+The module is instrumented first (replica.engines.wasm.instrument): an exported i64 global
+`canister counter_instructions` counts down from the execution's limit, and calls
+`__.out_of_instructions` when it goes negative, so every loop ends; a write barrier tells the
+host of the first write to each 4 KiB page (`__.first_write`), which makes rollback cost
+follow the pages written. System API charges come off the same counter, so
+`ic0.performance_counter(0)` is exactly what the execution is charged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from cdk.principal import Principal
+from replica.engines import Callback, CanisterView, Execution, Kind, Outcome
+from replica.engines.wasm.memory import Heap
+from replica.engines.wasm.system_api import ExecutionTrap, Meter, SystemApi
+from replica.errors import ErrorCode, Reject, RejectError
+from replica.limits import DEFAULT_LIMITS, Limits
+from replica.stable_memory import StableMemory
+
+COUNTER_EXPORT = "canister counter_instructions"
+START_EXPORT = "canister_start"  # the instrumentation turns the (start) function into this export
+WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+
+# The exported function each kind of execution calls; methods append " <name>".
+_ENTRY_POINTS = {
+    Kind.INIT: "canister_init", Kind.PRE_UPGRADE: "canister_pre_upgrade",
+    Kind.POST_UPGRADE: "canister_post_upgrade", Kind.HEARTBEAT: "canister_heartbeat",
+    Kind.GLOBAL_TIMER: "canister_global_timer", Kind.INSPECT_MESSAGE: "canister_inspect_message",
+    Kind.START: START_EXPORT,
+}
+_METHOD_PREFIXES = {Kind.UPDATE: "canister_update ", Kind.QUERY: "canister_query ",
+                    Kind.COMPOSITE_QUERY: "canister_composite_query "}
+# Executions whose state changes are always discarded.
+_READ_ONLY = {Kind.QUERY, Kind.COMPOSITE_QUERY, Kind.INSPECT_MESSAGE}
+
+# What a wasm trap is called in the replica's messages (wasmtime trap code -> IC text).
+_TRAP_TEXTS = {
+    "UNREACHABLE_CODE_REACHED": "unreachable", "MEMORY_OUT_OF_BOUNDS": "heap out of bounds",
+    "INTEGER_DIVISION_BY_ZERO": "integer division by 0", "INTEGER_OVERFLOW": "integer overflow",
+    "STACK_OVERFLOW": "stack overflow", "BAD_CONVERSION_TO_INTEGER": "invalid conversion to integer",
+    "TABLE_OUT_OF_BOUNDS": "table out of bounds", "INDIRECT_CALL_TO_NULL": "indirect call to null",
+    "BAD_SIGNATURE": "indirect call type mismatch",
+}
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    module: wasmtime.Module
+    wasm64: bool
+    exports: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """Turns a canister module into the metered module the engine runs; `version` is part of
+    the compiled-module cache key, so a change of instrumentation compiles again."""
+
+    rewrite: Callable[[bytes], bytes]
+    version: str
+
+
+def ic_instrumentation() -> Instrumentation:
+    from replica.engines.wasm import instrument
+
+    return Instrumentation(instrument.instrument_for_engine, instrument.VERSION)
+
+
+class WasmEngine:
+    """Compiles modules (once per hash, cached in `cache_dir`) and creates canister instances."""
+
+    def __init__(self, cache_dir: Path | None, limits: Limits = DEFAULT_LIMITS,
+                 instrumentation: Instrumentation | None = None):
+        config = wasmtime.Config()
+        config.wasm_multi_memory = True  # the write barrier's bitmap is a second memory
+        config.wasm_memory64 = True  # moc's default output
+        config.wasm_simd = True
+        config.wasm_bulk_memory = True
+        config.cranelift_nan_canonicalization = True  # deterministic floats, as the replica sets
+        config.consume_fuel = False
+        self.engine = wasmtime.Engine(config)
+        self.cache_dir = cache_dir
+        self.limits = limits
+        self.instrumentation = instrumentation or ic_instrumentation()
+        self._compiled: dict[bytes, CompiledModule] = {}
+
+    def compile(self, wasm: bytes) -> CompiledModule:
+        key = hashlib.sha256(wasm).digest()
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = self._compile(wasm, key)
+        return found
+
+    def _compile(self, wasm: bytes, key: bytes) -> CompiledModule:
+        instrumentation = self.instrumentation
+        path = (self.cache_dir / f"{key.hex()}-i{instrumentation.version}-w{WASMTIME_VERSION}.cwasm"
+                if self.cache_dir is not None else None)
+        module = None
+        if path is not None and path.exists():
+            try:
+                module = wasmtime.Module.deserialize_file(self.engine, str(path))
+            except wasmtime.WasmtimeError:
+                path.unlink(missing_ok=True)  # written by another wasmtime build: compile again
+        if module is None:
+            try:
+                module = wasmtime.Module(self.engine, instrumentation.rewrite(wasm))
+            except wasmtime.WasmtimeError as e:
+                raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
+                                  f"Wasm module is invalid: wasmtime cannot compile it: {e}") from None
+            if path is not None:
+                from replica.state_store import atomic_write  # an on-disk cache write, atomic
+
+                atomic_write(path, module.serialize())
+        memories = [e.type for e in module.exports if isinstance(e.type, wasmtime.MemoryType)]
+        return CompiledModule(module, bool(memories) and memories[0].is_64,
+                              frozenset(e.name for e in module.exports))
+
+    def instantiate(self, wasm: bytes, stable: StableMemory, view: CanisterView,
+                    kept_memory: tuple[bytes, list[Any]] | None = None) -> tuple[WasmInstance, Outcome]:
+        """A new instance of `wasm` for a canister, and the outcome of its (start) function. With
+        `kept_memory` (an upgrade that keeps the heap) the memory and globals are loaded before
+        the start function runs. The caller discards the instance if the outcome trapped."""
+        compiled = self.compile(wasm)
+        heap_limit = self.limits.wasm64_heap_bytes if compiled.wasm64 else self.limits.wasm32_heap_bytes
+        instance = WasmInstance(self, compiled, stable, heap_limit)
+        if kept_memory is not None:
+            image, globals_ = kept_memory
+            instance.load(image, globals_)
+        outcome = instance.execute(Execution(Kind.START, self.limits.instructions_per_install, 0), view)
+        return instance, outcome
+
+
+class WasmInstance:
+    """One canister's live instance: its store, memories, globals and System API."""
+
+    def __init__(self, engine: WasmEngine, compiled: CompiledModule, stable: StableMemory, heap_limit: int):
+        self.engine = engine
+        self.compiled = compiled
+        self.stable = stable
+        self.heap_limit = heap_limit
+        self._build()
+
+    def _build(self) -> None:
+        store = wasmtime.Store(self.engine.engine)
+        store.set_limits(memory_size=self.heap_limit)  # a grow past it returns -1, as on the IC
+        api = SystemApi(self.stable, self.compiled.wasm64, self.engine.limits.stable_access_bytes_per_message)
+        linker = wasmtime.Linker(self.engine.engine)
+        for name, kind, function in self._host_functions():
+            linker.define_func("__", name, kind, function)
+        for name, kind, function in api.imports():
+            linker.define_func("ic0", name, kind, function)
+        try:
+            instance = linker.instantiate(store, self.compiled.module)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
+                              f"Wasm module cannot be instantiated: {e}") from None
+        exports = {name: item for name, item in instance.exports(store).items()}
+        memory = exports.get("memory")
+        if not isinstance(memory, wasmtime.Memory):
+            raise RejectError(ErrorCode.CANISTER_INVALID_WASM, "Wasm module must export its memory as 'memory'")
+        counter = exports.get(COUNTER_EXPORT)
+        if not isinstance(counter, wasmtime.Global):
+            raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
+                              f"the instrumented module has no '{COUNTER_EXPORT}' global")
+        bitmap = next((e for name, e in exports.items() if isinstance(e, wasmtime.Memory) and name != "memory"),
+                      None)
+        mutable_globals = [e for name, e in exports.items() if isinstance(e, wasmtime.Global)
+                           and name != COUNTER_EXPORT and e.type(store).mutable]
+        self.store = store
+        self.exports = exports
+        self.table = next((e for e in exports.values() if isinstance(e, wasmtime.Table)), None)
+        self.heap = Heap(store, memory, bitmap, mutable_globals)
+        self.meter = Meter(store, counter)
+        api.attach(self.heap, self.meter)
+        self.api = api
+
+    def _host_functions(self) -> list[tuple[str, wasmtime.FuncType, Callable[..., Any]]]:
+        i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+        ptr = i64 if self.compiled.wasm64 else i32
+
+        def out_of_instructions() -> None:
+            raise self.api.out_of_instructions()
+
+        def first_write(page: int) -> None:
+            self.heap.first_write(page & 0xFFFF_FFFF_FFFF_FFFF)
+
+        def first_write_range(addr: int, size: int) -> None:
+            mask = 0xFFFF_FFFF_FFFF_FFFF if self.compiled.wasm64 else 0xFFFF_FFFF
+            self.heap.first_write_range(addr & mask, size & mask)
+
+        return [("out_of_instructions", wasmtime.FuncType([], []), out_of_instructions),
+                ("first_write", wasmtime.FuncType([ptr], []), first_write),
+                ("first_write_range", wasmtime.FuncType([ptr, ptr], []), first_write_range)]
+
+    # --- executions --------------------------------------------------------------------------
+    def execute(self, execution: Execution, view: CanisterView) -> Outcome:
+        api, heap = self.api, self.heap
+        api.begin(execution, view)
+        self.meter.start(execution.instruction_limit)
+        heap.begin()
+        self.stable.begin()
+        trap = None
+        try:
+            self._call(execution, view)
+        except ExecutionTrap as e:
+            trap = e.reject
+        except wasmtime.Trap as e:
+            trap = self._wasm_trap(view, e)
+        except wasmtime.WasmtimeError as e:
+            trap = Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {e}")
+        instructions = self.meter.used
+        if trap is None and execution.kind not in _READ_ONLY:
+            trap = self._check_memory_limit(view)
+        if trap is not None or execution.kind in _READ_ONLY:
+            self._rollback()
+        else:
+            heap.commit()
+            self.stable.commit()
+        if trap is not None:
+            return Outcome(instructions, trap=trap, logs=api.logs, heap_bytes=heap.size_bytes)
+        return Outcome(instructions, reply=api.reply, reject=api.reject, calls=api.calls,
+                       cycles_accepted=api.cycles_accepted, certified_data=api.certified_data,
+                       global_timer_ns=api.global_timer_ns, message_accepted=api.message_accepted,
+                       logs=api.logs, heap_bytes=heap.size_bytes)
+
+    def _call(self, execution: Execution, view: CanisterView) -> None:
+        kind = execution.kind
+        if kind in (Kind.REPLY, Kind.REJECT, Kind.CLEANUP):
+            callbacks = execution.callback
+            if callbacks is None:
+                raise ValueError(f"a {kind.value} execution needs the call's callbacks")
+            callback: Callback | None = {Kind.REPLY: callbacks.reply, Kind.REJECT: callbacks.reject,
+                                         Kind.CLEANUP: callbacks.cleanup}[kind]
+            if callback is None:
+                return
+            self._callback(callback)(self.store, _signed(callback.env, 64 if self.compiled.wasm64 else 32))
+            return
+        name = _ENTRY_POINTS.get(kind) or _METHOD_PREFIXES[kind] + execution.method
+        function = self.exports.get(name)
+        if function is None:
+            if kind in _METHOD_PREFIXES:
+                raise ExecutionTrap(Reject.of(
+                    ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                    f"Canister {_text(view)} has no {kind.value.replace('_', ' ')} method '{execution.method}'"))
+            return  # an optional entry point the module does not have: nothing runs
+        function(self.store)
+
+    def _callback(self, callback: Callback) -> Any:
+        if self.table is None:
+            raise ExecutionTrap(Reject.of(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                                          "the module has no function table, so it cannot take callbacks"))
+        function = self.table.get(self.store, callback.fun)
+        if not isinstance(function, wasmtime.Func):
+            raise ExecutionTrap(Reject.of(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                                          f"callback {callback.fun} is not a function in the table"))
+        return function
+
+    def _wasm_trap(self, view: CanisterView, trap: wasmtime.Trap) -> Reject:
+        code = trap.trap_code
+        text = _TRAP_TEXTS.get(code.name if code is not None else "", trap.message.splitlines()[0])
+        return Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {text}")
+
+    def _check_memory_limit(self, view: CanisterView) -> Reject | None:
+        """IC0539 when the execution grew the heap past wasm_memory_limit (the IC checks it when
+        memory grows; here at the end of the execution, which rejects the same executions)."""
+        limit = view.wasm_memory_limit
+        journal = self.heap.journal
+        grew = journal is not None and self.heap.size_pages > journal.size_pages
+        if limit and grew and self.heap.size_bytes > limit:
+            return Reject.of(ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED,
+                             f"Canister {_text(view)} exceeded its current Wasm memory limit of {limit} bytes. "
+                             f"The peak Wasm memory usage was {self.heap.size_bytes} bytes. Raise "
+                             "wasm_memory_limit with update_settings, or use less memory")
+        return None
+
+    def _rollback(self) -> None:
+        self.stable.rollback()
+        shrink_to = self.heap.rollback()
+        if shrink_to is not None:
+            # Wasm memory cannot shrink: a new instance takes the restored first `shrink_to` bytes.
+            image = self.heap.read(0, shrink_to)
+            globals_ = self.heap.global_values()
+            self._build()
+            self.load(image, globals_)
+
+    def load(self, image: bytes, globals_: list[Any]) -> None:
+        """Sets the heap to `image` (grown to fit) and the mutable globals to `globals_`."""
+        missing = -(-len(image) // 65536) - self.heap.size_pages
+        memory = self.exports["memory"]
+        if missing > 0 and memory.grow(self.store, missing) < 0:
+            raise RejectError(ErrorCode.CANISTER_OUT_OF_MEMORY, "the kept heap does not fit the new module's memory")
+        self.heap.load(image, globals_)
+
+    def memory_image(self) -> tuple[bytes, list[Any]]:
+        """The whole heap and the mutable globals (what an upgrade keeps)."""
+        return self.heap.read(0, self.heap.size_bytes), self.heap.global_values()
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _text(view: CanisterView) -> str:
+    return Principal(view.canister_id).to_text()
