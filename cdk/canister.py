@@ -123,9 +123,15 @@ class IC:
     def is_controller(self, principal: Principal) -> bool:
         return principal in self.controllers()
 
-    def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0) -> PendingCall:
+    def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0,
+             cleanup: Callable[[], None] | None = None) -> PendingCall:
         """Calls `method` of `canister` with `args` encoded by the callee's .did types;
-        `await` the result for the decoded reply or a `CallRejected`."""
+        `await` the result for the decoded reply or a `CallRejected`.
+
+        `cleanup`, if given, runs when the code that resumes after this call's response traps
+        (the IC's cleanup callback): it sees the state as of before that trap and its changes are
+        kept, so it can release locks or undo bookkeeping the failed continuation left behind.
+        An unknown canister or method is rejected by the system as a response, like any reject."""
         raise NotImplementedError
 
     @property
@@ -153,6 +159,12 @@ class IC:
 
     def trap(self, message: str) -> NoReturn:
         raise Trap(message)
+
+    def reject(self, message: str) -> None:
+        """Answers the current call with a reject (ic0.msg_reject: reject code 4, CANISTER_REJECT)
+        instead of a reply. Unlike `trap`, the execution goes on and its state changes are kept;
+        the method must then return None."""
+        raise NotImplementedError
 
     def cycles_balance(self) -> int:
         raise NotImplementedError

@@ -42,6 +42,7 @@ class CanisterState:
     heap_bytes: int = 0
     queue: deque[Request | Response] = field(default_factory=deque)
     call_contexts: dict[int, CallContext] = field(default_factory=dict)
+    reserved_for_responses: dict[int, int] = field(default_factory=dict)  # call id -> cycles set aside
     next_id: int = 0
     free_round: int = 0  # first round in which the canister can start a new execution
     used_in_free_round: int = 0  # instructions already used in free_round

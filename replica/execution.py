@@ -39,6 +39,11 @@ class Environment(Protocol):
 
     def time_ns(self) -> int: ...
 
+    def freezing_threshold_cycles(self, state: CanisterState) -> int: ...
+
+    def call_reservation_cycles(self) -> int:
+        """Cycles a call sets aside for its response's execution and largest reply."""
+
     def method_types(self, canister: Principal, method: str) -> tuple[Any, Any]:
         """(argument types, reply types) of `method` of `canister`; raises RejectError."""
 
@@ -70,6 +75,8 @@ class CanisterContext(IC):
         self._stable_limit = env.limits.stable_access_bytes_per_message
         self._mode = "update"
         self._time_ns = 0
+        self._accepted = 0
+        self._rejected: str | None = None
 
     def begin(self, caller: Principal, context: CallContext | None, mode: str, stable_limit: int) -> None:
         self._work = Work()
@@ -81,6 +88,8 @@ class CanisterContext(IC):
         self._stable_limit = stable_limit
         self._mode = mode
         self._time_ns = self._env.time_ns()
+        self._accepted = 0
+        self._rejected = None
 
     # --- the IC API canister code sees -------------------------------------------------------
     def caller(self) -> Principal:
@@ -108,22 +117,27 @@ class CanisterContext(IC):
         raise Trap(f"performance_counter({counter_type}): the counter types are 0 (this execution) and 1 "
                    "(the call context)")
 
-    def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0) -> PendingCall:
+    def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0,
+             cleanup: Callable[[], None] | None = None) -> PendingCall:
         if self._mode != "update" or self._context is None:
             raise Trap(f"{self._mode} code cannot make inter-canister calls (only update methods "
                        "can; composite queries are not simulated)", ErrorCode.CANISTER_CONTRACT_VIOLATION)
         call_id = self._canister.new_id()
         pending = PendingCall(call_id)
+        system_reject: Reject | None = None
+        arg, reply_types = b"", None
         try:
             arg_types, reply_types = self._env.method_types(canister, method)
         except RejectError as e:
-            pending.outcome = ("reject", _call_rejected(e.reject))
-            return pending
-        try:
-            arg = encode(arg_types, list(args), self._env.candid_cache)
-        except CandidError as e:
-            raise Trap(f"the arguments of the call to {canister.to_text()}.{method} do not match its "
-                       f".did types: {e}") from None
+            # An unknown canister or method is rejected by the system as a response, as on the
+            # IC: the caller's state up to its await is committed before the reject arrives.
+            system_reject = e.reject
+        if system_reject is None:
+            try:
+                arg = encode(arg_types, list(args), self._env.candid_cache)
+            except CandidError as e:
+                raise Trap(f"the arguments of the call to {canister.to_text()}.{method} do not match its "
+                           f".did types: {e}") from None
         limit = self._env.limits.same_subnet_request_bytes
         if len(arg) > limit:
             pending.outcome = ("reject", _call_rejected(Reject.of(
@@ -133,15 +147,22 @@ class CanisterContext(IC):
                 "across subnets); send the data in smaller chunks")))
             return pending
         fee = self._env.fees.call_cycles(len(arg), self._env.subnet_size)
-        if cycles < 0 or fee + cycles > self.cycles_balance():
+        # The spec's affordability rule: the call fee, the attached cycles and a reservation for
+        # executing the response (returned when it arrives) must all fit above the freezing threshold.
+        reserved = self._env.call_reservation_cycles()
+        threshold = self._env.freezing_threshold_cycles(self._canister)
+        if cycles < 0 or fee + cycles + reserved > self.cycles_balance() - threshold:
             pending.outcome = ("reject", _call_rejected(Reject.of(
                 ErrorCode.CANISTER_OUT_OF_CYCLES,
-                f"Canister {self._canister.id.to_text()} cannot pay {fee + cycles} cycles for the call "
-                f"to {canister.to_text()}.{method}; top it up with deposit_cycles")))
+                f"Canister {self._canister.id.to_text()} cannot afford the call to {canister.to_text()}.{method}: "
+                f"it needs {fee} cycles for the call, {cycles} attached and {reserved} reserved for the "
+                f"response above its freezing threshold of {threshold}, and has {self.cycles_balance()}; "
+                "top it up with deposit_cycles")))
             return pending
-        self._debit += fee + cycles
+        self._debit += fee + cycles + reserved
         self._work.copied(len(arg))
-        self._calls.append(OutgoingCall(call_id, canister, method, arg, reply_types, cycles, pending))
+        self._calls.append(OutgoingCall(call_id, canister, method, arg, reply_types, cycles, pending,
+                                        reserved, cleanup, system_reject))
         self._context.outstanding[call_id] = self._calls[-1]
         return pending
 
@@ -171,6 +192,13 @@ class CanisterContext(IC):
     def trap(self, message: str) -> NoReturn:
         raise Trap(message)
 
+    def reject(self, message: str) -> None:
+        if self._mode != "update" or self._context is None or self._rejected is not None \
+                or self._context.responded:
+            raise Trap("ic.reject: only an update call that has not been answered yet can be rejected",
+                       ErrorCode.CANISTER_CONTRACT_VIOLATION)
+        self._rejected = message
+
     def cycles_balance(self) -> int:
         return self._canister.cycles - self._debit
 
@@ -182,6 +210,7 @@ class CanisterContext(IC):
             return 0
         accepted = max(0, min(max_amount, self._context.cycles_available))
         self._context.cycles_available -= accepted
+        self._accepted += accepted
         self._debit -= accepted
         return accepted
 
@@ -210,6 +239,14 @@ class CanisterContext(IC):
     @property
     def calls(self) -> list[OutgoingCall]:
         return self._calls
+
+    @property
+    def accepted(self) -> int:
+        return self._accepted
+
+    @property
+    def rejected(self) -> str | None:
+        return self._rejected
 
 
 def _call_rejected(reject: Reject) -> CallRejected:
@@ -283,6 +320,7 @@ class Executor:
                     f"Canister {canister.id.to_text()} exceeded its Wasm memory limit of {limit} bytes "
                     f"(it would use {heap_after}); free state, or raise wasm_memory_limit with "
                     "update_settings (at most 4 GiB for wasm32, 6 GiB for wasm64)")
+        rejected: Reject | None = None
         if trap is not None or discard_state:
             if snap is not None:
                 heap.restore(snap)
@@ -290,6 +328,7 @@ class Executor:
             if context is not None:
                 for call in ctx.calls:
                     context.outstanding.pop(call.call_id, None)
+                context.cycles_available += ctx.accepted  # accepting is rolled back with the rest
             calls: list[OutgoingCall] = []
             debit = 0
         else:
@@ -297,11 +336,15 @@ class Executor:
             canister.heap_bytes = heap_after
             calls = ctx.calls
             debit = ctx.debit
+            for call in calls:
+                canister.reserved_for_responses[call.call_id] = call.reserved
+            if ctx.rejected is not None:
+                rejected = Reject.of(ErrorCode.CANISTER_REJECTED_MESSAGE, ctx.rejected)
         cycles = self.env.fees.execution_cycles(instructions, self.env.subnet_size) if charge else 0
         canister.cycles -= cycles + debit
         if context is not None:
             context.instructions += instructions
-        return ExecutionResult(instructions, cycles, trap, calls, value=value)
+        return ExecutionResult(instructions, cycles, trap, calls, reject=rejected, value=value)
 
 
 def _context_of(canister: CanisterState) -> CanisterContext:

@@ -26,8 +26,9 @@ class Limits:
     instructions_per_slice: int = 2_000_000_000
     # A round runs inner loops: a message to a canister of the same subnet, and its response,
     # execute in the same round while the round has budget. New executions start only while a
-    # scheduler thread has used less than instructions_per_round minus one slice, and each
-    # execution costs the scheduler an overhead counted against the round. Source: dfinity/ic
+    # scheduler thread has used less than instructions_per_round minus one slice (each thread has
+    # its own budget; long executions hold at most scheduler_cores - 1 threads, round_schedule.rs),
+    # and each execution costs the scheduler an overhead counted against it. Source: dfinity/ic
     # rs/config/src/subnet_config.rs (MAX_INSTRUCTIONS_PER_ROUND = 4B on application subnets:
     # "if messages are short ... about 2B instructions run in a round"; 4 scheduler cores;
     # INSTRUCTION_OVERHEAD_PER_EXECUTION = 2M).
@@ -47,11 +48,6 @@ class Limits:
     # (resource-limits table, "Stable memory accessed per upgrade").
     stable_access_bytes_per_upgrade: int = 8 * GiB
     ingress_expiry_max_ns: int = 5 * 60 * 1_000_000_000  # interface spec: at most 5 minutes ahead
-
-    @property
-    def round_budget_for_new_executions(self) -> int:
-        """Instructions a round may have used and still start a new execution (all threads)."""
-        return self.scheduler_cores * (self.instructions_per_round - self.instructions_per_slice)
 
 
 DEFAULT_LIMITS = Limits()

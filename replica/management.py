@@ -297,5 +297,5 @@ def install(subnet: Subnet, target: CanisterState, loaded: LoadedClass, mode: st
     target.loaded = loaded
     target.install_arg = arg
     if mode != "upgrade":
-        target.call_contexts.clear()
+        subnet.reject_call_contexts(target)
     return result.instructions

@@ -57,6 +57,9 @@ class OutgoingCall:
     reply_types: Any
     cycles: int
     pending: Any  # the cdk PendingCall that the canister code awaits
+    reserved: int = 0  # cycles set aside for executing the response, returned when it arrives
+    cleanup: Any = None  # canister code to run if the code resuming after this call traps
+    system_reject: Reject | None = None  # the system rejects the call (unknown canister or method)
 
 
 @dataclass
@@ -76,3 +79,5 @@ class CallContext:
     cycles_available: int = 0
     started_round: int = 0
     instructions: int = 0  # executed by its finished executions, for performance_counter(1)
+    responded: bool = False  # answered (replied or rejected); later executions may not answer
+    failure: Reject | None = None  # a callback trapped while other calls were still outstanding

@@ -137,7 +137,8 @@ class StateStore:
             "freezing_threshold_s": s.settings.freezing_threshold_s,
             "wasm64": s.settings.wasm64,
             "wasm_memory_limit": s.settings.wasm_memory_limit,
-            "cycles": s.cycles,
+            # Calls in flight are not kept across a restart, so what they reserved is returned.
+            "cycles": s.cycles + sum(s.reserved_for_responses.values()),
             "status": "stopped" if s.status == "stopped" else "running",
             "stable_pages": s.stable.pages,
             "stable_chunks": {str(i): name for i, name in sorted(self._files.get(s.id, {}).items())},

@@ -5,8 +5,11 @@ Each round (`execute_round`):
 2. runs inner loops, as the IC's scheduler does, until nothing more can run this round:
    - execute queued messages. A canister runs its messages in order; an execution of N
      instructions occupies the canister for ceil(N / slice) rounds (DTS, one slice per round),
-     continuing the canister's instruction budget of the current round. A new execution starts
-     only while the round has budget left (limits.round_budget_for_new_executions);
+     continuing the canister's instruction budget of the current round. Each of the scheduler's
+     threads has its own budget (limits.instructions_per_round); a new execution starts on the
+     least used thread not given to a long execution, while that thread has used less than the
+     round's instructions minus one slice. Long executions get at most all threads but one, so a
+     thread is always kept for new executions (the IC's round_schedule.rs);
    - route the outputs of executions that finish in this round: requests and responses go to
      their destination's queue at once (every canister is on this subnet), so a call and its
      response can both complete within the round; ingress replies are recorded;
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
-from cdk.canister import Canister
+from cdk.canister import Canister, Trap
 from cdk.principal import Principal
 from replica import execution
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
@@ -83,7 +86,8 @@ class Subnet:
         self.deleted: list[Principal] = []  # canisters deleted since the last checkpoint
         self.names: dict[str, Principal] = {}  # dfx-style canister names (canister_ids.json)
         self.round = 0
-        self.round_instructions = 0  # executed in the current round, against its budget
+        self.thread_instructions: list[int] = []  # per scheduler thread, used in the current round
+        self.long_execution_threads = 0  # threads given to executions continuing into this round
         self.candid_cache = HeaderCache()
         genesis = config.genesis_time_ns if config.genesis_time_ns is not None else time.time_ns()
         self.genesis_ns = genesis
@@ -160,6 +164,22 @@ class Subnet:
                               f"with at least {missing} additional cycles (it has {state.cycles}, its "
                               f"freezing threshold is {threshold} and this message may cost {needed})")
 
+    def call_reservation_cycles(self) -> int:
+        """What a call sets aside until its response has executed: the response's execution at
+        the message instruction limit and its largest reply (interface spec: a call needs the
+        maximum cost of processing its response above the freezing threshold)."""
+        return (self.fees.execution_cycles(self.limits.instructions_per_update, self.subnet_size)
+                + self.fees.response_byte_cycles(self.limits.reply_bytes, self.subnet_size))
+
+    def reject_call_contexts(self, state: CanisterState) -> None:
+        """Reinstall and uninstall: every call the canister has not answered is rejected, as the
+        IC does, so no caller waits forever (and cycles still available go back to it)."""
+        for context in state.call_contexts.values():
+            if not context.responded:
+                self.release(self.round, self._answer(state.id, context, None, Reject.of(
+                    ErrorCode.CANISTER_REJECTED_MESSAGE, "Canister has been uninstalled.")))
+        state.call_contexts.clear()
+
     def new_instance(self, state: CanisterState, loaded: LoadedClass) -> Canister:
         if state.ic is None:
             state.ic = CanisterContext(state, self)
@@ -169,8 +189,9 @@ class Subnet:
         s = self.canister(canister_id)
         ref = s.loaded.ref if s.loaded else None
         return CanisterInfo(s.id, ref.class_path if ref else None, ref.version if ref else None,
-                            ref.module_hash if ref else None, list(s.settings.controllers), s.status,
-                            s.cycles, s.heap_bytes, s.stable.size_bytes)
+                            s.module_hash, list(s.settings.controllers), s.status,
+                            s.cycles, s.heap_bytes, s.stable.size_bytes,
+                            {name: (m.public, m.content) for name, m in s.metadata.items()})
 
     # --- ingress -----------------------------------------------------------------------------
     def submit(self, msg: IngressMessage) -> None:
@@ -219,9 +240,10 @@ class Subnet:
         self.round += 1
         r = self.round
         self._induct(r)
-        self.round_instructions = self._continuing_slices(r)
+        self._schedule_threads(r)
         while True:  # inner loops; each execution costs round budget, so this ends
             self.management.execute(r)
+            self.management.finish_stopping(r)  # a canister with no open call context stops at once
             started = 0
             for canister_id in sorted(self.canisters, key=lambda p: p.bytes):
                 state = self.canisters.get(canister_id)
@@ -229,7 +251,6 @@ class Subnet:
                     started += self._execute_canister(state, r)
             if not self._route(r) and not started:
                 break
-        self.management.finish_stopping(r)
         self._charge_storage()
         self.changed = True
 
@@ -263,10 +284,24 @@ class Subnet:
             state.queue.append(request)
         self.pending_ingress = []
 
-    def _continuing_slices(self, r: int) -> int:
-        """Instructions that executions begun in earlier rounds run in round r (one slice each)."""
-        return sum(self.limits.instructions_per_slice if state.free_round > r else state.used_in_free_round
-                   for state in self.canisters.values() if state.free_round >= r)
+    def _schedule_threads(self, r: int) -> None:
+        """Puts the executions begun in earlier rounds (one slice each in round r) on their own
+        threads, at most all but one; any more share those threads, as the IC's round schedule
+        runs them opportunistically after the new executions."""
+        continuing = sorted((self.limits.instructions_per_slice if s.free_round > r else s.used_in_free_round
+                             for s in self.canisters.values() if s.free_round >= r), reverse=True)
+        cores = self.limits.scheduler_cores
+        self.long_execution_threads = min(len(continuing), cores - 1)
+        self.thread_instructions = [0] * cores
+        for i, instructions in enumerate(continuing):
+            self.thread_instructions[i % self.long_execution_threads] += instructions
+
+    def _thread_for_new_execution(self) -> int | None:
+        """The least used thread kept for new executions, if it may start one."""
+        threads = range(self.long_execution_threads, self.limits.scheduler_cores)
+        thread = min(threads, key=self.thread_instructions.__getitem__)
+        limit = self.limits.instructions_per_round - self.limits.instructions_per_slice
+        return thread if self.thread_instructions[thread] < limit else None
 
     def _execute_canister(self, state: CanisterState, r: int) -> int:
         """Runs what this canister can start in round r; returns how many executions started."""
@@ -277,7 +312,8 @@ class Subnet:
                 break
             if state.queue[0].available_round > r:
                 break
-            if self.round_instructions >= self.limits.round_budget_for_new_executions:
+            thread = self._thread_for_new_execution()
+            if thread is None:
                 break
             message = state.queue.popleft()
             used = state.used_in_free_round if state.free_round == r else 0
@@ -286,7 +322,8 @@ class Subnet:
             finish = r + max(0, total - 1) // slice_
             state.free_round = finish
             state.used_in_free_round = total - (finish - r) * slice_
-            self.round_instructions += (min(total, slice_) - used) + self.limits.scheduler_overhead_per_execution
+            self.thread_instructions[thread] += ((min(total, slice_) - used)
+                                                 + self.limits.scheduler_overhead_per_execution)
             message.trace.instructions += instructions
             message.trace.executions += 1
             started += 1
@@ -340,9 +377,13 @@ class Subnet:
     def _execute_response(self, state: CanisterState, response: Response) -> tuple[int, list[Any]]:
         context = state.call_contexts.get(response.call_context_id)
         call: OutgoingCall | None = context.outstanding.pop(response.call_id, None) if context else None
-        state.cycles += response.refund
+        state.cycles += response.refund + state.reserved_for_responses.pop(response.call_id, 0)
         if context is None or call is None:
             return 0, []  # the call context is gone (the canister was reinstalled or its caller trapped)
+        if context.failure is not None:
+            # An earlier continuation trapped, so no code is left to receive this response; the
+            # context is answered once its last outstanding call has come back.
+            return 0, self._close_failed(state, context)
         fee = self.fees.response_byte_cycles(len(response.reply or b""), self.subnet_size)
 
         def step() -> Any:
@@ -368,10 +409,25 @@ class Subnet:
         )
         state.cycles -= fee
         response.trace.cycles += result.cycles + fee
-        return result.instructions, self._outputs(state, context, result)
+        instructions = result.instructions
+        if result.trap is not None and call.cleanup is not None:
+            # The IC's cleanup callback: it runs on the state the trap rolled back to, and keeps
+            # its own changes unless it traps too.
+            cleanup = self.executor.run(
+                state, call.cleanup, caller=context.caller, context=context, mode="cleanup",
+                instruction_limit=self.limits.instructions_per_update, payload_bytes=0)
+            response.trace.cycles += cleanup.cycles
+            instructions += cleanup.instructions
+        return instructions, self._outputs(state, context, result)
 
     def _finish_step(self, state: CanisterState, context: CallContext, kind: str, value: Any) -> Any:
         if kind == "reply":
+            if context.responded or state.ic.rejected is not None:
+                if value is not None:
+                    raise Trap(f"{context.method} returned a value after its call was already "
+                                         "answered with ic.reject; return None after rejecting",
+                                         ErrorCode.CANISTER_CONTRACT_VIOLATION)
+                return ("done", None)
             limit = self.limits.reply_bytes
             return ("reply", execution.encode_reply(context.reply_types, value, limit, self.candid_cache))
         return (kind, value)
@@ -382,23 +438,53 @@ class Subnet:
             context.trace.messages += 1
             context.trace.bytes += len(call.arg)
             context.trace.cycles += self.fees.call_cycles(len(call.arg), self.subnet_size) + call.cycles
-            outputs.append(Request(state.id, call.callee, call.method, call.arg,
-                                   CanisterOrigin(state.id, context.id, call.call_id), context.trace,
-                                   cycles=call.cycles))
+            if call.system_reject is not None:
+                outputs.append(Response(state.id, context.id, call.call_id, None, call.system_reject,
+                                        context.trace, call.cycles))
+            else:
+                outputs.append(Request(state.id, call.callee, call.method, call.arg,
+                                       CanisterOrigin(state.id, context.id, call.call_id), context.trace,
+                                       cycles=call.cycles))
         if result.trap is not None:
-            state.call_contexts.pop(context.id, None)
+            # The spec's rule: a trap answers the caller only once no call of the context is still
+            # outstanding; until then the other responses still arrive.
             context.coroutine = None
-            outputs.append(self._reply_output(context.origin, state.id, None, result.trap, context.trace,
-                                              context.cycles_available))
+            context.failure = result.trap
+            if not context.outstanding:
+                state.call_contexts.pop(context.id, None)
+                if not context.responded:
+                    outputs.append(self._answer(state.id, context, None, result.trap))
+            else:
+                state.call_contexts[context.id] = context
             return outputs
+        if result.reject is not None:
+            outputs.append(self._answer(state.id, context, None, result.reject))
         kind, value = result.value
         if kind == "reply":
+            outputs.append(self._answer(state.id, context, value, None))
+        if kind in ("reply", "done"):
             state.call_contexts.pop(context.id, None)
-            outputs.append(self._reply_output(context.origin, state.id, value, None, context.trace,
-                                              context.cycles_available))
         elif kind == "await":
             state.call_contexts[context.id] = context
         return outputs
+
+    def _close_failed(self, state: CanisterState, context: CallContext) -> list[Any]:
+        if context.outstanding:
+            return []
+        state.call_contexts.pop(context.id, None)
+        if context.responded or context.failure is None:
+            return []
+        return [self._answer(state.id, context, None, Reject.of(
+            ErrorCode.CANISTER_DID_NOT_REPLY,
+            f"Canister {state.id.to_text()} did not reply to the call: its code after an await trapped "
+            f"({context.failure.message})"))]
+
+    def _answer(self, responder: Principal, context: CallContext, reply: bytes | None,
+                reject: Reject | None) -> Any:
+        """The reply or reject of a call context, with the cycles it did not accept."""
+        context.responded = True
+        refund, context.cycles_available = context.cycles_available, 0
+        return self._reply_output(context.origin, responder, reply, reject, context.trace, refund)
 
     def _reply_output(self, origin: IngressOrigin | CanisterOrigin, responder: Principal, reply: bytes | None,
                       reject: Reject | None, trace: CostReport, refund: int) -> Any:
@@ -529,17 +615,23 @@ def chain_rounds(executions: Sequence[int], limits: Limits) -> int:
     """Rounds a call chain spans on an otherwise idle subnet: from the round its first execution
     starts (at the round's beginning) to the round its last one ends, each execution starting
     on another canister as soon as the previous ends. These are the rules `execute_round` applies
-    (DTS slices, same-round delivery, the round budget for new executions, the scheduler's
-    overhead per execution); the planner predicts latency with it instead of running."""
-    slice_, budget = limits.instructions_per_slice, limits.round_budget_for_new_executions
-    round_, used = 0, 0
+    (DTS slices, same-round delivery, per-thread round budgets with a thread kept for new
+    executions, the scheduler's overhead per execution); the planner predicts latency with it
+    instead of running."""
+    slice_, cores = limits.instructions_per_slice, limits.scheduler_cores
+    limit = limits.instructions_per_round - slice_
+    round_, threads, long_threads = 0, [0] * cores, 0
     for instructions in executions:
-        if used >= budget:  # no new execution may start this round
-            round_, used = round_ + 1, 0
+        thread = min(range(long_threads, cores), key=threads.__getitem__)
+        if threads[thread] >= limit:  # no new execution may start this round
+            round_, threads, long_threads = round_ + 1, [0] * cores, 0
+            thread = 0
         extra = max(0, instructions - 1) // slice_  # rounds past the one it starts in
-        round_ += extra
-        used = (instructions - extra * slice_ if extra else used + instructions)
-        used += limits.scheduler_overhead_per_execution
+        if extra:  # it ends in a later round, where its last slice holds a thread of its own
+            round_, threads, long_threads = round_ + extra, [0] * cores, 1
+            threads[0] = instructions - extra * slice_
+        else:
+            threads[thread] += instructions + limits.scheduler_overhead_per_execution
     return round_ + 1
 
 

@@ -89,12 +89,29 @@ def test_chain_rounds_predicts_what_the_subnet_does(client: LocalClient, burn: i
 
 
 def test_the_round_budget_spreads_many_short_messages_over_rounds(client: LocalClient) -> None:
-    """New executions start only while the round has used less than its budget (8B: 4 scheduler
-    threads x (4B per round - one 2B slice)); 12 messages of 1.5B need two rounds."""
+    """A new execution starts on a scheduler thread only while that thread has used less than
+    4B per round - one 2B slice: each of the 4 threads runs two messages of 1.5B (the second
+    starts at 1.5B), so 12 of them need two rounds."""
     counters = [client.install(COUNTER, 0, cycles=400 * T) for _ in range(12)]
     ids = [client.submit(c, "burn", 1_500_000_000) for c in counters]
     client.network.run_until_idle()
-    assert sorted(client.network.report(i).rounds for i in ids) == [1] * 6 + [2] * 6
+    assert sorted(client.network.report(i).rounds for i in ids) == [1] * 8 + [2] * 4
+
+
+def test_long_executions_leave_a_thread_for_new_ones(client: LocalClient) -> None:
+    """Four 19B executions in flight hold at most three of the four scheduler threads
+    (round_schedule.rs keeps a core for new executions), so a short message sent while they
+    run completes in the round it is inducted, not after them."""
+    counters = [client.install(COUNTER, 0, cycles=400 * T) for _ in range(5)]
+    long_ids = [client.submit(c, "burn", 19_000_000_000) for c in counters[:4]]
+    client.network.execute_round()
+    short = client.submit(counters[4], "burn", 1_000)
+    client.network.execute_round()
+    assert client.network.status(short).status == "replied"
+    assert client.network.report(short).rounds == 1
+    assert all(client.network.status(i).status == "processing" for i in long_ids)
+    client.network.run_until_idle()
+    assert [client.network.report(i).rounds for i in long_ids] == [10] * 4
 
 
 def test_call_reports_add_up_instructions_and_fees(client: LocalClient) -> None:
