@@ -46,7 +46,7 @@ _READ_ONLY = {Kind.QUERY, Kind.COMPOSITE_QUERY, Kind.INSPECT_MESSAGE}
 
 # What a wasm trap is called in the replica's messages (wasmtime trap code -> IC text).
 _TRAP_TEXTS = {
-    "UNREACHABLE_CODE_REACHED": "unreachable", "MEMORY_OUT_OF_BOUNDS": "heap out of bounds",
+    "UNREACHABLE": "unreachable", "MEMORY_OUT_OF_BOUNDS": "heap out of bounds",
     "INTEGER_DIVISION_BY_ZERO": "integer division by 0", "INTEGER_OVERFLOW": "integer overflow",
     "STACK_OVERFLOW": "stack overflow", "BAD_CONVERSION_TO_INTEGER": "invalid conversion to integer",
     "TABLE_OUT_OF_BOUNDS": "table out of bounds", "INDIRECT_CALL_TO_NULL": "indirect call to null",
@@ -267,7 +267,7 @@ class WasmInstance:
 
     def _wasm_trap(self, view: CanisterView, trap: wasmtime.Trap) -> Reject:
         code = trap.trap_code
-        text = _TRAP_TEXTS.get(code.name if code is not None else "", trap.message.splitlines()[0])
+        text = _TRAP_TEXTS.get(code.name if code is not None else "") or trap.message.strip().splitlines()[-1]
         return Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {text}")
 
     def _check_memory_limit(self, view: CanisterView) -> Reject | None:
