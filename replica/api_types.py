@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from cdk.principal import Principal
@@ -50,6 +50,8 @@ class CanisterInfo:
     cycles: int
     heap_bytes: int
     stable_bytes: int
+    # name -> (public, content) of the code's icp:public/icp:private metadata sections
+    metadata: dict[str, tuple[bool, bytes]] = field(default_factory=dict)
 
 
 class IngressRejected(Exception):

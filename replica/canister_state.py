@@ -8,10 +8,12 @@ from typing import Any, Literal
 
 from cdk.canister import Canister
 from cdk.principal import Principal
+from replica.chunk_store import ChunkStore
 from replica.limits import DEFAULT_LIMITS, Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, Request, Response
 from replica.stable_memory import StableMemory
+from replica.wasm_module import CanisterModule, Metadata
 
 CanisterStatus = Literal["running", "stopping", "stopped"]
 DEFAULT_FREEZING_THRESHOLD_S = 2_592_000  # 30 days: the interface spec's default freezing_threshold
@@ -38,6 +40,8 @@ class CanisterState:
     status: CanisterStatus = "running"
     loaded: LoadedClass | None = None
     instance: Canister | None = None
+    module: CanisterModule | None = None  # the installed wasm module, for a wasm canister
+    chunk_store: ChunkStore = field(default_factory=ChunkStore)
     install_arg: bytes = b""  # arg of the last install/upgrade; a restart replays post_upgrade with it
     heap_bytes: int = 0
     queue: deque[Request | Response] = field(default_factory=deque)
@@ -56,4 +60,20 @@ class CanisterState:
 
     @property
     def memory_bytes(self) -> int:
-        return self.heap_bytes + self.stable.size_bytes
+        return self.heap_bytes + self.stable.size_bytes + self.chunk_store.size_bytes
+
+    @property
+    def module_hash(self) -> bytes | None:
+        if self.module is not None:
+            return self.module.module_hash
+        return self.loaded.ref.module_hash if self.loaded is not None else None
+
+    @property
+    def metadata(self) -> dict[str, Metadata]:
+        """The installed code's icp:public/icp:private sections. A Python class has no custom
+        sections, so it publishes its .did as public `candid:service`, as moc and dfx do."""
+        if self.module is not None:
+            return self.module.metadata
+        if self.loaded is not None:
+            return {"candid:service": Metadata("candid:service", True, self.loaded.did_text.encode())}
+        return {}

@@ -21,9 +21,10 @@ import cbor2
 
 from cdk.candid import CandidError, decode, parse_did
 from cdk.principal import Principal
-from replica.api_types import IngressMessage, IngressRejected, QueryResult, RequestStatus
+from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.auth import EnvelopeRejected, Request, authenticate, decode_envelope
 from replica.certification import SELF_DESCRIBE_TAG, NetworkKeys
+from replica.errors import RejectError
 from replica.gateway_state import TERMINAL_STATUSES, CertifiedStateSource, IngressLedger
 from replica.request_id import RESPONSE_DOMAIN_SEPARATOR, hash_of_map
 
@@ -44,6 +45,7 @@ class Network(Protocol):
     def wait(self, request_id: bytes, timeout_s: float) -> RequestStatus | None: ...
     def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes) -> QueryResult: ...
     def round_number(self) -> int: ...
+    def canister_info(self, canister_id: Principal) -> CanisterInfo: ...
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ class Endpoints:
             )
 
     def _management_target(self, method: str, arg: bytes) -> Principal | None:
-        """The canister_id field of a management call's record argument, if it has one."""
+        """The canister a management call manages: its argument's canister_id (target_canister
+        for install_chunked_code), if it has one."""
         try:
             values = decode(self._management.methods[method].args, arg)
         except CandidError as error:
@@ -194,8 +197,10 @@ class Endpoints:
                 400, f"the argument of the management canister's {method} is not valid Candid for its type: {error}"
             ) from None
         first = values[0] if values else None
-        if isinstance(first, Mapping) and isinstance(first.get("canister_id"), Principal):
-            return first["canister_id"]
+        if isinstance(first, Mapping):
+            named = first.get("target_canister" if method == "install_chunked_code" else "canister_id")
+            if isinstance(named, Principal):
+                return named
         return None
 
     # ---- query ----
@@ -265,14 +270,38 @@ class Endpoints:
                 )
             return
         if head == b"canister" and len(path) >= 3 and path[2] in (b"module_hash", b"controllers", b"metadata"):
-            if scope == "canister" and path[1] == target.bytes:
-                return
-            raise EnvelopeRejected(
-                400, "canister paths may only be read for the effective canister id in the URL"
-            )
+            if scope != "canister" or path[1] != target.bytes:
+                raise EnvelopeRejected(
+                    400, "canister paths may only be read for the effective canister id in the URL"
+                )
+            if path[2] == b"metadata":
+                self._check_metadata_path(path, request, target)
+            return
         shown = "/" + "/".join(label.decode("utf-8", "replace") if label.isascii() else "0x" + label.hex()
                                for label in path)
         raise EnvelopeRejected(404, f"Invalid path requested: {shown} is not a readable path of the state tree")
+
+
+    def _check_metadata_path(self, path: tuple[bytes, ...], request: Request, canister_id: Principal) -> None:
+        """/canister/<id>/metadata/<name>: a private section is for controllers only; an absent
+        section or canister is not an error (the certificate proves it absent). The IC's rule and
+        message: dfinity/ic 00d65b7bd9a774f64f8212898640cf6640f753f4,
+        rs/http_endpoints/public/src/read_state/canister.rs, `can_read_canister_metadata`."""
+        if len(path) != 4:
+            raise EnvelopeRejected(404, "Invalid path requested: a metadata path is /canister/<id>/metadata/<name>")
+        try:
+            name = path[3].decode()
+        except UnicodeDecodeError as e:
+            raise EnvelopeRejected(400, f"Could not parse the custom section name: {e}.") from None
+        try:
+            info = self.network.canister_info(canister_id)
+        except RejectError:
+            return
+        section = info.metadata.get(name)
+        if section is not None and not section[0] and request.sender not in info.controllers:
+            raise EnvelopeRejected(
+                403, f"Custom section {name[:100]} can only be requested by the controllers of the canister."
+            )
 
 
 _STATUS_FIELDS = (b"status", b"reply", b"reject_code", b"reject_message", b"error_code")

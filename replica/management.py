@@ -1,8 +1,10 @@
 """The management canister `aaaaa-aa`: creating, installing, configuring and funding canisters.
 
 Methods and argument types follow the interface spec's ic.did (see management.did). Only a
-canister's controllers may manage it; anyone may deposit cycles. `install_code` names a
-canister class and version in its `wasm_module` blob (replica.loader.ModuleRef), not wasm.
+canister's controllers may manage it; anyone may deposit cycles. `install_code` takes a wasm
+module, raw or gzipped (replica.wasm_install), or names a Python canister class and version in its
+`wasm_module` blob (replica.loader.ModuleRef); modules over 2 MiB are uploaded to the chunk store
+and installed with `install_chunked_code` (replica.chunk_store).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from replica.canister_state import CanisterSettings, CanisterState
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.loader import LoadedClass, ModuleRef, load_class
 from replica.messages import CanisterOrigin, Request
+from replica.wasm_install import install_wasm
+from replica.wasm_module import is_wasm, read_module
 
 if TYPE_CHECKING:
     from replica.subnet import Subnet
@@ -26,10 +30,12 @@ if TYPE_CHECKING:
 _INGRESS_ALLOWED = {
     "provisional_create_canister_with_cycles", "provisional_top_up_canister", "install_code",
     "update_settings", "start_canister", "stop_canister", "canister_status", "delete_canister",
-    "deposit_cycles",
+    "deposit_cycles", "upload_chunk", "stored_chunks", "clear_chunk_store", "install_chunked_code",
 }
 _CONTROLLERS_ONLY = {"install_code", "update_settings", "start_canister", "stop_canister",
                      "canister_status", "delete_canister"}
+# The chunk store is the canister's own too: its controllers and the canister itself may use it.
+_CHUNK_STORE_USERS_ONLY = {"upload_chunk", "stored_chunks", "clear_chunk_store"}
 
 
 class ManagementCanister:
@@ -97,6 +103,8 @@ class ManagementCanister:
                                   f"Only controllers of canister {target.id.to_text()} can call ic00 method "
                                   f"{request.method}; ask a controller to add {caller.to_text()} with "
                                   "update_settings")
+            if request.method in _CHUNK_STORE_USERS_ONLY:
+                self._check_chunk_store_user(target, caller, request.method)
         value, rounds = getattr(self, "_" + request.method)(args, caller, request, target)
         if value is _DEFERRED:
             return value, rounds
@@ -193,16 +201,17 @@ class ManagementCanister:
                 "wasm_memory_threshold": 0,
                 "environment_variables": [],
             },
-            "module_hash": target.loaded.ref.module_hash if target.loaded else None,
+            "module_hash": target.module_hash,
             "memory_size": target.memory_bytes,
             "memory_metrics": {
                 "wasm_memory_size": target.heap_bytes,
                 "stable_memory_size": target.stable.size_bytes,
                 "global_memory_size": 0,
-                "wasm_binary_size": 0,
-                "custom_sections_size": 0,
+                "wasm_binary_size": len(target.module.given) if target.module else 0,
+                "custom_sections_size": sum(len(m.content) for m in target.module.metadata.values())
+                if target.module else 0,
                 "canister_history_size": 0,
-                "wasm_chunk_store_size": 0,
+                "wasm_chunk_store_size": target.chunk_store.size_bytes,
                 "snapshots_size": 0,
             },
             "cycles": target.cycles,
@@ -215,22 +224,67 @@ class ManagementCanister:
 
     def _install_code(self, args: dict, caller: Principal, request: Request,
                       target: CanisterState) -> tuple[Any, int]:
-        (mode,) = args["mode"].keys()
-        ref = ModuleRef.from_wasm_module(args["wasm_module"])
-        loaded = load_class(ref)
-        if mode == "install" and target.loaded is not None:
+        return self._install(target, args["mode"], args["wasm_module"], args["arg"], caller, request)
+
+    def _install(self, target: CanisterState, mode_arg: dict, wasm_module: bytes, arg: bytes, caller: Principal,
+                 request: Request) -> tuple[Any, int]:
+        """install_code and install_chunked_code: a wasm module (raw or gzipped) or a Python class."""
+        (mode,) = mode_arg.keys()
+        upgrade_options = (mode_arg.get("upgrade") or {}) if mode == "upgrade" else {}
+        module = read_module(wasm_module) if is_wasm(wasm_module) else None
+        loaded = load_class(ModuleRef.from_wasm_module(wasm_module)) if module is None else None
+        if mode == "install" and (target.loaded is not None or target.module is not None):
             raise RejectError(ErrorCode.CANISTER_NON_EMPTY,
                               f"Canister {target.id.to_text()} cannot be installed because the canister is "
                               "not empty; install with mode reinstall or upgrade instead")
-        if mode == "upgrade" and target.loaded is None:
+        if mode == "upgrade" and target.loaded is None and target.module is None:
             raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
                               f"Canister {target.id.to_text()} has no code to upgrade; install it first")
         self.subnet.require_cycles(target, self.subnet.fees.execution_cycles(
             self.subnet.limits.instructions_per_install, self.subnet.subnet_size))
-        skip_pre_upgrade = bool(mode == "upgrade" and (args["mode"]["upgrade"] or {}).get("skip_pre_upgrade"))
-        instructions = install(self.subnet, target, loaded, mode, args["arg"], caller, skip_pre_upgrade)
+        if module is not None:
+            instructions = install_wasm(self.subnet, target, module, mode, arg, caller, upgrade_options)
+        else:
+            assert loaded is not None
+            instructions = install(self.subnet, target, loaded, mode, arg, caller,
+                                   bool(upgrade_options.get("skip_pre_upgrade")))
         request.trace.instructions += instructions
         return None, max(1, math.ceil(instructions / self.subnet.limits.instructions_per_slice))
+
+    def _upload_chunk(self, args: dict, caller: Principal, request: Request,
+                      target: CanisterState) -> tuple[Any, int]:
+        return {"hash": target.chunk_store.insert(args["chunk"])}, 1
+
+    def _stored_chunks(self, args: dict, caller: Principal, request: Request,
+                       target: CanisterState) -> tuple[Any, int]:
+        return [{"hash": digest} for digest in target.chunk_store.hashes()], 1
+
+    def _clear_chunk_store(self, args: dict, caller: Principal, request: Request,
+                           target: CanisterState) -> tuple[Any, int]:
+        target.chunk_store.clear()
+        return None, 1
+
+    def _install_chunked_code(self, args: dict, caller: Principal, request: Request, _: Any) -> tuple[Any, int]:
+        """install_code with a module assembled from chunks of the store canister's chunk store
+        (the target's own when store_canister is absent); the caller must control the target and
+        be allowed to use the store."""
+        target = self.subnet.canister(args["target_canister"])
+        if caller not in target.settings.controllers:
+            raise RejectError(ErrorCode.CANISTER_INVALID_CONTROLLER,
+                              f"Only controllers of canister {target.id.to_text()} can call ic00 method "
+                              f"install_chunked_code; ask a controller to add {caller.to_text()} with update_settings")
+        store_id = args.get("store_canister")
+        store = target if store_id is None else self.subnet.canister(store_id)
+        self._check_chunk_store_user(store, caller, "install_chunked_code")
+        module = store.chunk_store.assemble([c["hash"] for c in args["chunk_hashes_list"]], args["wasm_module_hash"])
+        return self._install(target, args["mode"], module, args["arg"], caller, request)
+
+    def _check_chunk_store_user(self, store: CanisterState, caller: Principal, method: str) -> None:
+        if caller != store.id and caller not in store.settings.controllers:
+            raise RejectError(ErrorCode.CANISTER_INVALID_CONTROLLER,
+                              f"Only controllers of canister {store.id.to_text()} and the canister itself can use its "
+                              f"chunk store (ic00 method {method}); ask a controller to add {caller.to_text()} "
+                              "with update_settings")
 
     def _settings(self, given: dict | None, default_controllers: list[Principal],
                   base: CanisterSettings | None = None) -> CanisterSettings:
@@ -261,6 +315,10 @@ def install(subnet: Subnet, target: CanisterState, loaded: LoadedClass, mode: st
             caller: Principal, skip_pre_upgrade: bool = False) -> int:
     """Installs, reinstalls or upgrades `target` to `loaded`, running its init or upgrade hooks
     as one execution that either fully happens or is fully rolled back. Returns its instructions."""
+    if mode == "upgrade" and target.module is not None:
+        raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                          f"Canister {target.id.to_text()} runs a wasm module, which cannot be upgraded to a Python "
+                          "canister class (their heaps have nothing in common); reinstall it instead")
     old_loaded, old_instance, old_arg = target.loaded, target.instance, target.install_arg
     old_chunks, old_pages = dict(target.stable.chunks), target.stable.pages
     if mode == "reinstall":
@@ -295,6 +353,7 @@ def install(subnet: Subnet, target: CanisterState, loaded: LoadedClass, mode: st
                           f"install_code ({mode}) of {loaded.ref.class_path} failed and changed nothing: "
                           f"{result.trap.message}")
     target.loaded = loaded
+    target.module = None
     target.install_arg = arg
     if mode != "upgrade":
         subnet.reject_call_contexts(target)

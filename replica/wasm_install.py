@@ -1,0 +1,119 @@
+"""install_code for a wasm module: install, reinstall and upgrade, run as the IC runs them.
+
+An install creates an instance (running the module's start function) and calls `canister_init`
+with the argument; a reinstall does the same on emptied stable memory; an upgrade calls the old
+instance's `canister_pre_upgrade`, creates the new instance and calls `canister_post_upgrade`.
+The whole install is one unit: if any step traps, the canister keeps its code, heap and stable
+memory as they were, and the install is rejected with the trap.
+
+Enhanced orthogonal persistence (moc's default output): a module carrying the private section
+`enhanced-orthogonal-persistence` keeps its heap across upgrades, so an upgrade of it must pass
+`wasm_memory_persistence = opt keep`, as dfx does; the new module starts on the kept memory.
+The rules and messages are the IC's (dfinity/ic rs/execution_environment/src/execution/
+install_code.rs, `validate_upgrade_options`/`CanisterManagerError::MissingUpgradeOptionError`
+and `InvalidUpgradeOptionError`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from replica.engines import CanisterView, Execution, Kind, Outcome
+from replica.errors import ErrorCode, RejectError
+from replica.wasm_module import CanisterModule
+
+if TYPE_CHECKING:
+    from cdk.principal import Principal
+    from replica.canister_state import CanisterState
+    from replica.subnet import Subnet
+
+EOP_SECTION = "enhanced-orthogonal-persistence"
+
+
+def uses_orthogonal_persistence(module: CanisterModule | None) -> bool:
+    return module is not None and EOP_SECTION in module.metadata
+
+
+def memory_handling(target: CanisterState, module: CanisterModule, upgrade_options: dict) -> bool:
+    """Whether an upgrade keeps the wasm heap (`opt keep`), refused where the IC refuses it."""
+    persistence = upgrade_options.get("wasm_memory_persistence")
+    keep = persistence is not None and "keep" in persistence
+    if keep and not uses_orthogonal_persistence(module):
+        raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                          "Invalid upgrade option: The `wasm_memory_persistence: opt Keep` upgrade option requires "
+                          "that the new canister module supports enhanced orthogonal persistence.")
+    if not keep and uses_orthogonal_persistence(target.module):
+        raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                          "Missing upgrade option: Enhanced orthogonal persistence requires the "
+                          "`wasm_memory_persistence` upgrade option. Upgrade with "
+                          "mode = upgrade (opt record { wasm_memory_persistence = opt variant { keep } }), "
+                          "as dfx does, or reinstall to discard the heap.")
+    return keep
+
+
+def canister_view(subnet: Subnet, target: CanisterState) -> CanisterView:
+    return CanisterView(
+        canister_id=target.id.bytes,
+        controllers=tuple(c.bytes for c in target.settings.controllers),
+        cycle_balance=target.cycles,
+        status=target.status,
+        wasm_memory_limit=target.settings.wasm_memory_limit or 0,
+    )
+
+
+def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, mode: str, arg: bytes,
+                 caller: Principal, upgrade_options: dict) -> int:
+    """Installs, reinstalls or upgrades `target` to `module`; returns the instructions used."""
+    if mode == "upgrade" and target.loaded is not None:
+        raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                          f"Canister {target.id.to_text()} runs a Python canister class, which cannot be upgraded "
+                          "to a wasm module (their heaps have nothing in common); reinstall it instead")
+    keep = memory_handling(target, module, upgrade_options) if mode == "upgrade" else False
+    engine = subnet.wasm_engine
+    view = canister_view(subnet, target)
+    limit = subnet.limits.instructions_per_install
+    old_instance = target.instance
+    stable_before = (dict(target.stable.chunks), target.stable.pages)
+    used = 0
+
+    def failed(outcome: Outcome, step: str) -> RejectError:
+        target.stable.chunks, target.stable.pages = dict(stable_before[0]), stable_before[1]
+        if heap_before is not None:
+            old_instance.load(*heap_before)  # what pre_upgrade changed goes back too
+        trap = outcome.trap
+        assert trap is not None
+        code = ErrorCode(int(trap.error_code[2:])) if trap.error_code else ErrorCode.CANISTER_CALLED_TRAP
+        return RejectError(code, f"install_code ({mode}) of canister {target.id.to_text()} failed in {step} and "
+                                 f"changed nothing: {trap.message}")
+
+    kept_memory = heap_before = None
+    if mode == "upgrade":
+        if upgrade_options.get("skip_pre_upgrade") is not True:
+            heap_before = old_instance.memory_image()
+            outcome = old_instance.execute(Execution(Kind.PRE_UPGRADE, limit, subnet.time_ns(), caller=caller.bytes),
+                                           view)
+            used += outcome.instructions
+            if outcome.trap is not None:
+                raise failed(outcome, "canister_pre_upgrade")
+        if keep:
+            kept_memory = old_instance.memory_image()
+    elif mode == "reinstall":
+        target.stable.clear()
+    instance, outcome = engine.instantiate(module.wasm, target.stable, view, kept_memory)
+    used += outcome.instructions
+    if outcome.trap is not None:
+        raise failed(outcome, "the start function")
+    hook = Kind.POST_UPGRADE if mode == "upgrade" else Kind.INIT
+    outcome = instance.execute(Execution(hook, max(0, limit - used), subnet.time_ns(), arg=arg, caller=caller.bytes),
+                               view)
+    used += outcome.instructions
+    if outcome.trap is not None:
+        raise failed(outcome, f"canister_{hook.value}")
+    target.instance = instance
+    target.module = module
+    target.loaded = None
+    target.install_arg = arg
+    target.heap_bytes = outcome.heap_bytes
+    if mode != "upgrade":
+        subnet.reject_call_contexts(target)
+    return used
