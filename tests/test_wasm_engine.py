@@ -120,7 +120,7 @@ def test_a_query_runs_on_the_state_and_leaves_it_unchanged(engine):
     (global $n (export "n") (mut i32) (i32.const 0))
     (func $bump_and_reply
       (global.set $n (i32.add (global.get $n) (i32.const 1)))
-      (call $first_write (i32.const 0))
+      (call $first_write_range (i64.const 0) (i64.const 4))
       (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
       (i32.store (i32.const 4) (global.get $n))
       (call $msg_reply_data_append (i32.const 0) (i32.const 8))
@@ -137,10 +137,8 @@ def test_a_query_runs_on_the_state_and_leaves_it_unchanged(engine):
 
 GROW = """
 (func (export "canister_update grow") (local $r i32)
-  (local.set $r (memory.grow (i32.load (i32.const 0))))
-  (i32.store (i32.const 0) (local.get $r))
   (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (call $msg_arg_data_size))
-  (local.set $r (memory.grow (i32.load (i32.const 0))))
+  (local.set $r (call $try_grow (memory.grow (i32.load (i32.const 0))) (i32.load (i32.const 0))))
   (i32.store (i32.const 0) (local.get $r))
   (call $msg_reply_data_append (i32.const 0) (i32.const 4))
   (call $msg_reply))

@@ -52,10 +52,11 @@ IC0_32 = {
 
 
 def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", wasm64: bool = False) -> bytes:
-    """A module importing every ic0 function (as $name), `__.out_of_instructions` ($oot) and
-    `__.first_write` ($first_write: call it with the page number before writing to a page, as
-    the instrumentation's write barrier does), with the counter global $c and `body`
-    (functions, tables, data) after them."""
+    """A module importing every ic0 function (as $name) and what the instrumentation imports:
+    `__.out_of_instructions` ($oot), `__.try_grow_wasm_memory` ($try_grow: call it after a
+    memory.grow with its result and argument) and `__.first_write_range` ($first_write_range:
+    call it with the address and length before writing, as the write barrier does), with the
+    counter global $c and `body` (functions, tables, data) after them."""
     signatures = IC0_32 if not wasm64 else {n: s.replace("i32", "i64") for n, s in IC0_32.items()
                                             if n not in ("stable_size", "stable_grow", "stable_read",
                                                          "stable_write")}
@@ -66,11 +67,13 @@ def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", w
         signatures["is_controller"] = "(param i64 i64) (result i32)"
         signatures["performance_counter"] = "(param i32) (result i64)"
         signatures["msg_cycles_accept128"] = "(param i64 i64 i64)"
+    ptr = "i64" if wasm64 else "i32"
     imports = "\n".join(f'(import "ic0" "{n}" (func ${n} {s}))' for n, s in signatures.items())
     wat = f"""(module
       {imports}
       (import "__" "out_of_instructions" (func $oot))
-      (import "__" "first_write" (func $first_write (param {"i64" if wasm64 else "i32"})))
+      (import "__" "try_grow_wasm_memory" (func $try_grow (param {ptr} {ptr}) (result {ptr})))
+      (import "__" "first_write_range" (func $first_write_range (param i64 i64)))
       {memory}
       (global $c (export "canister counter_instructions") (mut i64) (i64.const 0))
       (func $charge (param $n i64)

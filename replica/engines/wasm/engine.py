@@ -3,10 +3,12 @@ persistent instance per canister, each execution metered and rolled back as the 
 
 The module is instrumented first (replica.engines.wasm.instrument): an exported i64 global
 `canister counter_instructions` counts down from the execution's limit, and calls
-`__.out_of_instructions` when it goes negative, so every loop ends; a write barrier tells the
-host of the first write to each 4 KiB page (`__.first_write`), which makes rollback cost
-follow the pages written. System API charges come off the same counter, so
-`ic0.performance_counter(0)` is exactly what the execution is charged.
+`__.out_of_instructions` when it goes negative, so every loop ends; every `memory.grow` asks
+`__.try_grow_wasm_memory`, which enforces wasm_memory_limit; a write barrier tells the host of
+the first write to each 4 KiB page (`__.first_write_range`, with a byte per page in the
+`canister write_bitmap` memory), which makes rollback cost follow the pages written. System
+API charges come off the same counter, so `ic0.performance_counter(0)` is exactly what the
+execution is charged.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from replica.stable_memory import StableMemory
 
 COUNTER_EXPORT = "canister counter_instructions"
 START_EXPORT = "canister_start"  # the instrumentation turns the (start) function into this export
+BITMAP_EXPORT = "canister write_bitmap"
+TABLE_EXPORT = "table"
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 # The exported function each kind of execution calls; methods append " <name>".
@@ -73,7 +77,23 @@ class Instrumentation:
 def ic_instrumentation() -> Instrumentation:
     from replica.engines.wasm import instrument
 
-    return Instrumentation(instrument.instrument_for_engine, instrument.VERSION)
+    def rewrite(wasm: bytes) -> bytes:
+        try:
+            return instrument.instrument(wasm, write_barrier=True).wasm
+        except instrument.InstrumentationError as e:
+            raise RejectError(ErrorCode.CANISTER_INVALID_WASM, f"Canister's Wasm module is not valid: {e}") from None
+
+    return Instrumentation(rewrite, _source_digest(("instrument.py", "wasm_binary.py", "cost_table.py")))
+
+
+def _source_digest(names: tuple[str, ...]) -> str:
+    """A short hash of the instrumentation's sources: any change to them compiles modules again."""
+    digest = hashlib.sha256()
+    for name in names:
+        path = Path(__file__).parent / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class WasmEngine:
@@ -172,35 +192,38 @@ class WasmInstance:
         if not isinstance(counter, wasmtime.Global):
             raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                               f"the instrumented module has no '{COUNTER_EXPORT}' global")
-        bitmap = next((e for name, e in exports.items() if isinstance(e, wasmtime.Memory) and name != "memory"),
-                      None)
+        bitmap = exports.get(BITMAP_EXPORT)
         mutable_globals = [e for name, e in exports.items() if isinstance(e, wasmtime.Global)
                            and name != COUNTER_EXPORT and e.type(store).mutable]
         self.store = store
         self.exports = exports
-        self.table = next((e for e in exports.values() if isinstance(e, wasmtime.Table)), None)
-        self.heap = Heap(store, memory, bitmap, mutable_globals)
+        self.table = exports.get(TABLE_EXPORT)
+        self.heap = Heap(store, memory, bitmap if isinstance(bitmap, wasmtime.Memory) else None,
+                         mutable_globals)
         self.meter = Meter(store, counter)
         api.attach(self.heap, self.meter)
         self.api = api
 
     def _host_functions(self) -> list[tuple[str, wasmtime.FuncType, Callable[..., Any]]]:
+        """The functions the instrumentation imports from module "__"."""
         i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
         ptr = i64 if self.compiled.wasm64 else i32
+        mask = 0xFFFF_FFFF_FFFF_FFFF if self.compiled.wasm64 else 0xFFFF_FFFF
 
         def out_of_instructions() -> None:
             raise self.api.out_of_instructions()
 
-        def first_write(page: int) -> None:
-            self.heap.first_write(page & 0xFFFF_FFFF_FFFF_FFFF)
+        def try_grow_wasm_memory(result: int, delta: int) -> int:
+            if result != -1:
+                self._check_memory_limit()
+            return result
 
         def first_write_range(addr: int, size: int) -> None:
-            mask = 0xFFFF_FFFF_FFFF_FFFF if self.compiled.wasm64 else 0xFFFF_FFFF
             self.heap.first_write_range(addr & mask, size & mask)
 
         return [("out_of_instructions", wasmtime.FuncType([], []), out_of_instructions),
-                ("first_write", wasmtime.FuncType([ptr], []), first_write),
-                ("first_write_range", wasmtime.FuncType([ptr, ptr], []), first_write_range)]
+                ("try_grow_wasm_memory", wasmtime.FuncType([ptr, ptr], [ptr]), try_grow_wasm_memory),
+                ("first_write_range", wasmtime.FuncType([i64, i64], []), first_write_range)]
 
     # --- executions --------------------------------------------------------------------------
     def execute(self, execution: Execution, view: CanisterView) -> Outcome:
@@ -219,8 +242,6 @@ class WasmInstance:
         except wasmtime.WasmtimeError as e:
             trap = Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {e}")
         instructions = self.meter.used
-        if trap is None and execution.kind not in _READ_ONLY:
-            trap = self._check_memory_limit(view)
         if trap is not None or execution.kind in _READ_ONLY:
             self._rollback()
         else:
@@ -270,18 +291,16 @@ class WasmInstance:
         text = _TRAP_TEXTS.get(code.name if code is not None else "") or trap.message.strip().splitlines()[-1]
         return Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {text}")
 
-    def _check_memory_limit(self, view: CanisterView) -> Reject | None:
-        """IC0539 when the execution grew the heap past wasm_memory_limit (the IC checks it when
-        memory grows; here at the end of the execution, which rejects the same executions)."""
-        limit = view.wasm_memory_limit
-        journal = self.heap.journal
-        grew = journal is not None and self.heap.size_pages > journal.size_pages
-        if limit and grew and self.heap.size_bytes > limit:
-            return Reject.of(ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED,
-                             f"Canister {_text(view)} exceeded its current Wasm memory limit of {limit} bytes. "
-                             f"The peak Wasm memory usage was {self.heap.size_bytes} bytes. Raise "
-                             "wasm_memory_limit with update_settings, or use less memory")
-        return None
+    def _check_memory_limit(self) -> None:
+        """IC0539 when a memory.grow takes the heap past wasm_memory_limit, as the IC checks it."""
+        view = self.api.view
+        limit = view.wasm_memory_limit if view is not None else 0
+        if limit and self.heap.size_bytes > limit and self.api.code not in ("RQ", "NRQ", "CQ", "F"):
+            raise ExecutionTrap(Reject.of(
+                ErrorCode.CANISTER_WASM_MEMORY_LIMIT_EXCEEDED,
+                f"Canister {_text(view)} exceeded its current Wasm memory limit of {limit} bytes. The peak "
+                f"Wasm memory usage was {self.heap.size_bytes} bytes. Raise wasm_memory_limit with "
+                "update_settings, or use less memory"))
 
     def _rollback(self) -> None:
         self.stable.rollback()
