@@ -5,7 +5,8 @@ Built from the network on demand, following the interface spec's "The system sta
 /canister_ranges/<subnet>/<first id>, /request_status/<request id>/..., and
 /canister/<id>/{module_hash,controllers,metadata/<name>}. The state changes only in rounds, so a tree is built
 and signed once per round and serves every read until the next one (a request submitted since
-shows up once a round has inducted it, as on the IC).
+shows up once a round has inducted it, as on the IC), or for at most a second while the network
+idles: /time is the wall clock, which agents check against theirs.
 
 `IngressLedger` remembers the requests the gateway submitted (who sent them and to which
 effective canister, since only they may read the status) and keeps each finished status for
@@ -33,6 +34,7 @@ from replica.request_id import encode_uleb128
 
 TERMINAL_STATUSES = ("replied", "rejected", "done")
 STATUS_RETENTION_S = 5 * 60
+CERTIFIED_TIME_REFRESH_NS = 10**9  # an idle network re-signs its state this often, for a fresh /time
 
 
 class NetworkView(Protocol):
@@ -165,26 +167,31 @@ class CertifiedStateSource:
     keys: NetworkKeys
     ledger: IngressLedger
     ranges: list[tuple[bytes, bytes]]
-    _cache: tuple[int, CertifiedState] | None = None  # (round number, its certified state)
+    _cache: tuple[int, CertifiedState, int] | None = None  # (round number, its certified state, its time)
     # The request_status level as runs, one per group of the ledger with the group's version: a
     # round rebuilds only the groups that changed, not all the statuses of the last 5 minutes.
     _runs: dict[int, tuple[int, StateTree]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def current(self) -> CertifiedState:
-        """The certified state as of the last round (the state only changes in rounds)."""
+        """The certified state as of the last round (the state only changes in rounds), signed
+        with a wall-clock time at most CERTIFIED_TIME_REFRESH_NS old."""
         # Under the network's lock no round can run, so the round number and everything read
         # with it form one consistent snapshot.
         with self.network.lock:
             round_number = self.network.round_number()
             with self._lock:
-                if self._cache is not None and self._cache[0] == round_number:
+                if (self._cache is not None and self._cache[0] == round_number
+                        and time.time_ns() - self._cache[2] < CERTIFIED_TIME_REFRESH_NS):
                     return self._cache[1]
                 versions = self.ledger.refresh(self.network)
                 changed = {first: self.ledger.group(first) for first, version in versions.items()
                            if self._runs.get(first, (None,))[0] != version}
             canisters = [self.network.canister_info(canister_id) for canister_id in self.network.canister_ids()]
-            now = self.network.time_ns()
+            # The wall clock, not the network's virtual time: rounds run faster than real time, so
+            # that runs ahead, and agents refuse certificates far from their own clock. Strictly
+            # increasing, as the IC's is.
+            now = max(time.time_ns(), self._cache[2] + 1 if self._cache else 0)
         with self._lock:
             runs = {first: self._runs[first] for first in versions if first not in changed}
             for first, members in changed.items():
@@ -193,7 +200,7 @@ class CertifiedStateSource:
             request_status = StateTree.joined([runs[first][1] for first in sorted(runs)])
         state = CertifiedState.sign(StateTree(self._state(now, request_status, canisters)), self.keys.network)
         with self._lock:
-            self._cache = (round_number, state)
+            self._cache = (round_number, state, now)
         return state
 
     def _state(self, now: int, request_status: StateTree, canisters: list[CanisterInfo]) -> dict:
