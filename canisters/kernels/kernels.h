@@ -8,22 +8,25 @@
  * type's vec_dot_type, then dot products are integer):
  *   weight type        activation prepared as           block
  *   Q4_0, Q5_0, Q8_0   Q8_0: d = amax/127 (rounded to f16), q = round_half_even(x * 127/amax)   32
- *   Q4_1, Q5_1         Q8_1: Q8_0 plus s = f16(d * sum(q))                                      32
+ *   Q4_1, Q5_1         Q8_1: Q8_0 plus s = f16(d * sum(q)) (d before its rounding)              32
  *   Q4_K, Q5_K, Q6_K   Q8_K: d = 1/iscale (f32), iscale = -127/x[argmax|x|],
  *                      q = min(127, round_half_even(iscale * x)), bsums of 16                  256
  *   F16 / BF16         x rounded to f16 / bf16 (round half even)                                1
  *   F32                x as is                                                                  1
  * A prepared row is laid out for the kernels, not as ggml's blocks (the quants first, then the
- * scales as f32 holding exactly ggml's f16-rounded values), so icl_act_row_bytes is ours.
+ * scales as f32 holding exactly ggml's f16-rounded values), so icl_act_row_bytes is ours. The
+ * n_tokens rows given to icl_matmul_rows lie one after another, icl_act_row_bytes apart.
  *
  * Float arithmetic is fixed so that every build gives the same bits (no FMA contraction):
- *   32-blocks: per block b, integer lane sums L[l] over elements i with (i % 8) / 2 == l (l < 4),
- *     acc[l] += (f32(dw_b) * dx_b) * f32(L[l]); Q4_1/Q5_1 also accm += f32(mw_b) * sx_b;
+ *   32-blocks: per block b, four integer lane sums L[l] of w_i * q_i over the elements i with
+ *     (i % 8) / 2 == l; scale = f32(dw_b) * dx_b; acc[l] += scale * f32(L[l]) for l < 4;
+ *     Q4_1/Q5_1 also accm += f32(mw_b) * sx_b (sequential over b);
  *     y = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + accm.
- *   K-quants: per super-block, exact int32 sumi = sum_j scale_j * dot_j (Q6_K: (q - 32) * x);
+ *   K-quants: per super-block b, exact int32 sumi = sum_j scale_j * dot_j (Q6_K: (q - 32) * x);
  *     Q4_K/Q5_K also summs = sum_j min_j * (bsums[2j] + bsums[2j+1]);
- *     acc += (f32(d) * xd) * f32(sumi); then acc -= (f32(dmin) * xd) * f32(summs); y = acc.
- *   F16/BF16/F32: acc[i % 4] += w_i * x_i (f16/bf16 products are exact in f32);
+ *     acc[b % 4] += (f32(d) * xd) * f32(sumi); then acc[b % 4] -= (f32(dmin) * xd) * f32(summs);
+ *     y = (acc[0] + acc[1]) + (acc[2] + acc[3]).
+ *   F16/BF16/F32: acc[i % 4] += w_i * x_i, in order of i (f16/bf16 products are exact in f32);
  *     y = (acc[0] + acc[1]) + (acc[2] + acc[3]).
  * Integer sums are exact in every build. f16 fields are converted exactly; a weight with an inf or
  * NaN f16 scale is not supported (no quantizer writes one).

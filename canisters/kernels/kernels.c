@@ -1,0 +1,568 @@
+/* The kernels of kernels.h: portable C, plus wasm simd128 (built with -msimd128) and x86 AVX2
+ * (per-function target attributes, used only when the CPU reports AVX2, FMA and F16C; the native
+ * extension includes this file and decides at run time). Every build computes the same bits: the
+ * integer sums are exact, and the float steps follow kernels.h in the same order. Build with
+ * -ffp-contract=off so that no multiply-add is fused behind our back.
+ */
+#include "kernels.h"
+
+#include <stdint.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the kernels read GGUF's little-endian fields in place"
+#endif
+
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#define ICL_WASM 1
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ICL_NO_AVX2)
+#include <immintrin.h>
+#define ICL_X86 1
+#define ICL_AVX2 __attribute__((target("avx2,fma,f16c")))
+#endif
+
+/* Types the native build also multiplies (not offered to the wasm yblock: see sharding/partition.py) */
+enum { ICL_Q5_0 = 6, ICL_Q5_1 = 7, ICL_BF16 = 30 };
+
+#define QK 32      /* elements of a Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 block and of a Q8_0/Q8_1 activation block */
+#define QK_K 256   /* elements of a k-quant super-block and of a Q8_K activation block */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scalars                                                                                        */
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t u16_at(const uint8_t *p) {
+    uint16_t v;
+    __builtin_memcpy(&v, p, 2);
+    return v;
+}
+
+static inline uint32_t u32_at(const uint8_t *p) {
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* Exact for every finite f16 (subnormals included): the f16 sign-extended and shifted so that its
+ * sign, exponent and mantissa sit in an f32's fields (the mask clears the sign's other copies),
+ * then scaled by 2^112, the difference of the two exponent biases. */
+static inline float f16_to_f32(uint16_t h) {
+    return bits_f32(((uint32_t)(int32_t)(int16_t)h << 13) & 0x8FFFE000u) * 0x1p112f;
+}
+
+static inline float f16_at(const uint8_t *p) { return f16_to_f32(u16_at(p)); }
+
+/* Round half to even, as F16C and ggml's GGML_FP32_TO_FP16. */
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t x = f32_bits(f), sign = (x >> 16) & 0x8000;
+    x &= 0x7FFFFFFF;
+    if (x >= 0x7F800000) return (uint16_t)(sign | 0x7C00 | (x > 0x7F800000 ? 0x200 : 0));
+    if (x >= 0x477FF000) return (uint16_t)(sign | 0x7C00); /* rounds past 65504 */
+    if (x < 0x38800000) /* below 2^-14: an f16 subnormal; adding 0.5 rounds to its 2^-24 steps */
+        return (uint16_t)(sign | (f32_bits(bits_f32(x) + 0.5f) - 0x3F000000));
+    x += 0xC8000FFF + ((x >> 13) & 1); /* rebias by -112 and round half to even */
+    return (uint16_t)(sign | (x >> 13));
+}
+
+static inline float round_f16(float f) { return f16_to_f32(f32_to_f16(f)); }
+
+static inline float round_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7FFFFFFF) > 0x7F800000) return bits_f32((x | 0x00400000) & 0xFFFF0000); /* quiet NaN */
+    return bits_f32((x + 0x7FFF + ((x >> 16) & 1)) & 0xFFFF0000);
+}
+
+static inline float bf16_at(const uint8_t *p) { return bits_f32((uint32_t)u16_at(p) << 16); }
+
+/* Round half to even to an int, for |v| < 2^22 (ggml's nearest_int; _mm256_round_ps, f32x4.nearest) */
+static inline int nearest_int(float v) {
+    float shifted = v + 12582912.0f; /* 1.5 * 2^23: the sum's low mantissa bits are the rounded value */
+    return (int)(f32_bits(shifted) & 0x007FFFFF) - 0x00400000;
+}
+
+static inline float abs_f32(float f) { return bits_f32(f32_bits(f) & 0x7FFFFFFF); }
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Sizes                                                                                          */
+
+typedef struct {
+    int block;      /* elements per weight block */
+    int bytes;      /* bytes per weight block */
+} WeightBlock;
+
+static int weight_block(int wtype, WeightBlock *b) {
+    switch (wtype) {
+    case ICL_F32: *b = (WeightBlock){1, 4}; return 1;
+    case ICL_F16: *b = (WeightBlock){1, 2}; return 1;
+    case ICL_BF16: *b = (WeightBlock){1, 2}; return 1;
+    case ICL_Q4_0: *b = (WeightBlock){QK, 18}; return 1;
+    case ICL_Q4_1: *b = (WeightBlock){QK, 20}; return 1;
+    case ICL_Q5_0: *b = (WeightBlock){QK, 22}; return 1;
+    case ICL_Q5_1: *b = (WeightBlock){QK, 24}; return 1;
+    case ICL_Q8_0: *b = (WeightBlock){QK, 34}; return 1;
+    case ICL_Q4_K: *b = (WeightBlock){QK_K, 144}; return 1;
+    case ICL_Q5_K: *b = (WeightBlock){QK_K, 176}; return 1;
+    case ICL_Q6_K: *b = (WeightBlock){QK_K, 210}; return 1;
+    default: return 0;
+    }
+}
+
+size_t icl_row_bytes(int wtype, int n) {
+    WeightBlock b;
+    if (!weight_block(wtype, &b) || n <= 0 || n % b.block) return 0;
+    return (size_t)(n / b.block) * (size_t)b.bytes;
+}
+
+/* Prepared activation rows (n elements):
+ *   Q8_0: int8 q[n], then f32 d[n/32]           (for Q4_0, Q5_0, Q8_0)
+ *   Q8_1: int8 q[n], f32 d[n/32], f32 s[n/32]   (for Q4_1, Q5_1)
+ *   Q8_K: int8 q[n], f32 d[n/256], int16 bsums[n/16] (for Q4_K, Q5_K, Q6_K)
+ *   F16, BF16, F32: f32 x[n], rounded to the weight's float type (exact in f32) */
+size_t icl_act_row_bytes(int wtype, int n) {
+    if (icl_row_bytes(wtype, n) == 0) return 0;
+    size_t count = (size_t)n;
+    switch (wtype) {
+    case ICL_Q4_0: case ICL_Q5_0: case ICL_Q8_0: return count + 4 * (count / QK);
+    case ICL_Q4_1: case ICL_Q5_1: return count + 8 * (count / QK);
+    case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K: return count + 4 * (count / QK_K) + 2 * (count / 16);
+    default: return 4 * count;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Activation quantization                                                                        */
+
+/* Q8_0 / Q8_1 (with_sum): x86 ggml's quantize_row_q8_0/q8_1: d = amax / 127, q = round(x * (127 / amax)) */
+static void quantize_q8_0(const float *x, int n, uint8_t *out, int with_sum) {
+    int nb = n / QK;
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(out + n), *s = d + nb;
+    for (int b = 0; b < nb; b++, x += QK, q += QK) {
+        float amax = 0.0f;
+        for (int i = 0; i < QK; i++) {
+            float a = abs_f32(x[i]);
+            amax = a > amax ? a : amax;
+        }
+        float scale = amax / 127.0f, inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QK; i++) {
+            q[i] = (int8_t)nearest_int(x[i] * inverse);
+            sum += q[i];
+        }
+        d[b] = round_f16(scale);
+        if (with_sum) s[b] = round_f16(scale * (float)sum);
+    }
+}
+
+/* Q8_K: ggml's quantize_row_q8_K_ref */
+static void quantize_q8_k(const float *x, int n, uint8_t *out) {
+    int nb = n / QK_K;
+    int8_t *q = (int8_t *)out;
+    float *d = (float *)(out + n);
+    int16_t *bsums = (int16_t *)(out + n + 4 * nb);
+    for (int b = 0; b < nb; b++, x += QK_K, q += QK_K, bsums += QK_K / 16) {
+        float amax = 0.0f, max = 0.0f;
+        for (int i = 0; i < QK_K; i++) {
+            float a = abs_f32(x[i]);
+            if (a > amax) amax = a, max = x[i];
+        }
+        if (amax == 0.0f) {
+            d[b] = 0.0f;
+            __builtin_memset(q, 0, QK_K);
+            __builtin_memset(bsums, 0, QK_K / 16 * sizeof(int16_t));
+            continue;
+        }
+        float iscale = -127.0f / max;
+        for (int i = 0; i < QK_K; i++) {
+            int v = nearest_int(iscale * x[i]);
+            q[i] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int j = 0; j < QK_K / 16; j++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) sum += q[16 * j + i];
+            bsums[j] = (int16_t)sum;
+        }
+        d[b] = 1.0f / iscale;
+    }
+}
+
+void icl_quantize_act(int wtype, const float *x, int n, void *out) {
+    uint8_t *o = (uint8_t *)out;
+    float *f = (float *)out;
+    switch (wtype) {
+    case ICL_Q4_0: case ICL_Q5_0: case ICL_Q8_0: quantize_q8_0(x, n, o, 0); break;
+    case ICL_Q4_1: case ICL_Q5_1: quantize_q8_0(x, n, o, 1); break;
+    case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K: quantize_q8_k(x, n, o); break;
+    case ICL_F16: for (int i = 0; i < n; i++) f[i] = round_f16(x[i]); break;
+    case ICL_BF16: for (int i = 0; i < n; i++) f[i] = round_bf16(x[i]); break;
+    default: for (int i = 0; i < n; i++) f[i] = x[i]; break;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* One dot product: weight row w (n elements) against prepared activation row a                   */
+
+typedef struct {
+    const int8_t *q;       /* quantized activations */
+    const float *d;        /* their block scales */
+    const float *s;        /* Q8_1: f16(d * sum q) per block */
+    const int16_t *bsums;  /* Q8_K: sums of 16 */
+    const float *f;        /* float activations */
+} Act;
+
+static Act act_view(int wtype, const uint8_t *a, int n) {
+    Act v = {0, 0, 0, 0, 0};
+    v.q = (const int8_t *)a;
+    v.d = (const float *)(a + n);
+    v.f = (const float *)a;
+    if (wtype == ICL_Q4_1 || wtype == ICL_Q5_1) v.s = v.d + n / QK;
+    if (wtype == ICL_Q4_K || wtype == ICL_Q5_K || wtype == ICL_Q6_K) v.bsums = (const int16_t *)(a + n + 4 * (n / QK_K));
+    return v;
+}
+
+static inline float sum_lanes(const float acc[4]) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
+
+/* Weight block b's integer values, for the 32-blocks: 32 ints in element order */
+static inline void unpack_block32(int wtype, const uint8_t *blk, int *v) {
+    switch (wtype) {
+    case ICL_Q8_0:
+        for (int i = 0; i < QK; i++) v[i] = (int8_t)blk[2 + i];
+        break;
+    case ICL_Q4_0:
+        for (int i = 0; i < 16; i++) v[i] = (blk[2 + i] & 15) - 8, v[i + 16] = (blk[2 + i] >> 4) - 8;
+        break;
+    case ICL_Q4_1:
+        for (int i = 0; i < 16; i++) v[i] = blk[4 + i] & 15, v[i + 16] = blk[4 + i] >> 4;
+        break;
+    case ICL_Q5_0: {
+        uint32_t qh = u32_at(blk + 2);
+        for (int i = 0; i < 16; i++) {
+            v[i] = ((blk[6 + i] & 15) | (int)(((qh >> i) & 1) << 4)) - 16;
+            v[i + 16] = ((blk[6 + i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4)) - 16;
+        }
+        break;
+    }
+    default: { /* Q5_1 */
+        uint32_t qh = u32_at(blk + 4);
+        for (int i = 0; i < 16; i++) {
+            v[i] = (blk[8 + i] & 15) | (int)(((qh >> i) & 1) << 4);
+            v[i + 16] = (blk[8 + i] >> 4) | (int)(((qh >> (i + 16)) & 1) << 4);
+        }
+        break;
+    }
+    }
+}
+
+static float dot_block32_portable(int wtype, const uint8_t *w, int n, Act a) {
+    WeightBlock wb;
+    weight_block(wtype, &wb);
+    int has_min = wtype == ICL_Q4_1 || wtype == ICL_Q5_1;
+    float acc[4] = {0, 0, 0, 0}, accm = 0.0f;
+    int v[QK];
+    for (int b = 0; b < n / QK; b++, w += wb.bytes) {
+        unpack_block32(wtype, w, v);
+        int lanes[4] = {0, 0, 0, 0};
+        for (int i = 0; i < QK; i++) lanes[(i % 8) / 2] += v[i] * a.q[QK * b + i];
+        float scale = f16_at(w) * a.d[b];
+        for (int l = 0; l < 4; l++) acc[l] += scale * (float)lanes[l];
+        if (has_min) accm += f16_at(w + 2) * a.s[b];
+    }
+    return sum_lanes(acc) + accm;
+}
+
+/* ggml's get_scale_min_k4: 12 bytes -> eight 6-bit scales and eight 6-bit mins */
+static inline void k4_scales(const uint8_t *s, int *sc, int *mn) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 6) << 4);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+}
+
+/* The super-block's exact integer sums, for Q4_K/Q5_K (*summs set) and Q6_K */
+static void sums_k_portable(int wtype, const uint8_t *w, const int8_t *q, const int16_t *bsums, int *sumi,
+                            int *summs) {
+    int total = 0;
+    if (wtype == ICL_Q6_K) {
+        const int8_t *scales = (const int8_t *)(w + 192);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                int v[4] = {
+                    (ql[l] & 15) | ((qh[l] & 3) << 4),
+                    (ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4),
+                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                };
+                for (int t = 0; t < 4; t++) {
+                    int e = 128 * h + 32 * t + l;
+                    total += scales[e / 16] * (v[t] - 32) * q[e];
+                }
+            }
+        }
+        *sumi = total;
+        return;
+    }
+    int sc[8], mn[8];
+    k4_scales(w + 4, sc, mn);
+    const uint8_t *qh = w + 16, *qs = w + (wtype == ICL_Q5_K ? 48 : 16);
+    for (int j = 0; j < 8; j++) {
+        int sub = 0;
+        for (int l = 0; l < 32; l++) {
+            int v = j % 2 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 15;
+            if (wtype == ICL_Q5_K) v |= ((qh[l] >> j) & 1) << 4;
+            sub += v * q[32 * j + l];
+        }
+        total += sc[j] * sub;
+    }
+    int m = 0;
+    for (int j = 0; j < 8; j++) m += mn[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+    *sumi = total;
+    *summs = m;
+}
+
+static float dot_k_portable(int wtype, const uint8_t *w, int n, Act a) {
+    WeightBlock wb;
+    weight_block(wtype, &wb);
+    float acc[4] = {0, 0, 0, 0};
+    for (int b = 0; b < n / QK_K; b++, w += wb.bytes) {
+        int sumi = 0, summs = 0;
+        sums_k_portable(wtype, w, a.q + QK_K * b, a.bsums + 16 * b, &sumi, &summs);
+        if (wtype == ICL_Q6_K) {
+            acc[b % 4] += (f16_at(w + 208) * a.d[b]) * (float)sumi;
+        } else {
+            acc[b % 4] += (f16_at(w) * a.d[b]) * (float)sumi;
+            acc[b % 4] -= (f16_at(w + 2) * a.d[b]) * (float)summs;
+        }
+    }
+    return sum_lanes(acc);
+}
+
+static float dot_float_portable(int wtype, const uint8_t *w, int n, Act a) {
+    float acc[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        float wi = wtype == ICL_F32 ? bits_f32(u32_at(w + 4 * i)) : wtype == ICL_F16 ? f16_at(w + 2 * i) : bf16_at(w + 2 * i);
+        acc[i % 4] += wi * a.f[i];
+    }
+    return sum_lanes(acc);
+}
+
+static float dot_portable(int wtype, const uint8_t *w, int n, Act a) {
+    switch (wtype) {
+    case ICL_F32: case ICL_F16: case ICL_BF16: return dot_float_portable(wtype, w, n, a);
+    case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K: return dot_k_portable(wtype, w, n, a);
+    default: return dot_block32_portable(wtype, w, n, a);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* wasm simd128                                                                                   */
+
+#ifdef ICL_WASM
+/* Why extmul + extadd instead of extending to i16 and i32x4.dot_i16x8_s: for int8 x int8 the
+ * products of two extmuls fit an i16 lane together (|q8 activations| <= 127), so 32 products take 4
+ * extmul, 2 i16x8.add and 2 extadd_pairwise instead of 8 extends and 4 dots. The k-quants use
+ * i32x4.dot_i16x8_s where it saves work: to apply the sub-block scales. */
+/* extract_lane costs 1 in the IC's table, a shuffle 3 */
+static inline int hsum_i32x4(v128_t v) {
+    return (wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1)) +
+           (wasm_i32x4_extract_lane(v, 2) + wasm_i32x4_extract_lane(v, 3));
+}
+
+/* 32 int8 weights (lo = elements 0..15, hi = 16..31) against 32 int8 activations: the four i32
+ * lane sums of kernels.h (lane l: elements i with (i % 8) / 2 == l). Two extmuls fit an i16 lane
+ * (|q8 activation| <= 127, |weight| <= 128); `small` weights (|w| <= 16) let all four share one. */
+static inline v128_t lanes_i8x32(v128_t lo, v128_t hi, const int8_t *x, int small) {
+    v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 16);
+    v128_t p0 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(lo, x0), wasm_i16x8_extmul_high_i8x16(lo, x0));
+    v128_t p1 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(hi, x1), wasm_i16x8_extmul_high_i8x16(hi, x1));
+    if (small) return wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(p0, p1));
+    return wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(p0), wasm_i32x4_extadd_pairwise_i16x8(p1));
+}
+
+static inline float sum_f32x4(v128_t v) {
+    float lanes[4] = {wasm_f32x4_extract_lane(v, 0), wasm_f32x4_extract_lane(v, 1),
+                      wasm_f32x4_extract_lane(v, 2), wasm_f32x4_extract_lane(v, 3)};
+    return sum_lanes(lanes);
+}
+
+/* acc[l] += scale * f32(lanes[l]) */
+static inline v128_t add_scaled(v128_t acc, v128_t lanes, float scale) {
+    return wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(lanes), wasm_f32x4_splat(scale)));
+}
+
+static float dot_block32_wasm(int wtype, const uint8_t *w, int n, Act a) {
+    const v128_t low4 = wasm_i8x16_splat(15), eight = wasm_i8x16_splat(8);
+    v128_t acc = wasm_f32x4_splat(0.0f);
+    float accm = 0.0f;
+    int nb = n / QK;
+    const int8_t *x = a.q;
+    if (wtype == ICL_Q8_0) {
+        for (int b = 0; b < nb; b++, w += 34, x += QK)
+            acc = add_scaled(acc, lanes_i8x32(wasm_v128_load(w + 2), wasm_v128_load(w + 18), x, 0), f16_at(w) * a.d[b]);
+    } else if (wtype == ICL_Q4_0) {
+        for (int b = 0; b < nb; b++, w += 18, x += QK) {
+            v128_t qs = wasm_v128_load(w + 2);
+            v128_t lo = wasm_i8x16_sub(wasm_v128_and(qs, low4), eight);
+            v128_t hi = wasm_i8x16_sub(wasm_u8x16_shr(qs, 4), eight);
+            acc = add_scaled(acc, lanes_i8x32(lo, hi, x, 1), f16_at(w) * a.d[b]);
+        }
+    } else { /* Q4_1 */
+        for (int b = 0; b < nb; b++, w += 20, x += QK) {
+            v128_t qs = wasm_v128_load(w + 4);
+            acc = add_scaled(acc, lanes_i8x32(wasm_v128_and(qs, low4), wasm_u8x16_shr(qs, 4), x, 1), f16_at(w) * a.d[b]);
+            accm += f16_at(w + 2) * a.s[b];
+        }
+    }
+    return sum_f32x4(acc) + accm;
+}
+
+/* 32 unsigned weights < 32 (as int8) against 32 int8 activations: their 8 i16 partial sums (each
+ * of 4 products: |4 * 31 * 127| < 2^15) */
+static inline v128_t dot_u5x32_i16(v128_t lo, v128_t hi, const int8_t *x) {
+    v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 16);
+    v128_t p0 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(lo, x0), wasm_i16x8_extmul_high_i8x16(lo, x0));
+    v128_t p1 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(hi, x1), wasm_i16x8_extmul_high_i8x16(hi, x1));
+    return wasm_i16x8_add(p0, p1);
+}
+
+static float dot_k_wasm(int wtype, const uint8_t *w, int n, Act a) {
+    const v128_t low4 = wasm_i8x16_splat(15);
+    float acc[4] = {0, 0, 0, 0};
+    int nb = n / QK_K;
+    for (int b = 0; b < nb; b++) {
+        const int8_t *x = a.q + QK_K * b;
+        int sumi, summs = 0;
+        if (wtype == ICL_Q6_K) {
+            /* (q - 32) * x summed per 16 elements (one scale each), then scaled by a dot */
+            const uint8_t *blk = w + 210 * b;
+            const int8_t *scales = (const int8_t *)(blk + 192);
+            const v128_t m32 = wasm_i8x16_splat(32), three = wasm_i8x16_splat(3);
+            v128_t total = wasm_i32x4_splat(0);
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+                const int8_t *xh = x + 128 * h;
+                const int8_t *sh = scales + 8 * h;
+                for (int half = 0; half < 2; half++) { /* l in [16 half, 16 half + 16) */
+                    v128_t l0 = wasm_v128_load(ql + 16 * half), l1 = wasm_v128_load(ql + 32 + 16 * half);
+                    v128_t hb = wasm_v128_load(qh + 16 * half);
+                    v128_t v[4] = {
+                        wasm_v128_or(wasm_v128_and(l0, low4), wasm_i8x16_shl(wasm_v128_and(hb, three), 4)),
+                        wasm_v128_or(wasm_v128_and(l1, low4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 2), three), 4)),
+                        wasm_v128_or(wasm_u8x16_shr(l0, 4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 4), three), 4)),
+                        wasm_v128_or(wasm_u8x16_shr(l1, 4), wasm_i8x16_shl(wasm_u8x16_shr(hb, 6), 4)),
+                    };
+                    /* element 32t + 16 half + i has scale index 2t + half: four 16-sums, scaled by one dot */
+                    v128_t sums16[4];
+                    for (int t = 0; t < 4; t++) {
+                        v128_t q = wasm_i8x16_sub(v[t], m32);
+                        v128_t xv = wasm_v128_load(xh + 32 * t + 16 * half);
+                        v128_t p = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(q, xv), wasm_i16x8_extmul_high_i8x16(q, xv));
+                        sums16[t] = wasm_i32x4_extadd_pairwise_i16x8(p);
+                    }
+                    for (int t = 0; t < 4; t++)
+                        total = wasm_i32x4_add(total, wasm_i32x4_mul(sums16[t], wasm_i32x4_splat(sh[2 * t + half])));
+                }
+            }
+            sumi = hsum_i32x4(total);
+            acc[b % 4] += (f16_at(blk + 208) * a.d[b]) * (float)sumi;
+            continue;
+        }
+        const uint8_t *blk = w + (wtype == ICL_Q5_K ? 176 : 144) * b;
+        int sc[8], mn[8];
+        k4_scales(blk + 4, sc, mn);
+        const uint8_t *qs = blk + (wtype == ICL_Q5_K ? 48 : 16);
+        /* i16 lanes k of sub-block j: the sum of its 4 products; the dot with [sc_j, sc_j+1]
+         * interleaved applies the scales */
+        v128_t total = wasm_i32x4_splat(0);
+        v128_t qh0 = wasm_i32x4_splat(0), qh1 = qh0;
+        if (wtype == ICL_Q5_K) qh0 = wasm_v128_load(blk + 16), qh1 = wasm_v128_load(blk + 32);
+        const v128_t one = wasm_i8x16_splat(1);
+        for (int c = 0; c < 4; c++) {
+            v128_t q0 = wasm_v128_load(qs + 32 * c), q1 = wasm_v128_load(qs + 32 * c + 16);
+            v128_t lo0 = wasm_v128_and(q0, low4), lo1 = wasm_v128_and(q1, low4);
+            v128_t hi0 = wasm_u8x16_shr(q0, 4), hi1 = wasm_u8x16_shr(q1, 4);
+            if (wtype == ICL_Q5_K) {
+                lo0 = wasm_v128_or(lo0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh0, 2 * c), one), 4));
+                lo1 = wasm_v128_or(lo1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh1, 2 * c), one), 4));
+                hi0 = wasm_v128_or(hi0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh0, 2 * c + 1), one), 4));
+                hi1 = wasm_v128_or(hi1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh1, 2 * c + 1), one), 4));
+            }
+            v128_t s_lo = dot_u5x32_i16(lo0, lo1, x + 64 * c);
+            v128_t s_hi = dot_u5x32_i16(hi0, hi1, x + 64 * c + 32);
+            total = wasm_i32x4_add(total, wasm_i32x4_dot_i16x8(s_lo, wasm_i16x8_splat((int16_t)sc[2 * c])));
+            total = wasm_i32x4_add(total, wasm_i32x4_dot_i16x8(s_hi, wasm_i16x8_splat((int16_t)sc[2 * c + 1])));
+        }
+        sumi = hsum_i32x4(total);
+        const int16_t *bs = a.bsums + 16 * b;
+        for (int j = 0; j < 8; j++) summs += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
+        acc[b % 4] += (f16_at(blk) * a.d[b]) * (float)sumi;
+        acc[b % 4] -= (f16_at(blk + 2) * a.d[b]) * (float)summs;
+    }
+    return sum_lanes(acc);
+}
+
+/* f16 lanes sign-extended to i32, to f32: exact for finite values (as f16_to_f32) */
+static inline v128_t f16x4_to_f32(v128_t h32) {
+    v128_t bits = wasm_v128_and(wasm_i32x4_shl(h32, 13), wasm_i32x4_splat((int32_t)0x8FFFE000));
+    return wasm_f32x4_mul(bits, wasm_f32x4_splat(0x1p112f));
+}
+
+static float dot_float_wasm(int wtype, const uint8_t *w, int n, Act a) {
+    v128_t acc = wasm_f32x4_splat(0.0f);
+    for (int i = 0; i < n; i += 4) {
+        v128_t wv;
+        if (wtype == ICL_F32) wv = wasm_v128_load(w + 4 * i);
+        else wv = f16x4_to_f32(wasm_i32x4_load16x4(w + 2 * i));
+        acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wv, wasm_v128_load(a.f + i)));
+    }
+    return sum_f32x4(acc);
+}
+
+static float dot_simd(int wtype, const uint8_t *w, int n, Act a) {
+    switch (wtype) {
+    case ICL_Q8_0: case ICL_Q4_0: case ICL_Q4_1: return dot_block32_wasm(wtype, w, n, a);
+    case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K: return dot_k_wasm(wtype, w, n, a);
+    case ICL_F32: case ICL_F16: return n % 4 ? dot_portable(wtype, w, n, a) : dot_float_wasm(wtype, w, n, a);
+    default: return dot_portable(wtype, w, n, a);
+    }
+}
+#endif /* ICL_WASM */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Rows                                                                                           */
+
+typedef float (*dot_fn)(int wtype, const uint8_t *w, int n, Act a);
+
+static void matmul_rows_with(dot_fn dot, int wtype, const void *w, int n, const void *xq, int n_tokens, float *y,
+                             int ldy, int r0, int r1) {
+    size_t row_bytes = icl_row_bytes(wtype, n), act_bytes = icl_act_row_bytes(wtype, n);
+    if (row_bytes == 0) return;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)r * row_bytes;
+        for (int t = 0; t < n_tokens; t++)
+            y[(size_t)t * ldy + r] = dot(wtype, row, n, act_view(wtype, (const uint8_t *)xq + (size_t)t * act_bytes, n));
+    }
+}
+
+void icl_matmul_rows(int wtype, const void *w, int n, const void *xq, int n_tokens, float *y, int ldy, int r0, int r1) {
+#ifdef ICL_WASM
+    matmul_rows_with(dot_simd, wtype, w, n, xq, n_tokens, y, ldy, r0, r1);
+#else
+    matmul_rows_with(dot_portable, wtype, w, n, xq, n_tokens, y, ldy, r0, r1);
+#endif
+}
