@@ -26,3 +26,6 @@ class NetworkConfig:
     canister_range_size: int = 1 << 20  # a subnet's canister id range holds 2^20 ids
     default_canister_cycles: int = 100_000_000_000_000  # dfx's default for provisional creation
     genesis_time_ns: int | None = None  # virtual time of round 0; None = host time at creation
+    # Host time one execution of Python canister code may take before it traps (a loop that never
+    # ends would otherwise hold the network); far above any real message's time here.
+    host_seconds_per_execution: float = 120.0

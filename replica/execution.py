@@ -22,6 +22,7 @@ from replica.canister_state import CanisterState
 from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.fees import FeeSchedule
+from replica.host_budget import HostBudget, HostBudgetExceeded
 from replica.limits import Limits
 from replica.messages import CallContext, OutgoingCall
 from replica.stable_memory import StableMemoryError
@@ -58,6 +59,16 @@ class ExecutionResult:
     reply: bytes | None = None
     reject: Reject | None = None
     value: Any = None  # the Python value returned (queries and install hooks use it)
+    before: PreExecutionState | None = None  # the state it started from, if its changes were kept
+
+
+@dataclass
+class PreExecutionState:
+    """The heap and stable memory as they were before a committed execution: queries read this
+    while the execution is still running over several rounds (DTS)."""
+
+    heap: heap.HeapSnapshot | None
+    stable_undo: list[tuple[str, int, bytes]]
 
 
 class CanisterContext(IC):
@@ -77,6 +88,20 @@ class CanisterContext(IC):
         self._time_ns = 0
         self._accepted = 0
         self._rejected: str | None = None
+        self._heap: heap.HeapSnapshot | None = None  # the heap as the last execution left it ...
+        self._heap_of: object = None  # ... for this instance
+        # Set by the first execution of a message whose changes were kept (see Subnet).
+        self.first_committed: PreExecutionState | None = None
+
+    def heap_before(self, instance: object) -> heap.HeapSnapshot:
+        """The heap's snapshot for the next execution. Only executions change the heap, so the
+        walk after one (which measures it) is the snapshot of the next: one walk per execution."""
+        if self._heap is None or self._heap_of is not instance:
+            self._heap, self._heap_of = heap.snapshot(instance), instance
+        return self._heap
+
+    def keep_heap(self, instance: object, snapshot: heap.HeapSnapshot) -> None:
+        self._heap, self._heap_of = snapshot, instance
 
     def begin(self, caller: Principal, context: CallContext | None, mode: str, stable_limit: int) -> None:
         self._work = Work()
@@ -263,8 +288,9 @@ def trap_reject(canister: Principal, trap: Trap) -> Reject:
 class Executor:
     """Runs executions of one canister against its subnet environment."""
 
-    def __init__(self, env: Environment):
+    def __init__(self, env: Environment, host_seconds: float):
         self.env = env
+        self.host_budget = HostBudget(host_seconds)
 
     def run(
         self,
@@ -287,24 +313,33 @@ class Executor:
         unless `charge` is False (queries are free)."""
         ctx = _context_of(canister)
         ctx.begin(caller, context, mode, stable_limit or self.env.limits.stable_access_bytes_per_message)
-        snap = heap.snapshot(canister.instance) if canister.instance is not None else None
+        snap = ctx.heap_before(canister.instance) if canister.instance is not None else None
         canister.stable.begin()
         trap: Reject | None = None
         value: Any = None
         try:
-            if discard_state and snap is not None:
-                with heap.ReadOnlyArrays(snap.writable_arrays):
+            with self.host_budget.running():
+                if discard_state and snap is not None:
+                    with heap.ReadOnlyArrays(snap.writable_arrays):
+                        value = step()
+                else:
                     value = step()
-            else:
-                value = step()
+        except HostBudgetExceeded:
+            trap = Reject.of(
+                ErrorCode.CANISTER_INSTRUCTION_LIMIT_EXCEEDED,
+                f"Canister {canister.id.to_text()} ran for more than {self.host_budget.seconds:g} s of host "
+                "time in one message, the host's budget for Python canister code; the network interrupted "
+                "it so it could go on. Look for a loop that does not end, or split the work into messages")
         except Trap as t:
             trap = trap_reject(canister.id, t)
         except RejectError as e:
             trap = e.reject
         except Exception as e:  # noqa: BLE001 - any exception in canister code is a trap, as a panic is
             trap = trap_reject(canister.id, Trap(f"{type(e).__name__}: {e}"))
-        instructions = work_instructions(ctx.work, self.env.kernel) + message_overhead_instructions(payload_bytes)
+        instructions = (work_instructions(ctx.work, self.env.kernel) + message_overhead_instructions(payload_bytes)
+                        + canister.stable.dirty_pages() * self.env.limits.stable_dirty_page_instructions)
         heap_after = canister.heap_bytes
+        after: heap.HeapSnapshot | None = None
         if trap is None and instructions > instruction_limit:
             trap = Reject.of(
                 ErrorCode.CANISTER_INSTRUCTION_LIMIT_EXCEEDED,
@@ -312,7 +347,8 @@ class Executor:
                 f"execution: it needed {instructions} instructions, the limit is {instruction_limit}; "
                 "split the work into several messages")
         if trap is None and canister.instance is not None and not discard_state:
-            heap_after = heap.measure(canister.instance)
+            after = heap.snapshot(canister.instance)
+            heap_after = after.heap_bytes
             limit = canister.settings.heap_limit(self.env.limits)
             if heap_after > limit:
                 trap = Reject.of(
@@ -321,6 +357,7 @@ class Executor:
                     f"(it would use {heap_after}); free state, or raise wasm_memory_limit with "
                     "update_settings (at most 4 GiB for wasm32, 6 GiB for wasm64)")
         rejected: Reject | None = None
+        before: PreExecutionState | None = None
         if trap is not None or discard_state:
             if snap is not None:
                 heap.restore(snap)
@@ -332,7 +369,11 @@ class Executor:
             calls: list[OutgoingCall] = []
             debit = 0
         else:
-            canister.stable.commit()
+            before = PreExecutionState(snap, canister.stable.commit())
+            if ctx.first_committed is None:
+                ctx.first_committed = before
+            if after is not None:
+                ctx.keep_heap(canister.instance, after)
             canister.heap_bytes = heap_after
             calls = ctx.calls
             debit = ctx.debit
@@ -344,7 +385,7 @@ class Executor:
         canister.cycles -= cycles + debit
         if context is not None:
             context.instructions += instructions
-        return ExecutionResult(instructions, cycles, trap, calls, reject=rejected, value=value)
+        return ExecutionResult(instructions, cycles, trap, calls, reject=rejected, value=value, before=before)
 
 
 def _context_of(canister: CanisterState) -> CanisterContext:

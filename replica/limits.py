@@ -14,6 +14,7 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 WASM_PAGE_BYTES = 64 * KiB  # stable memory and wasm memory grow in 64 KiB pages (interface spec)
+OS_PAGE_BYTES = 4 * KiB  # the replica tracks written ("dirty") memory in pages of this size
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Limits:
     # (resource-limits table, "Stable memory accessed per upgrade").
     stable_access_bytes_per_upgrade: int = 8 * GiB
     ingress_expiry_max_ns: int = 5 * 60 * 1_000_000_000  # interface spec: at most 5 minutes ahead
+    # Charged per 4 KiB page of stable memory an execution writes: dfinity/ic
+    # rs/config/src/subnet_config.rs, DEFAULT_DIRTY_PAGE_OVERHEAD = 1_000 instructions
+    # ("costs for each newly created dirty page in stable memory") on application subnets.
+    stable_dirty_page_instructions: int = 1_000
 
 
 DEFAULT_LIMITS = Limits()

@@ -3,6 +3,11 @@
 Installing code on this simulated IC names a Python class and a version instead of uploading
 wasm. The module "hash" that canister_status reports is the sha256 of that name and version,
 so an upgrade to a new version changes it as a new wasm would.
+
+Each install runs the code its module's file holds at that moment, as a new wasm module would:
+Python's import cache would keep running the first version of an edited file, so a module whose
+source changed since it was imported is executed afresh under a name that carries the source's
+sha256 ("package.module@<sha256 prefix>"), and the class is taken from there.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import hashlib
 import importlib
 import inspect
 import json
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +69,9 @@ def load_class(ref: ModuleRef) -> LoadedClass:
         raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                           f"canister class {ref.class_path!r} must be written 'package.module:Class'")
     try:
-        module = importlib.import_module(module_name)
+        module = _current_code(importlib.import_module(module_name))
         cls = getattr(module, class_name)
-    except (ImportError, AttributeError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever the module raises, the install fails cleanly
         raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                           f"cannot load canister class {ref.class_path!r}: {e}") from None
     if not (isinstance(cls, type) and issubclass(cls, Canister)):
@@ -79,6 +86,37 @@ def load_class(ref: ModuleRef) -> LoadedClass:
                           f"cannot read the Candid interface {did_path} of {ref.class_path}: {e}") from None
     _check_methods_match(cls, interface, ref.class_path)
     return LoadedClass(ref, cls, interface, did_text)
+
+
+_SOURCE_DIGEST = "__icllama_source_sha256__"
+
+
+def _current_code(module: types.ModuleType) -> types.ModuleType:
+    """`module` as its file reads now: the imported module if its source is unchanged, else the
+    source executed afresh as its own module (kept in sys.modules under its digest)."""
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py"):
+        return module
+    source = Path(path).read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    imported = module.__dict__.setdefault(_SOURCE_DIGEST, digest)  # what the import ran, as first seen
+    if imported == digest:
+        return module
+    name = f"{module.__name__}@{digest[:16]}"
+    fresh = sys.modules.get(name)
+    if fresh is None:
+        fresh = types.ModuleType(name)
+        fresh.__file__ = path
+        fresh.__package__ = module.__package__
+        fresh.__dict__[_SOURCE_DIGEST] = digest
+        code = compile(source, path, "exec")  # from the source, never a stale bytecode cache
+        sys.modules[name] = fresh
+        try:
+            exec(code, fresh.__dict__)  # noqa: S102 - running canister code is what installing means
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return fresh
 
 
 def _check_methods_match(cls: type[Canister], interface: Interface, class_path: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from replica.limits import WASM_PAGE_BYTES
+from replica.limits import OS_PAGE_BYTES, WASM_PAGE_BYTES
 
 CHUNK_BYTES = 1024 * 1024  # unit of persistence: a dirty chunk is rewritten at the next checkpoint
 
@@ -29,8 +29,31 @@ class StableMemory:
     def begin(self) -> None:
         self._journal = []
 
-    def commit(self) -> None:
-        self._journal = None
+    def commit(self) -> list[tuple[str, int, bytes]]:
+        """Ends the execution, keeping its writes; returns its undo records."""
+        journal, self._journal = self._journal or [], None
+        return journal
+
+    def dirty_pages(self) -> int:
+        """4 KiB pages the open execution has written (the IC charges each one)."""
+        pages: set[int] = set()
+        for kind, offset, old in self._journal or []:
+            if kind == "write" and old:
+                pages.update(range(offset // OS_PAGE_BYTES, (offset + len(old) - 1) // OS_PAGE_BYTES + 1))
+        return len(pages)
+
+    def swap(self, undo: list[tuple[str, int, bytes]]) -> list[tuple[str, int, bytes]]:
+        """Applies undo records and returns the records that put the memory back (for a query
+        that must see the memory as it was before an execution still running over rounds)."""
+        redo: list[tuple[str, int, bytes]] = []
+        for kind, a, old in reversed(undo):
+            if kind == "grow":
+                redo.append(("grow", self.pages, b""))
+                self.pages = a
+            else:
+                redo.append(("write", a, self.read(a, len(old))))
+                self._write(a, old, journal=False)
+        return redo
 
     def rollback(self) -> None:
         for kind, a, old in reversed(self._journal or []):

@@ -31,17 +31,22 @@ from typing import Any
 from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
 from cdk.canister import Canister, Trap
 from cdk.principal import Principal
-from replica import execution
+from replica import execution, heap
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.config import NetworkConfig
 from replica.cost_model import CostReport
+from replica.engines import Callbacks
+from replica.engines.wasm.engine import WasmEngine, default_cache_dir
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.execution import CanisterContext, Executor
 from replica.limits import Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
+from replica.wasm_execution import execute_request as execute_wasm_request
+from replica.wasm_execution import execute_response as execute_wasm_response
+from replica.wasm_execution import query as wasm_query
 
 MANAGEMENT = Principal.management()
 _MANAGEMENT_DID = Path(__file__).parent / "management.did"
@@ -76,7 +81,11 @@ class Subnet:
         self.fees = config.fees
         self.subnet_size = config.subnet_size
         self.kernel = config.kernel
-        self.executor = Executor(self)
+        self.executor = Executor(self, config.host_seconds_per_execution)
+        # Per canister whose execution is still running over rounds (DTS): the state it started
+        # from, which queries read until it finishes (interface spec: a query sees the state as
+        # of the last completed execution).
+        self.dts_started_from: dict[Principal, execution.PreExecutionState] = {}
         self.management_interface: Interface = parse_did(_MANAGEMENT_DID.read_text())
         self.canisters: dict[Principal, CanisterState] = {}
         self.ingress: dict[bytes, IngressRecord] = {}
@@ -89,6 +98,7 @@ class Subnet:
         self.thread_instructions: list[int] = []  # per scheduler thread, used in the current round
         self.long_execution_threads = 0  # threads given to executions continuing into this round
         self.candid_cache = HeaderCache()
+        self.wasm_engine = WasmEngine(default_cache_dir(), self.limits)  # runs wasm canisters
         genesis = config.genesis_time_ns if config.genesis_time_ns is not None else time.time_ns()
         self.genesis_ns = genesis
         self.next_canister_index = config.first_canister_index
@@ -115,6 +125,8 @@ class Subnet:
         state = self.canisters.get(canister)
         if state is None:
             raise RejectError(ErrorCode.CANISTER_NOT_FOUND, f"Canister {canister.to_text()} not found")
+        if state.module is not None:
+            return state.module.interface(canister)
         if state.loaded is None:
             raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
                               f"Canister {canister.to_text()} has no code installed; install code first")
@@ -241,6 +253,8 @@ class Subnet:
         r = self.round
         self._induct(r)
         self._schedule_threads(r)
+        self.dts_started_from = {p: v for p, v in self.dts_started_from.items()
+                                 if p in self.canisters and self.canisters[p].free_round >= r}
         while True:  # inner loops; each execution costs round budget, so this ends
             self.management.execute(r)
             self.management.finish_stopping(r)  # a canister with no open call context stops at once
@@ -317,9 +331,13 @@ class Subnet:
                 break
             message = state.queue.popleft()
             used = state.used_in_free_round if state.free_round == r else 0
+            if isinstance(state.ic, CanisterContext):
+                state.ic.first_committed = None
             instructions, outputs = self._execute_message(state, message, r)
             total = used + instructions
             finish = r + max(0, total - 1) // slice_
+            if finish > r and isinstance(state.ic, CanisterContext) and state.ic.first_committed is not None:
+                self.dts_started_from[state.id] = state.ic.first_committed
             state.free_round = finish
             state.used_in_free_round = total - (finish - r) * slice_
             self.thread_instructions[thread] += ((min(total, slice_) - used)
@@ -338,6 +356,8 @@ class Subnet:
         return self._execute_request(state, message)
 
     def _execute_request(self, state: CanisterState, request: Request) -> tuple[int, list[Any]]:
+        if state.module is not None:
+            return execute_wasm_request(self, state, request)
         try:
             if state.status != "running":
                 code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
@@ -384,6 +404,8 @@ class Subnet:
             # An earlier continuation trapped, so no code is left to receive this response; the
             # context is answered once its last outstanding call has come back.
             return 0, self._close_failed(state, context)
+        if isinstance(call.pending, Callbacks):  # a call made by wasm code
+            return execute_wasm_response(self, state, context, call, response)
         fee = self.fees.response_byte_cycles(len(response.reply or b""), self.subnet_size)
 
         def step() -> Any:
@@ -577,6 +599,8 @@ class Subnet:
             if state.status != "running":
                 raise RejectError(ErrorCode.CANISTER_STOPPED,
                                   f"Canister {canister_id.to_text()} is {state.status}; it answers no queries")
+            if state.module is not None:
+                return wasm_query(self, state, sender, method_name, arg)
             if state.loaded is None or state.instance is None:
                 raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
                                   f"Canister {canister_id.to_text()} has no code installed")
@@ -593,11 +617,23 @@ class Subnet:
             value = getattr(state.instance, method_name)(*args)
             return execution.encode_reply(method.rets, value, self.limits.query_reply_bytes, self.candid_cache)
 
-        result = self.executor.run(
-            state, step, caller=sender, context=None, mode="query",
-            instruction_limit=self.limits.instructions_per_query, payload_bytes=len(arg),
-            discard_state=True, charge=False,
-        )
+        started_from = self.dts_started_from.get(canister_id) if state.free_round > self.round else None
+        redo: list[tuple[str, int, bytes]] = []
+        if started_from is not None:
+            # The query runs on the state from before the unfinished execution; the executor
+            # puts the execution's own state back when the query ends, and the stable memory below.
+            if started_from.heap is not None:
+                heap.restore(started_from.heap)
+            redo = state.stable.swap(started_from.stable_undo)
+        try:
+            result = self.executor.run(
+                state, step, caller=sender, context=None, mode="query",
+                instruction_limit=self.limits.instructions_per_query, payload_bytes=len(arg),
+                discard_state=True, charge=False,
+            )
+        finally:
+            if started_from is not None:
+                state.stable.swap(redo)
         if result.trap is not None:
             return _query_reject(result.trap)
         return QueryResult(result.value, None, None, None)

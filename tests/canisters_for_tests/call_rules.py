@@ -76,6 +76,11 @@ class CallRules(Canister):
     async def hold(self, target: Principal, instructions: int) -> int:
         return await self.ic.call(target, "burn", instructions)
 
+    @update
+    def spin_forever(self) -> None:
+        while True:
+            self.writes += 1
+
     @query
     def balance(self) -> int:
         return self.ic.cycles_balance()

@@ -45,6 +45,11 @@ class Counter(Canister):
         return self.count
 
     @update
+    def burn_and_write(self, instructions: int, data: bytes) -> None:
+        self.burn(instructions)
+        self.ic.stable_write(0, data)
+
+    @update
     def echo(self, data: bytes) -> bytes:
         return data
 
