@@ -1,15 +1,45 @@
-"""Only the optional C extension lives here; all other configuration is in pyproject.toml.
+"""The optional C extension and the wasm yblock's build live here; all other configuration is in
+pyproject.toml.
 
 canisters/llama/_qmatmul.c multiplies straight from GGUF's quantized blocks (see its header for why
 and how fast). `optional=True`: where it cannot be compiled, the install still succeeds and the
 quantized weights use the numpy path. AVX2/FMA/F16C are enabled per function inside the file and
 chosen at run time, so no -mavx2 here: the portable code must stay runnable on any x86-64.
 -ffp-contract=off keeps `dequantize` bit-exact (no fused multiply-adds the source did not ask for).
+
+build_py also builds the wasm yblock (canisters/yblock/build.py, zig cc from the build dependency
+ziglang) into canisters/yblock/yblock.wasm. A failed build only warns: `icllama deploy` builds it
+again when it is missing or stale and then stops with the compiler's message.
 """
 
+import importlib.util
+import shutil
+from pathlib import Path
+
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithYBlock(build_py):
+    def run(self) -> None:
+        super().run()
+        root = Path(__file__).resolve().parent
+        spec = importlib.util.spec_from_file_location("yblock_build", root / "canisters" / "yblock" / "build.py")
+        yblock_build = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(yblock_build)  # by path: the build runs before the package is importable
+        try:
+            wasm = yblock_build.build()
+        except yblock_build.BuildError as e:
+            self.warn(f"the wasm yblock was not built: {e}")
+            return
+        if not self.editable_mode:
+            target = Path(self.build_lib) / "canisters" / "yblock" / wasm.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(wasm, target)
+
 
 setup(
+    cmdclass={"build_py": BuildPyWithYBlock},
     ext_modules=[
         Extension(
             "canisters.llama._qmatmul",
