@@ -21,6 +21,11 @@ static uint64_t f64_bits(double d) {
     return bits;
 }
 
+/* Nearest integer (ties to even) of |x| < 2^22 or 2^51: adding and subtracting 1.5 * 2^23 (2^52)
+   leaves no fraction bits, so the addition rounds. Needs no libm and no FMA contraction. */
+static float nearest_f32(float x) { return (x + 0x1.8p23f) - 0x1.8p23f; }
+static double nearest(double x) { return (x + 0x1.8p52) - 0x1.8p52; }
+
 /* 2^k for k in [-126, 127] (a normal f32). */
 static float pow2_f32(int k) { return f32_from_bits((uint32_t)(k + 127) << 23); }
 
@@ -30,7 +35,7 @@ float icl_exp_f32(float x) {
     if (x < -103.97208f) return 0.0f;                     /* below half the smallest subnormal */
     /* x = k ln2 + r, |r| <= ln2/2; ln2 split so that k * LN2_HI is exact for |k| < 2^8 */
     const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693145751953125f, LN2_LO = 1.42860682030941723e-06f;
-    float kf = __builtin_roundf(x * LOG2E);
+    float kf = nearest_f32(x * LOG2E);
     int k = (int)kf;
     float r = (x - kf * LN2_HI) - kf * LN2_LO;
     /* Taylor to r^7: the remainder is below 5e-9 relative on |r| <= 0.347 */
@@ -45,7 +50,7 @@ double icl_exp(double x) {
     if (x > 709.78) return f64_from_bits(0x7ff0000000000000ull);
     if (x < -708.39) return 0.0; /* rope tables never get near: subnormals are not needed */
     const double LOG2E = 1.4426950408889634, LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
-    double kd = __builtin_round(x * LOG2E);
+    double kd = nearest(x * LOG2E);
     double r = (x - kd * LN2_HI) - kd * LN2_LO;
     /* Horner form of the Taylor series to r^14 (remainder below 1e-18 on |r| <= 0.347) */
     double p = 1.0;
@@ -90,7 +95,7 @@ static double cos_small(double r) {
 static double reduce(double x, int *quadrant) {
     const double TWO_OVER_PI = 6.36619772367581382433e-01;
     const double P1 = 1.57079632673412561417e+00, P2 = 6.07710050630396597660e-11, P3 = 2.02226624871116645580e-21;
-    double kd = __builtin_round(x * TWO_OVER_PI);
+    double kd = nearest(x * TWO_OVER_PI);
     *quadrant = (int)((int64_t)kd & 3);
     return ((x - kd * P1) - kd * P2) - kd * P3;
 }

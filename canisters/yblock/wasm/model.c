@@ -173,6 +173,16 @@ static const char *type_name(uint32_t type) {
     return type < sizeof names / sizeof names[0] ? names[type] : "an unknown type";
 }
 
+/* The weight types of the wasm yblock (the kernels multiply a few more natively). */
+static int supported(uint32_t type) {
+    switch (type) {
+    case ICL_F32: case ICL_F16: case ICL_Q8_0: case ICL_Q4_0: case ICL_Q4_1: case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* The tensor `name`, checked: present, of shape (n_in, n_out) (n_out < 0: any row count, or a
    vector when n_out == 0), and its bytes inside the file. Returns its data, or NULL with err set. */
 static const uint8_t *tensor(parser *p, const char *name, int n_in, int n_out, icl_gguf_tensor *t, size_t *bytes) {
@@ -198,7 +208,7 @@ static const uint8_t *tensor(parser *p, const char *name, int n_in, int n_out, i
         icl_put(icl_put(p->err, type_name(t->type)), "; norms, biases and rope factors must be F32");
         return 0;
     }
-    if (!row) {
+    if (!row || !supported(t->type)) {
         icl_put(icl_put(icl_put(p->err, "tensor "), name), " is ");
         icl_put(icl_put(p->err, type_name(t->type)), ", which the wasm yblock does not support (F32, F16, Q8_0, "
                                                      "Q4_0, Q4_1, Q4_K, Q5_K and Q6_K are); run this model with "

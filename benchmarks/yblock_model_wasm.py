@@ -1,0 +1,126 @@
+"""The yblock's model compute built to wasm32 + simd128 and run in wasmtime, outside a canister.
+
+`build_model_wasm` compiles canisters/yblock/wasm/model.c and the kernels with `zig cc` (PyPI
+ziglang), as the canister is built, around benchmarks/yblock_model_driver.c. `WasmModel` runs one
+shard in it: tests compare its activations and logits with the native build, and benchmarks
+count its instructions under the replica's IC metering (pass the instrumentation's rewrite).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import wasmtime
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [
+    ROOT / "benchmarks/yblock_model_driver.c",
+    *(ROOT / "canisters/yblock/wasm" / name for name in ("model.c", "gguf.c", "icl_math.c")),
+    ROOT / "canisters/kernels/kernels.c",
+]
+EXPORTS = ["driver_alloc", "driver_parse", "driver_output_rows", "icl_kv_bytes", "icl_scratch_bytes",
+           "icl_forward_layers", "icl_output_logits"]
+WASM_FLAGS = ["-target", "wasm32-freestanding", "-mcpu=generic+simd128", "-O3", "-ffp-contract=off", "-nostdlib",
+              "-Wl,--no-entry", *(f"-Wl,--export={name}" for name in EXPORTS)]
+ERR_CAP = 512
+
+
+class BuildError(RuntimeError):
+    """zig cc failed; the message holds its output."""
+
+
+def build_model_wasm(out: Path) -> bytes:
+    """Compile the driver module to `out` and return its bytes."""
+    command = [sys.executable, "-m", "ziglang", "cc", *WASM_FLAGS, "-o", str(out), *map(str, SOURCES)]
+    build = subprocess.run(command, capture_output=True, text=True)
+    if build.returncode != 0:
+        raise BuildError(f"zig cc failed ({' '.join(command)}):\n{build.stderr}")
+    return out.read_bytes()
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """The driver module compiled once by wasmtime, for many instances."""
+
+    engine: wasmtime.Engine
+    module: wasmtime.Module
+
+    @classmethod
+    def of(cls, wasm: bytes, rewrite: Callable[[bytes], bytes] | None = None) -> CompiledModel:
+        """`rewrite` turns the module into the one to run (the IC metering's instrumentation)."""
+        engine = wasmtime.Engine()
+        return cls(engine, wasmtime.Module(engine, rewrite(wasm) if rewrite else wasm))
+
+
+class WasmModel:
+    """One shard parsed inside a fresh instance of the driver module, with one session."""
+
+    def __init__(self, compiled: CompiledModel, shard: bytes, n_ctx: int):
+        self.store = wasmtime.Store(compiled.engine)
+        self.instance = wasmtime.Instance(self.store, compiled.module, [])
+        exports = self.instance.exports(self.store)
+        self.memory: wasmtime.Memory = exports["memory"]
+        self.call = {name: exports[name] for name in EXPORTS}
+        self.n_ctx = n_ctx
+        file = self._put(shard)
+        out, err = self._alloc(4), self._alloc(ERR_CAP)
+        if self.call["driver_parse"](self.store, file, len(shard), n_ctx, out, err, ERR_CAP):
+            raise ValueError(self._text(err))
+        self.shard = struct.unpack("<I", self._read(out, 4))[0]
+        self.rows = self.call["driver_output_rows"](self.store, self.shard)
+        self.kv = self._alloc(self.call["icl_kv_bytes"](self.store, self.shard, n_ctx))
+        self.length = self._alloc(4)
+        self._write(self.length, struct.pack("<i", 0))
+        self.err = err
+        self._buffers: dict[tuple[str, int], int] = {}  # the bump allocator never frees: reuse by size
+
+    def _buffer(self, purpose: str, n: int) -> int:
+        if (purpose, n) not in self._buffers:
+            self._buffers[purpose, n] = self._alloc(n)
+        return self._buffers[purpose, n]
+
+    def _alloc(self, n: int) -> int:
+        address = self.call["driver_alloc"](self.store, n)
+        if address == 0:
+            raise MemoryError(f"the wasm module cannot grow its memory by {n} bytes")
+        return address
+
+    def _put(self, data: bytes) -> int:
+        address = self._alloc(len(data))
+        self._write(address, data)
+        return address
+
+    def _write(self, address: int, data: bytes) -> None:
+        self.memory.write(self.store, data, address)
+
+    def _read(self, address: int, n: int) -> bytes:
+        return bytes(self.memory.read(self.store, address, address + n))
+
+    def _text(self, address: int) -> str:
+        return self._read(address, ERR_CAP).split(b"\0", 1)[0].decode()
+
+    def forward(self, x: np.ndarray, pos: int) -> np.ndarray:
+        """x (n_tokens, d_model) through the shard's layers at positions pos.. of the session."""
+        n_tokens = x.shape[0]
+        data = self._buffer("x", x.size * 4)
+        self._write(data, np.ascontiguousarray(x, dtype="<f4").tobytes())
+        scratch = self._buffer("scratch", self.call["icl_scratch_bytes"](self.store, self.shard, n_tokens))
+        if self.call["icl_forward_layers"](self.store, self.shard, self.kv, self.n_ctx, self.length, pos, data,
+                                           n_tokens, scratch, self.err, ERR_CAP):
+            raise ValueError(self._text(self.err))
+        return np.frombuffer(self._read(data, x.size * 4), dtype="<f4").reshape(x.shape).copy()
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        n_tokens = x.shape[0]
+        data = self._buffer("x", x.size * 4)
+        self._write(data, np.ascontiguousarray(x, dtype="<f4").tobytes())
+        out = self._buffer("logits", n_tokens * self.rows * 4)
+        scratch = self._buffer("scratch", self.call["icl_scratch_bytes"](self.store, self.shard, n_tokens))
+        self.call["icl_output_logits"](self.store, self.shard, data, n_tokens, out, scratch)
+        return np.frombuffer(self._read(out, n_tokens * self.rows * 4), dtype="<f4").reshape(n_tokens, self.rows)
