@@ -1,5 +1,9 @@
 """A plan's canisters as dfx.json entries, so that dfx-style tooling sees the same names and .did
-files: `head` and `yblock_i`, type "custom", and the local network on dfx's port."""
+files: `head` and `yblock_i`, type "custom", and the local network on dfx's port.
+
+A yblock entry also names the wasm module (canisters/yblock/yblock.wasm, built by `pip install`),
+so `dfx deploy` or `icp deploy` against a real replica installs the module `icllama deploy` does.
+The head is a Python canister on the simulated IC only, so its entry has no wasm."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sharding.partition import Plan
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_DID = ROOT / "canisters" / "head" / "head.did"
 YBLOCK_DID = ROOT / "canisters" / "yblock" / "yblock.did"
+YBLOCK_WASM = ROOT / "canisters" / "yblock" / "yblock.wasm"
 LOCAL_BIND = "127.0.0.1:4943"  # dfx's local replica address (DESIGN.md, HTTP gateway)
 _PLANNED = re.compile(r"yblock_\d+")
 
@@ -42,7 +47,10 @@ def write_dfx(plan: Plan, path: Path) -> list[str]:
     for shard in plan.shards:
         did = HEAD_DID if shard.role == "head" else YBLOCK_DID
         entry = canisters.get(shard.name) if isinstance(canisters.get(shard.name), dict) else {}
-        canisters[shard.name] = {**entry, "type": "custom", "candid": os.path.relpath(did, path.parent.resolve())}
+        entry = {**entry, "type": "custom", "candid": os.path.relpath(did, path.parent.resolve())}
+        if shard.role != "head":
+            entry["wasm"] = os.path.relpath(YBLOCK_WASM, path.parent.resolve())
+        canisters[shard.name] = entry
     networks = config.setdefault("networks", {})
     networks["local"] = {**networks.get("local", {}), "bind": LOCAL_BIND}
     config.setdefault("version", 1)
