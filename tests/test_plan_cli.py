@@ -89,7 +89,8 @@ def test_write_dfx_creates_and_updates_keeping_other_entries(model: Path, tmp_pa
     assert sorted(canisters) == ["frontend", "head"] + [f"yblock_{i}" for i in range(4)]
     assert canisters["frontend"] == {"type": "assets", "source": ["dist"]}
     assert canisters["head"] == {"type": "custom", "wasm": "head.wasm", "candid": _rel("canisters/head/head.did", dfx)}
-    assert canisters["yblock_3"] == {"type": "custom", "candid": _rel("canisters/yblock/yblock.did", dfx)}
+    assert canisters["yblock_3"] == {"type": "custom", "candid": _rel("canisters/yblock/yblock.did", dfx),
+                                     "wasm": _rel("canisters/yblock/yblock.wasm", dfx)}
     assert config["networks"] == {"ic": {"providers": ["https://icp0.io"]},
                                   "local": {"bind": "127.0.0.1:4943", "type": "ephemeral"}}
     # a smaller plan drops the yblocks it no longer has
