@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from cdk.candid import CandidError, Interface, parse_did
+from cdk.principal import Principal
 from replica.errors import ErrorCode, RejectError
 from replica.limits import MiB
 
@@ -42,10 +44,31 @@ class CanisterModule:
     given: bytes  # the wasm_module bytes as installed (possibly gzipped)
     wasm: bytes  # the decoded wasm binary
     metadata: dict[str, Metadata]
+    _interface: Interface | None = field(default=None, compare=False, repr=False)  # parsed on first use
 
     @property
     def module_hash(self) -> bytes:
         return hashlib.sha256(self.given).digest()
+
+    def interface(self, canister: Principal) -> Interface:
+        """The Candid interface its `candid:service` section declares, which types the calls
+        that Python canisters and in-process clients make to it."""
+        if self._interface is None:
+            section = self.metadata.get("candid:service")
+            if section is None:
+                raise RejectError(
+                    ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                    f"Canister {canister.to_text()} is a wasm module without a candid:service metadata section, so "
+                    "its Candid interface is unknown here: agents and wasm canisters can call it with Candid bytes, "
+                    "but a Python canister cannot type its arguments. Build it with the interface as metadata "
+                    "(moc --public-metadata candid:service, or ic-wasm <module> metadata candid:service -f <did>)")
+            try:
+                object.__setattr__(self, "_interface", parse_did(section.content.decode()))
+            except (CandidError, UnicodeDecodeError) as e:
+                raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                                  f"the candid:service metadata of canister {canister.to_text()} is not a valid "
+                                  f"Candid service: {e}") from None
+        return self._interface
 
 
 def is_wasm(blob: bytes) -> bool:
