@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,11 @@ _TRAP_TEXTS = {
     "TABLE_OUT_OF_BOUNDS": "table out of bounds", "INDIRECT_CALL_TO_NULL": "indirect call to null",
     "BAD_SIGNATURE": "indirect call type mismatch",
 }
+
+
+def default_cache_dir() -> Path:
+    """Where compiled modules are kept: `$ICLLAMA_CACHE/wasm` (default ~/.cache/icllama/wasm)."""
+    return Path(os.environ.get("ICLLAMA_CACHE") or Path.home() / ".cache" / "icllama") / "wasm"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,196 @@
+"""Wasm canisters on the subnet: calls between wasm canisters and to Python canisters, with reply,
+reject and cleanup callbacks; DTS rounds from the measured count; queries that change nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from cdk.candid import decode, encode
+from cdk.candid.types import T as CandidT
+from cdk.principal import Principal
+from replica.api_types import IngressMessage
+from replica.config import NetworkConfig
+from replica.inprocess import MANAGEMENT, LocalClient
+from replica.network import Network
+from tests.wasm_support import hand_metered, hand_metered_engine
+
+COUNTER = "tests.canisters_for_tests.counter:Counter"
+T = 10**12
+
+# The caller's argument: [callee length][callee][method length][method][payload]. It calls
+# callee.method(payload); the reply callback answers "got:" + reply + env byte (7), and traps
+# when the reply starts with "t"; the reject callback answers "rejected:" + code + message; the
+# cleanup callback counts its runs in $cleanups (read by the query `cleanups`).
+CALLER = """
+(table (export "table") 3 funcref)
+(elem (i32.const 0) $on_reply $on_reject $on_cleanup)
+(data (i32.const 300) "got:rejected:")
+(global $cleanups (export "cleanups") (mut i32) (i32.const 0))
+(func (export "canister_update call") (local $n i32) (local $callee i32) (local $method i32)
+  (call $charge (i64.const 100))
+  (local.set $n (call $msg_arg_data_size))
+  (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (local.get $n))
+  (local.set $callee (i32.load8_u (i32.const 0)))
+  (local.set $method (i32.load8_u (i32.add (i32.const 1) (local.get $callee))))
+  (call $call_new (i32.const 1) (local.get $callee)
+    (i32.add (i32.const 2) (local.get $callee)) (local.get $method)
+    (i32.const 0) (i32.const 7) (i32.const 1) (i32.const 8))
+  (call $call_on_cleanup (i32.const 2) (i32.const 9))
+  (call $call_data_append (i32.add (i32.add (i32.const 2) (local.get $callee)) (local.get $method))
+    (i32.sub (local.get $n) (i32.add (i32.add (i32.const 2) (local.get $callee)) (local.get $method))))
+  (drop (call $call_perform)))
+(func $on_reply (param $env i32) (local $n i32)
+  (call $charge (i64.const 50))
+  (local.set $n (call $msg_arg_data_size))
+  (call $first_write_range (i64.const 1000) (i64.extend_i32_u (local.get $n)))
+  (call $msg_arg_data_copy (i32.const 1000) (i32.const 0) (local.get $n))
+  (if (i32.eq (i32.load8_u (i32.const 1000)) (i32.const 116)) (then unreachable))
+  (i32.store8 (i32.const 900) (local.get $env))
+  (call $msg_reply_data_append (i32.const 300) (i32.const 4))
+  (call $msg_reply_data_append (i32.const 1000) (local.get $n))
+  (call $msg_reply_data_append (i32.const 900) (i32.const 1))
+  (call $msg_reply))
+(func $on_reject (param $env i32) (local $n i32)
+  (i32.store8 (i32.const 900) (call $msg_reject_code))
+  (local.set $n (call $msg_reject_msg_size))
+  (call $msg_reject_msg_copy (i32.const 1000) (i32.const 0) (local.get $n))
+  (call $msg_reply_data_append (i32.const 304) (i32.const 9))
+  (call $msg_reply_data_append (i32.const 900) (i32.const 1))
+  (call $msg_reply_data_append (i32.const 1000) (local.get $n))
+  (call $msg_reply))
+(func $on_cleanup (param $env i32)
+  (global.set $cleanups (i32.add (global.get $cleanups) (local.get $env))))
+(func (export "canister_query cleanups")
+  (i32.store (i32.const 0) (global.get $cleanups))
+  (call $msg_reply_data_append (i32.const 0) (i32.const 4))
+  (call $msg_reply))
+"""
+
+CALLEE = """
+(data (i32.const 100) "no waykaputtea")
+(global $count (export "count") (mut i32) (i32.const 0))  ;; exported, as instrumented
+(func (export "canister_update echo") (local $n i32)
+  (local.set $n (call $msg_arg_data_size))
+  (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (local.get $n))
+  (call $msg_reply_data_append (i32.const 0) (local.get $n))
+  (call $msg_reply))
+(func (export "canister_update refuse") (call $msg_reject (i32.const 100) (i32.const 6)))
+(func (export "canister_update boom") (call $trap (i32.const 106) (i32.const 5)))
+(func (export "canister_update tee")
+  (call $msg_reply_data_append (i32.const 111) (i32.const 3)) (call $msg_reply))
+(func (export "canister_update silent"))
+(func (export "canister_update burn")
+  (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (i32.const 8))
+  (call $charge (i64.load (i32.const 0)))
+  (call $msg_reply))
+(func (export "canister_update bump")
+  (global.set $count (i32.add (global.get $count) (i32.const 1)))
+  (call $msg_reply))
+(func (export "canister_query count")
+  (global.set $count (i32.add (global.get $count) (i32.const 100)))
+  (i32.store (i32.const 0) (global.get $count))
+  (call $first_write_range (i64.const 0) (i64.const 4))
+  (call $msg_reply_data_append (i32.const 0) (i32.const 4))
+  (call $msg_reply))
+"""
+
+
+class Wasm:
+    """Installs hand-metered wasm through the management canister and calls it with raw bytes."""
+
+    def __init__(self):
+        self.network = Network(None, NetworkConfig(genesis_time_ns=1_700_000_000 * 10**9))
+        self.network.subnet.wasm_engine = hand_metered_engine()
+        self.client = LocalClient(self.network)
+
+    def install(self, body: str) -> Principal:
+        canister = self.client.create_canister(100 * T)
+        self.client.update(MANAGEMENT, "install_code", {
+            "mode": {"install": None}, "canister_id": canister, "wasm_module": hand_metered(body), "arg": b"",
+            "sender_canister_version": None})
+        return canister
+
+    def submit(self, canister: Principal, method: str, arg: bytes) -> bytes:
+        request_id = os.urandom(32)
+        self.network.submit(IngressMessage(request_id, self.client.sender, canister, method, arg,
+                                           time.time_ns() + 60 * 10**9, canister))
+        return request_id
+
+    def update(self, canister: Principal, method: str, arg: bytes = b""):
+        request_id = self.submit(canister, method, arg)
+        self.network.run_until_idle()
+        return self.network.status(request_id)
+
+
+def call_arg(callee: Principal, method: str, payload: bytes = b"") -> bytes:
+    return bytes([len(callee.bytes)]) + callee.bytes + bytes([len(method)]) + method.encode() + payload
+
+
+@pytest.fixture
+def wasm() -> Wasm:
+    return Wasm()
+
+
+def test_a_wasm_canister_calls_another_and_its_reply_callback_answers(wasm):
+    caller, callee = wasm.install(CALLER), wasm.install(CALLEE)
+    status = wasm.update(caller, "call", call_arg(callee, "echo", b"ping"))
+    assert status.status == "replied" and status.reply == b"got:ping\x07"
+
+
+def test_a_reject_by_the_callee_reaches_the_reject_callback(wasm):
+    caller, callee = wasm.install(CALLER), wasm.install(CALLEE)
+    assert wasm.update(caller, "call", call_arg(callee, "refuse")).reply == b"rejected:\x04no way"
+    trapped = wasm.update(caller, "call", call_arg(callee, "boom")).reply
+    assert trapped.startswith(b"rejected:\x05") and trapped.endswith(b"trapped explicitly: kaput")
+    missing = wasm.update(caller, "call", call_arg(callee, "nope")).reply
+    assert missing.startswith(b"rejected:\x05") and b"has no update method 'nope'" in missing
+    nobody = wasm.update(caller, "call", call_arg(Principal.from_canister_index(0x8000000000100999), "x")).reply
+    assert nobody.startswith(b"rejected:\x03") and nobody.endswith(b"not found")
+
+
+def test_a_trapping_reply_callback_runs_cleanup_and_the_caller_sees_the_trap(wasm):
+    caller, callee = wasm.install(CALLER), wasm.install(CALLEE)
+    status = wasm.update(caller, "call", call_arg(callee, "tee"))
+    assert status.status == "rejected" and status.error_code == "IC0502"
+    assert "trapped: unreachable" in status.reject_message
+    assert wasm.network.query(wasm.client.sender, caller, "cleanups", b"").reply == (9).to_bytes(4, "little")
+
+
+def test_a_call_context_left_without_a_reply_is_rejected_with_ic0506(wasm):
+    callee = wasm.install(CALLEE)
+    status = wasm.update(callee, "silent")
+    assert (status.status, status.error_code) == ("rejected", "IC0506")
+
+
+def test_wasm_calls_a_python_canister_with_candid_bytes(wasm):
+    caller = wasm.install(CALLER)
+    counter = wasm.client.install(COUNTER, 41, cycles=100 * T)
+    reply = wasm.update(caller, "call", call_arg(counter, "inc", encode([], []))).reply
+    assert reply.startswith(b"got:") and reply.endswith(b"\x07")
+    assert decode([CandidT.nat], reply[4:-1]) == [42]
+    assert wasm.client.query(counter, "get") == 42
+
+
+def test_an_execution_spans_rounds_by_its_measured_instructions(wasm):
+    callee = wasm.install(CALLEE)
+    slice_ = wasm.network.subnet.limits.instructions_per_slice
+    request_id = wasm.submit(callee, "burn", (5_000_000_000).to_bytes(8, "little"))
+    rounds = 0
+    while wasm.network.status(request_id).status not in ("replied", "rejected"):
+        wasm.network.execute_round()
+        rounds += 1
+    assert wasm.network.status(request_id).status == "replied"
+    assert rounds == -(-5_000_000_000 // slice_) == 3
+
+
+def test_a_query_changes_nothing_and_a_query_method_called_as_update_neither(wasm):
+    callee = wasm.install(CALLEE)
+    assert wasm.update(callee, "bump").status == "replied"
+    first = wasm.network.query(wasm.client.sender, callee, "count", b"").reply
+    again = wasm.network.query(wasm.client.sender, callee, "count", b"").reply
+    assert first == again == (101).to_bytes(4, "little")
+    assert wasm.update(callee, "count").reply == (101).to_bytes(4, "little")
+    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == (101).to_bytes(4, "little")
