@@ -12,8 +12,8 @@ ziglang) into canisters/yblock/yblock.wasm. A failed build only warns: `icllama 
 again when it is missing or stale and then stops with the compiler's message.
 """
 
-import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -23,13 +23,12 @@ from setuptools.command.build_py import build_py
 class BuildPyWithYBlock(build_py):
     def run(self) -> None:
         super().run()
-        root = Path(__file__).resolve().parent
-        spec = importlib.util.spec_from_file_location("yblock_build", root / "canisters" / "yblock" / "build.py")
-        yblock_build = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(yblock_build)  # by path: the build runs before the package is importable
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the build runs before the package is installed
+        from canisters.yblock.build import BuildError, build
+
         try:
-            wasm = yblock_build.build()
-        except yblock_build.BuildError as e:
+            wasm = build()
+        except BuildError as e:
             self.warn(f"the wasm yblock was not built: {e}")
             return
         if not self.editable_mode:

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from canisters.kernels.build import WASM_FLAGS, ZigMissing, zig_command
+
 YBLOCK_DIR = Path(__file__).resolve().parent
 SOURCE_DIR = YBLOCK_DIR / "wasm"
 KERNELS = YBLOCK_DIR.parent / "kernels" / "kernels.c"
@@ -25,14 +27,9 @@ WASM = YBLOCK_DIR / "yblock.wasm"  # the module `icllama deploy` installs and df
 CANDID_SECTION = "icp:public candid:service"
 STACK_BYTES = 1 << 20
 
-COMPILE_FLAGS = [
-    "-target", "wasm32-freestanding", "-mcpu=generic+simd128", "-O3", "-g0", "-std=c11",
-    "-ffp-contract=off",  # the same float results as the native build of the same source
-    "-Wall", "-Werror", "-Wno-missing-field-initializers",
-]
-LINK_FLAGS = [
-    "-nostdlib", "-Wl,--no-entry", "-Wl,--strip-all", f"-Wl,-z,stack-size={STACK_BYTES}",
-]
+# The kernels' flags (wasm32 + simd128, no libc, no FMA contraction), and the canister's own.
+FLAGS = [*WASM_FLAGS, "-g0", "-std=c11", "-Wall", "-Werror", "-Wno-missing-field-initializers",
+         "-Wl,--strip-all", f"-Wl,-z,stack-size={STACK_BYTES}"]
 
 
 class BuildError(RuntimeError):
@@ -63,17 +60,13 @@ def build(out: Path = WASM) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="yblock-build-") as tmp:
         linked = Path(tmp) / "yblock.wasm"
-        command = [sys.executable, "-m", "ziglang", "cc", *COMPILE_FLAGS, *LINK_FLAGS,
-                   "-I", str(SOURCE_DIR), "-I", str(KERNELS.parent),
-                   *map(str, sources()), "-o", str(linked)]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
-        except OSError as e:
-            raise BuildError(f"cannot run {sys.executable} -m ziglang ({e})") from None
+            command = [*zig_command(), *FLAGS, "-I", str(SOURCE_DIR), "-I", str(KERNELS.parent),
+                       *map(str, sources()), "-o", str(linked)]
+        except ZigMissing as e:
+            raise BuildError(f"cannot build the wasm yblock: {e}") from None
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         if result.returncode != 0:
-            if "No module named ziglang" in result.stderr:
-                raise BuildError("cannot build the wasm yblock: the Python package ziglang (zig cc) is not "
-                                 "installed; run `pip install ziglang` (or `pip install -e .`, which declares it)")
             raise BuildError(f"zig cc could not build the wasm yblock (exit {result.returncode}):\n"
                              f"{result.stderr.strip()[-4000:]}\ncommand: {' '.join(command)}")
         module = with_custom_section(linked.read_bytes(), CANDID_SECTION, DID.read_bytes())
