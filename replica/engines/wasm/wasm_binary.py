@@ -394,9 +394,14 @@ class Section:
     id: int
     payload: bytes
     name: str = ""  # custom sections only
-    changed: bool = False
+    # As read: everything before the payload, and the payload. An unchanged section is written
+    # back from these, keeping its size encoding (linkers pad LEB128 sizes to 5 bytes).
+    original_header: bytes = b""
+    original_payload: bytes | None = None
 
     def encode(self) -> bytes:
+        if self.payload is self.original_payload:
+            return self.original_header + self.payload
         body = name_bytes(self.name) + self.payload if self.id == CUSTOM else self.payload
         return bytes([self.id]) + uleb(len(body)) + body
 
@@ -566,11 +571,12 @@ def parse_module(wasm: bytes) -> Module:
         payload = wasm[payload_start:payload_end]
         if section_id == CUSTOM:
             name, name_end = read_name(payload, 0)
-            sections.append(Section(CUSTOM, payload[name_end:], name))
+            body = payload[name_end:]
+            sections.append(Section(CUSTOM, body, name, wasm[pos:payload_start + name_end], body))
         elif section_id > TAG:
             raise WasmFormatError(f"unknown section id {section_id} at byte {pos}")
         else:
-            sections.append(Section(section_id, payload))
+            sections.append(Section(section_id, payload, "", wasm[pos:payload_start], payload))
         pos = payload_end
     module = Module(sections)
     for section in sections:
