@@ -9,7 +9,12 @@ from __future__ import annotations
 import pytest
 import wasmtime
 
+from cdk.principal import Principal
+from replica.config import NetworkConfig
+from replica.inprocess import LocalClient
+from replica.network import Network
 from replica.wasm_module import read_module
+from tests.management_calls import KEEP_HEAP, failure, install_code
 from tests.toolchains import compile_motoko
 
 MOTOKO_CANISTERS = ["counter", "caller", "stable_store"]
@@ -103,3 +108,84 @@ def test_public_metadata_flag_publishes_the_candid_interface():
     assert public.content == private.content
     assert "inc: () -> (nat);" in public.content.decode()
     assert "get: () -> (nat) query;" in public.content.decode()
+
+
+# --- Motoko's semantics on the simulated IC (in process) ---------------------------------------
+@pytest.fixture
+def client() -> LocalClient:
+    return LocalClient(Network(None, NetworkConfig()))
+
+
+def deploy(client: LocalClient, module: bytes) -> Principal:
+    canister = client.create_canister()
+    install_code(client, canister, module)
+    return canister
+
+
+def test_counter_update_and_query(client, modules):
+    counter = deploy(client, modules["counter"])
+    assert client.query(counter, "get") == 0
+    assert client.update(counter, "inc").value == 1
+    assert client.update(counter, "add", 41).value == 42
+    assert client.query(counter, "get") == 42
+    assert client.query(counter, "whoami") == client.sender
+
+
+def test_throw_rejects_with_code_4_and_changes_nothing(client, modules):
+    counter = deploy(client, modules["counter"])
+    client.update(counter, "inc")
+    refused = failure(lambda: client.update(counter, "refuse", "not today"))
+    assert (refused.reject_code, refused.message) == (4, "not today")
+    assert client.query(counter, "get") == 1
+
+
+def test_a_trap_after_a_write_rolls_the_write_back(client, modules):
+    counter = deploy(client, modules["counter"])
+    client.update(counter, "add", 5)
+    trapped = failure(lambda: client.update(counter, "add_then_trap", 100))
+    assert (trapped.reject_code, trapped.error_code) == (5, "IC0503")
+    assert "add_then_trap: trapping after adding 100" in trapped.message
+    assert client.query(counter, "get") == 5
+
+
+def test_endless_loops_stop_at_the_instruction_limits(client, modules):
+    counter = deploy(client, modules["counter"])
+    client.update(counter, "inc")
+    update = failure(lambda: client.update(counter, "spin"))
+    assert (update.reject_code, update.error_code) == (5, "IC0522")
+    assert "40000000000" in update.message.replace("_", "").replace(",", "")
+    query = failure(lambda: client.query(counter, "spin_query"))
+    assert (query.reject_code, query.error_code) == (5, "IC0522")
+    assert "5000000000" in query.message.replace("_", "").replace(",", "")
+    assert client.query(counter, "get") == 1  # and the canister still works
+
+
+def test_a_canister_calls_another_and_handles_its_rejects(client, modules):
+    counter = deploy(client, modules["counter"])
+    caller = deploy(client, modules["caller"])
+    assert client.update(caller, "inc_other", counter).value == 1
+    assert client.update(caller, "refuse_other", counter, "no").value == ("canister_reject", "no")
+    code, message = client.update(caller, "trap_other", counter, 7).value
+    assert code == "canister_error" and "add_then_trap: trapping after adding 7" in message
+    assert client.query(counter, "get") == 1  # the callee's trap rolled its write back
+    assert client.query(caller, "call_count") == 3
+
+
+def test_stable_state_survives_an_upgrade_that_keeps_the_heap(client, modules):
+    store = deploy(client, modules["stable_store"])
+    client.update(store, "bump")
+    assert client.update(store, "bump").value == (2, 2)
+    install_code(client, store, modules["stable_store"], mode=KEEP_HEAP)
+    assert client.query(store, "read") == (2, 0)  # persistent kept, transient started again
+    assert client.update(store, "bump").value == (3, 1)
+
+
+def test_upgrading_orthogonal_persistence_without_keep_is_refused(client, modules):
+    store = deploy(client, modules["stable_store"])
+    client.update(store, "bump")
+    refused = failure(lambda: install_code(client, store, modules["stable_store"], mode={"upgrade": None}))
+    assert refused.message.startswith("Missing upgrade option: Enhanced orthogonal persistence requires the "
+                                      "`wasm_memory_persistence` upgrade option.")
+    assert client.query(store, "read") == (1, 1)  # nothing changed
+    install_code(client, store, modules["stable_store"], mode={"reinstall": None})
+    assert client.query(store, "read") == (0, 0)

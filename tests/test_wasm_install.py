@@ -26,10 +26,11 @@ from replica.errors import RejectError
 from replica.gateway_endpoints import Endpoints
 from replica.gateway_state import CertifiedStateSource, IngressLedger, canister_ranges
 from replica.hash_tree import lookup_path
-from replica.inprocess import MANAGEMENT, CallFailed, LocalClient
+from replica.inprocess import MANAGEMENT, LocalClient
 from replica.loader import ModuleRef, load_class
 from replica.network import Network
 from replica.wasm_module import read_module
+from tests.management_calls import canister_status, failure, install_chunked, install_code, stored_chunks, upload_chunk
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
 COUNTER_INIT_ARG = encode([T.nat], [7])  # the counter's init (start : nat)
@@ -65,40 +66,6 @@ def client() -> LocalClient:
     return LocalClient(Network(None, NetworkConfig()))
 
 
-def install_code(client: LocalClient, canister: Principal, module: bytes, mode: dict | None = None,
-                 arg: bytes = b"", sender: Principal | None = None) -> None:
-    client.update(MANAGEMENT, "install_code", {
-        "mode": mode or {"install": None}, "canister_id": canister, "wasm_module": module, "arg": arg,
-        "sender_canister_version": None}, sender=sender)
-
-
-def upload_chunk(client: LocalClient, canister: Principal, chunk: bytes, sender: Principal | None = None) -> bytes:
-    return client.update(MANAGEMENT, "upload_chunk", {"canister_id": canister, "chunk": chunk},
-                         sender=sender).value["hash"]
-
-
-def stored_chunks(client: LocalClient, canister: Principal) -> list[bytes]:
-    return [c["hash"] for c in client.update(MANAGEMENT, "stored_chunks", {"canister_id": canister}).value]
-
-
-def install_chunked(client: LocalClient, target: Principal, hashes: list[bytes], module_hash: bytes,
-                    store: Principal | None = None, sender: Principal | None = None, arg: bytes = b"") -> None:
-    client.update(MANAGEMENT, "install_chunked_code", {
-        "mode": {"install": None}, "target_canister": target, "store_canister": store,
-        "chunk_hashes_list": [{"hash": h} for h in hashes], "wasm_module_hash": module_hash, "arg": arg,
-        "sender_canister_version": None}, sender=sender)
-
-
-def status(client: LocalClient, canister: Principal) -> dict:
-    return client.update(MANAGEMENT, "canister_status", {"canister_id": canister}).value
-
-
-def failure(call) -> CallFailed:
-    with pytest.raises(CallFailed) as raised:
-        call()
-    return raised.value
-
-
 # --- decoding and hashing ----------------------------------------------------------------------
 def test_gzipped_module_decodes_to_the_raw_one_and_hashes_as_given():
     raw = canister_wasm()
@@ -124,7 +91,7 @@ def test_bad_gzip_is_refused_with_the_ic_message(client, blob, message):
     assert error.error_code == "IC0505"
     assert error.message.startswith("Canister's Wasm module is not valid: ")
     assert message in error.message
-    assert status(client, canister)["module_hash"] is None
+    assert canister_status(client, canister)["module_hash"] is None
 
 
 # --- the chunk store ---------------------------------------------------------------------------
@@ -135,13 +102,13 @@ def test_chunks_are_stored_by_sha256_once_and_cleared(client):
     assert upload_chunk(client, canister, second) == hashlib.sha256(second).digest()
     assert upload_chunk(client, canister, first) == hashlib.sha256(first).digest()  # again: no new slot
     assert stored_chunks(client, canister) == [hashlib.sha256(first).digest(), hashlib.sha256(second).digest()]
-    report = status(client, canister)
+    report = canister_status(client, canister)
     # Each chunk takes a whole 1 MiB slot, counted in the canister's memory.
     assert report["memory_metrics"]["wasm_chunk_store_size"] == 2 * MiB
     assert report["memory_size"] >= 2 * MiB
     client.update(MANAGEMENT, "clear_chunk_store", {"canister_id": canister})
     assert stored_chunks(client, canister) == []
-    assert status(client, canister)["memory_metrics"]["wasm_chunk_store_size"] == 0
+    assert canister_status(client, canister)["memory_metrics"]["wasm_chunk_store_size"] == 0
 
 
 def test_chunk_over_1_mib_is_refused(client):
@@ -179,7 +146,7 @@ def test_install_chunked_code_assembles_the_chunks_in_the_given_order(client):
     hashes = [upload_chunk(client, canister, part) for part in reversed(parts)][::-1]
     install_chunked(client, canister, hashes, hashlib.sha256(descriptor).digest(), arg=COUNTER_INIT_ARG)
     assert client.query(canister, "get") == 7
-    assert status(client, canister)["module_hash"] == ModuleRef(COUNTER, "1").module_hash
+    assert canister_status(client, canister)["module_hash"] == ModuleRef(COUNTER, "1").module_hash
 
 
 def test_install_chunked_code_checks_the_module_hash_and_the_chunks(client):
@@ -194,7 +161,7 @@ def test_install_chunked_code_checks_the_module_hash_and_the_chunks(client):
     unknown = hashlib.sha256(b"never uploaded").digest()
     absent = failure(lambda: install_chunked(client, canister, [hashes[0], unknown], hashlib.sha256(module).digest()))
     assert absent.message.startswith(f"Error from Wasm chunk store: Chunk with hash {unknown.hex()} was not found")
-    assert status(client, canister)["module_hash"] is None
+    assert canister_status(client, canister)["module_hash"] is None
 
 
 def test_install_chunked_code_from_another_store_canister(client):
@@ -221,9 +188,9 @@ def test_raw_and_gzipped_wasm_install_with_the_sha256_of_the_bytes_given(client)
     first, second = client.create_canister(), client.create_canister()
     install_code(client, first, raw, arg=b"12345")
     install_code(client, second, packed, arg=b"123")
-    assert status(client, first)["module_hash"] == hashlib.sha256(raw).digest()
-    assert status(client, second)["module_hash"] == hashlib.sha256(packed).digest()
-    assert status(client, first)["memory_metrics"]["wasm_binary_size"] == len(raw)
+    assert canister_status(client, first)["module_hash"] == hashlib.sha256(raw).digest()
+    assert canister_status(client, second)["module_hash"] == hashlib.sha256(packed).digest()
+    assert canister_status(client, first)["memory_metrics"]["wasm_binary_size"] == len(raw)
     assert client.query(first, "get") == bytes([5])  # typed by its candid:service metadata
     assert client.query(second, "get") == bytes([3])
 
@@ -233,10 +200,10 @@ def test_reinstall_and_upgrade_change_the_module_hash(client):
     install_code(client, canister, canister_wasm(), arg=b"1")
     upgraded = canister_wasm('(func (export "canister_post_upgrade") (global.set $init_arg_size (i32.const 42)))')
     install_code(client, canister, upgraded, mode={"upgrade": None})
-    assert status(client, canister)["module_hash"] == hashlib.sha256(upgraded).digest()
+    assert canister_status(client, canister)["module_hash"] == hashlib.sha256(upgraded).digest()
     assert client.query(canister, "get") == bytes([42])
     install_code(client, canister, canister_wasm(), mode={"reinstall": None}, arg=b"1234")
-    assert status(client, canister)["module_hash"] == hashlib.sha256(canister_wasm()).digest()
+    assert canister_status(client, canister)["module_hash"] == hashlib.sha256(canister_wasm()).digest()
     assert client.query(canister, "get") == bytes([4])
 
 
@@ -254,7 +221,7 @@ def test_a_trapping_init_installs_nothing(client):
     error = failure(lambda: install_code(client, canister, trapping))
     assert error.error_code == "IC0502"
     assert "unreachable" in error.message
-    assert status(client, canister)["module_hash"] is None
+    assert canister_status(client, canister)["module_hash"] is None
 
 
 def test_module_over_2_mib_installs_through_chunks_only(client):
@@ -266,9 +233,9 @@ def test_module_over_2_mib_installs_through_chunks_only(client):
     assert too_big.value.http_status == 413
     hashes = [upload_chunk(client, canister, module[i:i + CHUNK_BYTES]) for i in range(0, len(module), CHUNK_BYTES)]
     assert len(hashes) == 4
-    install_chunked(client, canister, hashes, hashlib.sha256(module).digest())
-    assert status(client, canister)["module_hash"] == hashlib.sha256(module).digest()
-    assert client.query(canister, "get") == bytes([0])
+    install_chunked(client, canister, hashes, hashlib.sha256(module).digest(), arg=b"12")
+    assert canister_status(client, canister)["module_hash"] == hashlib.sha256(module).digest()
+    assert client.query(canister, "get") == bytes([2])
 
 
 def _custom_section(name: str, content: bytes) -> bytes:
