@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import wasmtime
 
 from replica.engines import Execution, Kind
 from replica.engines.wasm.engine import WasmEngine
@@ -186,3 +187,26 @@ def test_compiled_modules_are_cached_on_disk_by_hash(tmp_path):
     fresh = hand_metered_engine(tmp_path)  # a new engine (a restarted network) loads, not compiles
     assert call(install(fresh, wasm), "echo", b"again").reply == b"again"
     assert list(tmp_path.iterdir()) == [cached]
+
+
+def test_an_instrumented_module_is_charged_the_ic_cost_table_plus_the_system_api():
+    wat = """(module
+      (import "ic0" "msg_reply" (func $reply))
+      (memory (export "memory") 1)
+      (func (export "canister_update count") (local $i i32)
+        (loop $l
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 1000))))
+        (call $reply))
+      (func (export "canister_query spin") (loop $l (br $l))))"""
+    instance = install(WasmEngine(None), wasmtime.wat2wasm(wat))
+    outcome = call(instance, "count")
+    assert outcome.trap is None and outcome.reply == b""
+    assert outcome.instructions == (
+        1  # the function's entry block: the IC's minimum of 1 (its `loop` costs 0)
+        + 1000 * (1 + 1 + 1 + 1 + 1 + 1 + 1 + 2)  # loop body: local.get, const, add, local.set, get, const, lt_u, br_if
+        + 0 + 5 + 0  # after the loop: end, call, end
+        + 500  # ic0.msg_reply
+    )
+    spun = call(instance, "spin", kind=Kind.QUERY, limit=10_000_000)
+    assert spun.trap.error_code == "IC0522" and spun.instructions == 10_000_000

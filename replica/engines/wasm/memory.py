@@ -46,6 +46,7 @@ class Heap:
         self._globals = mutable_globals
         self.journal: Journal | None = None
         self.dirty: set[int] = set()  # pages changed since the last checkpoint
+        self.restored_pages = 0  # pages the last rollback wrote back (its cost)
 
     # --- sizes -------------------------------------------------------------------------------
     @property
@@ -112,6 +113,7 @@ class Heap:
         base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
         for page, old in journal.pages.items():
             ctypes.memmove(base + page * PAGE_BYTES, old, len(old))
+        self.restored_pages = len(journal.pages)
         for g, value in zip(self._globals, journal.globals, strict=True):
             g.set_value(self._store, value)
         return journal.size_pages * WASM_PAGE_BYTES if self.size_pages != journal.size_pages else None
