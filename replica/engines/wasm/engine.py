@@ -160,8 +160,8 @@ class WasmEngine:
         heap_limit = self.limits.wasm64_heap_bytes if compiled.wasm64 else self.limits.wasm32_heap_bytes
         instance = WasmInstance(self, compiled, stable, heap_limit)
         if kept_memory is not None:
-            image, globals_ = kept_memory
-            instance.load(image, globals_)
+            # The heap is kept; globals start as the new module declares them, as on the IC.
+            instance.load(kept_memory[0], None)
         outcome = instance.execute(Execution(Kind.START, self.limits.instructions_per_install, 0), view)
         return instance, outcome
 
@@ -318,8 +318,8 @@ class WasmInstance:
             self._build()
             self.load(image, globals_)
 
-    def load(self, image: bytes, globals_: list[Any]) -> None:
-        """Sets the heap to `image` (grown to fit) and the mutable globals to `globals_`."""
+    def load(self, image: bytes, globals_: list[Any] | None) -> None:
+        """Sets the heap to `image` (grown to fit) and, if given, the mutable globals."""
         missing = -(-len(image) // 65536) - self.heap.size_pages
         memory = self.exports["memory"]
         if missing > 0 and memory.grow(self.store, missing) < 0:

@@ -137,11 +137,11 @@ class Heap:
     def global_values(self) -> list[Any]:
         return [g.value(self._store) for g in self._globals]
 
-    def load(self, image: bytes, globals_: list[Any]) -> None:
-        """Replaces the memory's contents and the globals (a restored checkpoint, or the heap an
-        upgrade keeps); the memory must already be at least `len(image)` bytes."""
+    def load(self, image: bytes, globals_: list[Any] | None) -> None:
+        """Replaces the memory's contents and, if given, the globals (a restored checkpoint, or
+        the heap an upgrade keeps); the memory must already be at least `len(image)` bytes."""
         if len(image) > self.size_bytes:
             raise HeapAccessError(f"cannot load {len(image)} bytes into a wasm memory of {self.size_bytes}")
         ctypes.memmove(ctypes.addressof(self._memory.data_ptr(self._store).contents), image, len(image))
-        for g, value in zip(self._globals, globals_, strict=True):
+        for g, value in zip(self._globals, globals_ or [], strict=globals_ is not None):
             g.set_value(self._store, value)
