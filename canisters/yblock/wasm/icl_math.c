@@ -3,12 +3,6 @@
 
 #include <stdint.h>
 
-static float f32_from_bits(uint32_t bits) {
-    float f;
-    __builtin_memcpy(&f, &bits, 4);
-    return f;
-}
-
 static double f64_from_bits(uint64_t bits) {
     double d;
     __builtin_memcpy(&d, &bits, 8);
@@ -21,29 +15,14 @@ static uint64_t f64_bits(double d) {
     return bits;
 }
 
-/* Nearest integer (ties to even) of |x| < 2^22 or 2^51: adding and subtracting 1.5 * 2^23 (2^52)
-   leaves no fraction bits, so the addition rounds. Needs no libm and no FMA contraction. */
-static float nearest_f32(float x) { return (x + 0x1.8p23f) - 0x1.8p23f; }
+/* Nearest integer (ties to even) of |x| < 2^51: adding and subtracting 1.5 * 2^52 leaves no
+   fraction bits, so the addition rounds. Needs no libm and no FMA contraction. */
 static double nearest(double x) { return (x + 0x1.8p52) - 0x1.8p52; }
-
-/* 2^k for k in [-126, 127] (a normal f32). */
-static float pow2_f32(int k) { return f32_from_bits((uint32_t)(k + 127) << 23); }
 
 float icl_exp_f32(float x) {
     if (x != x) return x;
-    if (x > 88.72284f) return f32_from_bits(0x7f800000u); /* past FLT_MAX's log */
-    if (x < -103.97208f) return 0.0f;                     /* below half the smallest subnormal */
-    /* x = k ln2 + r, |r| <= ln2/2; ln2 split so that k * LN2_HI is exact for |k| < 2^8 */
-    const float LOG2E = 1.44269504088896341f, LN2_HI = 0.693145751953125f, LN2_LO = 1.42860682030941723e-06f;
-    float kf = nearest_f32(x * LOG2E);
-    int k = (int)kf;
-    float r = (x - kf * LN2_HI) - kf * LN2_LO;
-    /* Taylor to r^7: the remainder is below 5e-9 relative on |r| <= 0.347 */
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 +
-                                                                                            r * (1.0f / 5040)))))));
-    if (k < -126) return p * pow2_f32(k + 64) * pow2_f32(-64); /* subnormal result, rounded once */
-    if (k > 127) return p * pow2_f32(k - 1) * 2.0f;
-    return p * pow2_f32(k);
+    icl_v4f v = {x, x, x, x};
+    return icl_exp4(v)[0];
 }
 
 double icl_exp(double x) {

@@ -15,6 +15,8 @@
 typedef float v4f __attribute__((vector_size(16)));
 typedef uint32_t v4u __attribute__((vector_size(16)));
 typedef uint16_t v4h __attribute__((vector_size(8)));
+typedef int16_t v4s __attribute__((vector_size(8)));
+typedef int32_t v4i __attribute__((vector_size(16)));
 
 typedef struct {
     const uint8_t *data; /* row 0; rows are icl_row_bytes(type, n_in) apart */
@@ -80,14 +82,27 @@ static v4f load4(const float *p) {
 
 static void store4(float *p, v4f v) { __builtin_memcpy(p, &v, 16); }
 
-/* Four f16 values to f32 (the scalar f32_of_f16, four lanes at a time). */
-static v4f load4_f16(const uint16_t *p) {
+/* Four cached f16 values as f32 times 2^-112: the f16's bits moved into an f32's exponent and
+   mantissa without the rebias, which costs a multiply per lane. Callers scale the other factor
+   by 2^112, so each product is the product of the f16 values, exactly (both have 11 significant
+   bits), and every sum is what it would be without the scaling. Sign-extending the f16 to 32 bits
+   puts its sign in bit 31; the mask keeps the sign, exponent and mantissa. Cached values are
+   finite (icl_forward_layers writes them), so no inf or NaN case is needed. */
+static v4f load4_f16_scaled(const uint16_t *p) {
     v4h h;
     __builtin_memcpy(&h, p, 8);
-    v4u u = __builtin_convertvector(h, v4u);
-    v4f f = (v4f)((u & 0x7fff) << 13) * 0x1p112f;
-    v4u b = (v4u)f | ((u & 0x8000) << 16);
-    return (v4f)(b | ((v4u)((u & 0x7c00) == 0x7c00) & 0x7f800000));
+    v4i wide = __builtin_convertvector((v4s)h, v4i);
+    return (v4f)((wide << 13) & (int32_t)0x8fffe000);
+}
+
+/* round_f16 of four lanes: f16's round half to even of the f32 bits (subnormal f16 by adding 0.5). */
+static v4f round4_f16(v4f x) {
+    v4i bits = (v4i)x, sign = bits & (int32_t)0x80000000, a = bits & 0x7fffffff;
+    v4i normal = (a + 0xfff + ((a >> 13) & 1)) & ~0x1fff;
+    v4i small = (v4i)(((v4f)a + 0.5f) - 0.5f);
+    v4i big = a >= 0x477ff000, tiny = a < 0x38800000, nan = a > 0x7f800000;
+    v4i rounded = (normal & ~(tiny | big)) | (small & tiny) | (0x7f800000 & big);
+    return (v4f)((rounded & ~nan) | (a & nan) | sign);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -476,7 +491,7 @@ size_t icl_kv_bytes(const icl_shard *s, int n_ctx) {
    Scratch: the buffers of one call, carved from the caller's memory */
 
 typedef struct {
-    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores, *row;
+    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores, *row; /* row: a query group scaled */
     uint8_t *xq;
 } buffers;
 
@@ -491,7 +506,7 @@ static size_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b)
     } parts[] = {
         {&b->h, n * d}, {&b->q, n * qd}, {&b->k, n * kvd}, {&b->v, n * kvd}, {&b->attn, n * qd},
         {&b->gate, n * (size_t)s->d_ff}, {&b->up, n * (size_t)s->d_ff}, {&b->out, n * d},
-        {&b->scores, group * (size_t)s->info.n_ctx}, {&b->row, (size_t)s->head_dim},
+        {&b->scores, group * (size_t)s->info.n_ctx}, {&b->row, group * (size_t)s->head_dim},
     };
     size_t used = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -518,7 +533,7 @@ static void rms_norm(const float *x, const float *weight, int n_tokens, int d, f
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (size_t)t * d;
         double sum = 0.0;
-        for (int i = 0; i < d; i++) sum += (double)xt[i] * (double)xt[i];
+        for (int i = 0; i < d; i++) sum += (double)(xt[i] * xt[i]); /* squares in f32, summed in f64: ggml */
         float scale = 1.0f / __builtin_sqrtf((float)(sum / d) + eps);
         for (int i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * scale * weight[i];
     }
@@ -546,42 +561,51 @@ static void rope(const icl_shard *s, float *x, int n_tokens, int n_heads, int po
     }
 }
 
-/* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t. Each
-   cached row is converted from f16 once and used by all the query heads that share it. */
+/* p[0..n) = f16(softmax(p)) * 2^112: max subtracted, exp, sum, divided (kernels.h). */
+static void softmax_f16_scaled(float *p, int n) {
+    float max = p[0], sum = 0.0f;
+    for (int j = 1; j < n; j++) max = p[j] > max ? p[j] : max;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) store4(p + j, icl_exp4(load4(p + j) - max));
+    for (; j < n; j++) p[j] = icl_exp_f32(p[j] - max);
+    for (j = 0; j < n; j++) sum += p[j];
+    for (j = 0; j + 4 <= n; j += 4) store4(p + j, round4_f16(load4(p + j) / sum) * 0x1p112f);
+    for (; j < n; j++) p[j] = round_f16(p[j] / sum) * 0x1p112f;
+}
+
+/* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t. The
+   query heads that share a kv head go together, so each cached row is converted once for all of
+   them; q (already f16) and the probabilities are scaled by 2^112 for load4_f16_scaled. */
 static void attention(const icl_shard *s, const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, int pos,
                       int n_tokens, const buffers *b) {
     int hd = s->head_dim, group = s->n_head / s->n_head_kv, qd = s->n_head * hd;
     float scale = 1.0f / __builtin_sqrtf((float)hd);
+    float *q_scaled = b->row;
     for (int kvh = 0; kvh < s->n_head_kv; kvh++) {
         const uint16_t *keys = k_cache + (size_t)kvh * n_ctx * hd, *values = v_cache + (size_t)kvh * n_ctx * hd;
         for (int t = 0; t < n_tokens; t++) {
             int visible = pos + t + 1;
             const float *q = b->q + (size_t)t * qd + (size_t)kvh * group * hd;
             float *out = b->attn + (size_t)t * qd + (size_t)kvh * group * hd;
+            for (int i = 0; i < group * hd; i += 4) store4(q_scaled + i, load4(q + i) * 0x1p112f);
             for (int j = 0; j < visible; j++) {
-                for (int i = 0; i < hd; i += 4) store4(b->row + i, load4_f16(keys + (size_t)j * hd + i));
+                const uint16_t *key = keys + (size_t)j * hd;
                 for (int g = 0; g < group; g++) {
                     v4f acc = {0, 0, 0, 0};
-                    for (int i = 0; i < hd; i += 4) acc += load4(b->row + i) * load4(q + g * hd + i);
+                    for (int i = 0; i < hd; i += 4) acc += load4_f16_scaled(key + i) * load4(q_scaled + g * hd + i);
                     b->scores[(size_t)g * n_ctx + j] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * scale;
                 }
             }
-            for (int g = 0; g < group; g++) {
-                float *p = b->scores + (size_t)g * n_ctx, max = p[0], sum = 0.0f;
-                for (int j = 1; j < visible; j++) max = p[j] > max ? p[j] : max;
-                for (int j = 0; j < visible; j++) {
-                    p[j] = icl_exp_f32(p[j] - max);
-                    sum += p[j];
-                }
-                for (int j = 0; j < visible; j++) p[j] = round_f16(p[j] / sum);
-                for (int i = 0; i < hd; i++) out[g * hd + i] = 0.0f;
-            }
+            for (int g = 0; g < group; g++) softmax_f16_scaled(b->scores + (size_t)g * n_ctx, visible);
+            for (int i = 0; i < group * hd; i += 4) store4(out + i, (v4f){0, 0, 0, 0});
             for (int j = 0; j < visible; j++) {
-                for (int i = 0; i < hd; i += 4) store4(b->row + i, load4_f16(values + (size_t)j * hd + i));
-                for (int g = 0; g < group; g++) {
-                    v4f p = {0, 0, 0, 0};
-                    p += b->scores[(size_t)g * n_ctx + j];
-                    for (int i = 0; i < hd; i += 4) store4(out + g * hd + i, load4(out + g * hd + i) + p * load4(b->row + i));
+                const uint16_t *value = values + (size_t)j * hd;
+                for (int i = 0; i < hd; i += 4) {
+                    v4f v = load4_f16_scaled(value + i);
+                    for (int g = 0; g < group; g++) {
+                        float *o = out + g * hd + i;
+                        store4(o, load4(o) + b->scores[(size_t)g * n_ctx + j] * v);
+                    }
                 }
             }
         }
@@ -604,7 +628,7 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
     }
     rope(s, b->q, n_tokens, s->n_head, pos);
     rope(s, b->k, n_tokens, s->n_head_kv, pos);
-    for (size_t i = 0; i < (size_t)n_tokens * qd; i++) b->q[i] = round_f16(b->q[i]);
+    for (size_t i = 0; i < (size_t)n_tokens * qd; i += 4) store4(b->q + i, round4_f16(load4(b->q + i)));
 
     /* this chunk's keys and values into the cache (layout: kv head, position, dim) */
     for (int t = 0; t < n_tokens; t++)
@@ -624,8 +648,12 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
     rms_norm(x, l->ffn_norm, n_tokens, d, s->eps, b->h);
     matmul(&l->gate, b->h, n_tokens, b->gate, b->xq);
     matmul(&l->up, b->h, n_tokens, b->up, b->xq);
-    for (size_t i = 0; i < (size_t)n_tokens * s->d_ff; i++)
-        b->gate[i] = b->gate[i] / (1.0f + icl_exp_f32(-b->gate[i])) * b->up[i];
+    size_t i = 0, n_ff = (size_t)n_tokens * s->d_ff;
+    for (; i + 4 <= n_ff; i += 4) {
+        v4f gate = load4(b->gate + i);
+        store4(b->gate + i, gate / (1.0f + icl_exp4(-gate)) * load4(b->up + i));
+    }
+    for (; i < n_ff; i++) b->gate[i] = b->gate[i] / (1.0f + icl_exp_f32(-b->gate[i])) * b->up[i];
     matmul(&l->down, b->gate, n_tokens, b->out, b->xq);
     for (size_t i = 0; i < nd; i++) x[i] += b->out[i];
 }
