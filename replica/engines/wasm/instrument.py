@@ -161,9 +161,12 @@ def instrument(wasm: bytes, write_barrier: bool = False, max_wasm_memory_bytes: 
     """Instruments `wasm` (the module bytes, not gzipped). `max_wasm_memory_bytes` caps the heap
     (default: the IC's 4 GiB for wasm32, 6 GiB for wasm64)."""
     try:
-        module = wb.parse_module(wasm)
+        return _instrument(wb.parse_module(wasm), write_barrier, max_wasm_memory_bytes)
     except wb.WasmFormatError as error:
-        raise InstrumentationError(f"cannot parse the wasm module: {error}") from None
+        raise InstrumentationError(f"cannot read the wasm module: {error}") from None
+
+
+def _instrument(module: wb.Module, write_barrier: bool, max_wasm_memory_bytes: int | None) -> InstrumentedModule:
     memories = module.all_memories
     memory64 = bool(memories) and memories[0].memory64
     if max_wasm_memory_bytes is None:

@@ -329,7 +329,7 @@ def decode_instructions(code: bytes, pos: int = 0) -> tuple[list[str], list[int]
             entry = opcodes.get(op)
             if entry is None:
                 what = _REFUSED.get(op, "an unknown opcode")
-                raise WasmFormatError(f"instruction 0x{op:02X} at code offset {starts[-1]} is {what}, "
+                raise WasmFormatError(f"instruction 0x{op:02X} at code offset {starts[-1]}: {what}, "
                                       "which IC canisters cannot use")
         name, kind = entry
         names.append(name)
