@@ -17,9 +17,12 @@ A chunk costs one update call, so one round: verifying after every chunk would c
 round per chunk and halve the upload rate, for a failure that the final check also catches.
 
 Calls that fail transiently (reject code 2 SYS_TRANSIENT, HTTP 5xx or 429, a lost connection)
-are retried with exponential backoff; retrying is safe because every upload method is idempotent
-(a chunk sent twice is compared with the bytes held and changes nothing). Several canisters
-upload in parallel, one thread per shard, under one progress bar counting bytes per second.
+are retried with exponential backoff for about 6 seconds, then the upload gives up and says why
+(a network that is gone, or one that cannot write its state, does not come back by waiting);
+retrying is safe because every upload method is idempotent (a chunk sent twice is compared with
+the bytes held and changes nothing). Several canisters upload in parallel, one thread per shard,
+under one progress bar counting bytes per second. Ctrl-C stops every upload at once: the
+threads are daemons, and a waiting retry ends with the interrupt.
 
 The calls go through client.agent's canisters, over HTTP with icp-py-core or in-process with
 replica.inprocess.LocalClient (`CanisterShardTarget`), so `icllama deploy` and the in-process
@@ -38,7 +41,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -101,10 +103,10 @@ class ShardTarget(Protocol):
 class Retry:
     """Backoff for transient failures: delays initial, initial*factor, ... capped at max_delay."""
 
-    attempts: int = 8
+    attempts: int = 6  # 0.25 + 0.5 + 1 + 2 + 2 = 5.75 s of waiting in all
     initial_s: float = 0.25
     factor: float = 2.0
-    max_delay_s: float = 8.0
+    max_delay_s: float = 2.0
 
     def delays(self) -> list[float]:
         return [min(self.initial_s * self.factor**i, self.max_delay_s) for i in range(self.attempts - 1)]
@@ -191,6 +193,7 @@ class _ShardUpload:
     target: ShardTarget
     retry: Retry
     sleep: Callable[[float], None]
+    gave_up: threading.Event  # set once any shard has given up on the network: the others stop retrying
     retries: int = 0
 
     def fail(self, kind: type[UploadError], message: str) -> UploadError:
@@ -209,8 +212,9 @@ class _ShardUpload:
             except Exception as e:
                 if not is_transient(e):
                     raise self.fail(UploadError, f"{what} failed: {e}") from None
-                if attempt == len(delays):
-                    raise self.fail(UploadError, f"{what} still failed after {self.retry.attempts} attempts ({e}); "
+                if attempt == len(delays) or self.gave_up.is_set():
+                    self.gave_up.set()
+                    raise self.fail(UploadError, f"{what} still failed after {attempt + 1} attempts ({e}); "
                                     "re-run the upload when the network is healthy: it resumes") from None
                 self.retries += 1
                 self.sleep(delays[attempt])
@@ -298,10 +302,18 @@ class _ShardUpload:
 
 
 def upload_shards(jobs: Sequence[tuple[ShardFile, ShardTarget]], parallel: int = 4, progress: bool = True,
-                  retry: Retry = Retry(), sleep: Callable[[float], None] = time.sleep) -> list[UploadResult]:
+                  retry: Retry = Retry(), sleep: Callable[[float], None] | None = None) -> list[UploadResult]:
     """Uploads, verifies and loads every shard, `parallel` canisters at a time. Shards that fail
-    do not stop the others; their errors are raised together at the end, each naming its shard."""
-    uploads = [_ShardUpload(shard, target, retry, sleep) for shard, target in jobs]
+    do not stop the others; their errors are raised together at the end, each naming its shard.
+    `sleep` waits between retries (default: a wait that a KeyboardInterrupt ends at once)."""
+    interrupted = threading.Event()
+
+    def wait(seconds: float) -> None:
+        if interrupted.wait(seconds):
+            raise UploadError("interrupted", "")
+
+    gave_up = threading.Event()
+    uploads = [_ShardUpload(shard, target, retry, sleep or wait, gave_up) for shard, target in jobs]
     helds = [u.status() for u in uploads]
     remaining = sum(0 if h.loaded else max(u.shard.size - h.held, 0) for u, h in zip(uploads, helds, strict=True))
     results: list[UploadResult | None] = [None] * len(uploads)
@@ -310,14 +322,38 @@ def upload_shards(jobs: Sequence[tuple[ShardFile, ShardTarget]], parallel: int =
               file=sys.stderr, dynamic_ncols=True) as bar:
         shared = _Progress(bar)
 
-        def one(i: int) -> None:
-            try:
-                results[i] = uploads[i].run(helds[i], shared)
-            except UploadError as e:
-                errors.append(e)
+        pending = list(range(len(uploads)))
+        crashed: list[BaseException] = []
 
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="upload") as pool:
-            list(pool.map(one, range(len(uploads))))
+        def worker() -> None:
+            while pending and not interrupted.is_set():
+                try:
+                    i = pending.pop(0)
+                except IndexError:
+                    return
+                try:
+                    results[i] = uploads[i].run(helds[i], shared)
+                except UploadError as e:
+                    errors.append(e)
+                except BaseException as e:  # noqa: BLE001 - raised again in the calling thread
+                    crashed.append(e)
+                    interrupted.set()
+
+        # Daemon threads, so that Ctrl-C in the main thread ends the process without waiting for
+        # calls in flight (ThreadPoolExecutor's workers would be joined at exit).
+        workers = [threading.Thread(target=worker, name=f"upload-{n}", daemon=True)
+                   for n in range(max(1, min(parallel, len(uploads))))]
+        for thread in workers:
+            thread.start()
+        try:
+            for thread in workers:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:
+            interrupted.set()
+            raise
+        if crashed:
+            raise crashed[0]
     done = [r for r in results if r is not None]
     if errors:
         raise UploadsFailed(errors, done)

@@ -109,7 +109,8 @@ def describe(network: Network, url: str) -> dict:
                 "cycles": info.cycles,
             }
         )
-    return {"url": url, "round": network.round_number(), "time_ns": network.time_ns(), "canisters": canisters}
+    return {"url": url, "round": network.round_number(), "time_ns": network.time_ns(),
+            "storage_fault": network.storage_fault, "canisters": canisters}
 
 
 def run_network(

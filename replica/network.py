@@ -2,10 +2,18 @@
 
 Thread-safe: every method takes the network's lock, so HTTP threads may submit, poll and query
 while the round driver thread executes rounds.
+
+When the state cannot be written (disk full, read-only, I/O error) the network stops executing
+rounds and keeps what it has in memory: its last committed state plus the round that could not
+be written. It refuses update calls (and rejects the ones not yet inducted) with an error that
+names the state directory and what to do, tries the checkpoint again every second, and carries
+on by itself once it succeeds. Queries and reads go on being served throughout.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,12 +28,13 @@ from replica.api_types import (
 )
 from replica.config import NetworkConfig
 from replica.cost_model import CostReport
+from replica.errors import RejectCode
 from replica.state_store import StateStore
 from replica.subnet import Subnet
 
 __all__ = [
     "CanisterInfo", "IngressMessage", "IngressRejected", "Network", "NetworkConfig", "QueryResult",
-    "RequestStatus", "IdleTimeout",
+    "RequestStatus", "IdleTimeout", "StorageFault",
 ]
 
 DEFAULT_CONFIG = NetworkConfig()
@@ -34,6 +43,13 @@ _FINAL = ("replied", "rejected", "done")
 
 class IdleTimeout(RuntimeError):
     """run_until_idle gave up: the network still had work after max_rounds rounds."""
+
+
+class StorageFault(RuntimeError):
+    """The network cannot write its state directory; the message says which disk and what to do."""
+
+
+RETRY_CHECKPOINT_S = 1.0  # how often a network that cannot write its state tries again
 
 
 class Network:
@@ -47,6 +63,7 @@ class Network:
             self._store.restore(self._subnet)
         self._driver: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._storage_fault: str | None = None  # why the last checkpoint failed, until one succeeds
 
     @property
     def state_dir(self) -> Path | None:
@@ -61,10 +78,18 @@ class Network:
     def lock(self) -> threading.RLock:
         return self._lock
 
+    @property
+    def storage_fault(self) -> str | None:
+        """Why the state cannot be written (rounds are paused), or None when all is well."""
+        with self._lock:
+            return self._storage_fault
+
     # --- ingress -----------------------------------------------------------------------------
     def submit(self, msg: IngressMessage) -> None:
         """Accepts an update call for a later round; raises IngressRejected if refused outright."""
         with self._lock:
+            if self._storage_fault is not None:
+                raise IngressRejected(503, "", self._storage_fault, int(RejectCode.SYS_TRANSIENT))
             self._subnet.submit(msg)
             self._round_done.notify_all()  # wakes the driver if it idles
 
@@ -104,7 +129,11 @@ class Network:
             return self._subnet.round
 
     def execute_round(self) -> None:
+        """Executes one round and checkpoints it; raises StorageFault instead while the state
+        cannot be written (after trying the checkpoint again)."""
         with self._lock:
+            if self._storage_fault is not None and not self._checkpoint(force=True):
+                raise StorageFault(self._storage_fault)
             self._subnet.execute_round()
             self._checkpoint()
             self._round_done.notify_all()
@@ -155,6 +184,13 @@ class Network:
         period_s = self.config.round_duration_ns / 1e9
         next_round = next_prune = time.monotonic()
         while not self._stopping.is_set():
+            with self._lock:
+                faulted = self._storage_fault is not None and not self._checkpoint(force=True)
+            if faulted:
+                if self._stopping.wait(RETRY_CHECKPOINT_S):
+                    return
+                next_round = time.monotonic()
+                continue
             if time.monotonic() >= next_prune:
                 with self._lock:
                     self._subnet.prune_ingress(time.time_ns())
@@ -164,7 +200,7 @@ class Network:
                 if delay > 0 and self._stopping.wait(delay):
                     return
                 next_round += period_s
-                self.execute_round()
+                self._drive_round()
                 continue
             with self._lock:
                 if not self._subnet.has_work():
@@ -172,12 +208,46 @@ class Network:
                     self._checkpoint()
                     self._round_done.wait(0.5)
                     continue
-            self.execute_round()
+            self._drive_round()
 
-    def _checkpoint(self, force: bool = False) -> None:
-        if self._store is not None and (self._subnet.changed or force):
+    def _drive_round(self) -> None:
+        try:
+            self.execute_round()
+        except StorageFault:
+            pass  # the driver's loop waits and tries the checkpoint again
+
+    def _checkpoint(self, force: bool = False) -> bool:
+        """Writes the state if it changed; returns False (and pauses the rounds) if it cannot."""
+        if self._store is None or not (self._subnet.changed or force):
+            return True
+        try:
             self._store.checkpoint(self._subnet)
-            self._subnet.changed = False
+        except OSError as e:
+            self._enter_storage_fault(e)
+            return False
+        self._subnet.changed = False
+        if self._storage_fault is not None:
+            self._storage_fault = None
+            print(f"icllama: the state is written again to {self._store.root}; rounds resume", file=sys.stderr)
+        return True
+
+    def _enter_storage_fault(self, error: OSError) -> None:
+        assert self._store is not None
+        root = self._store.root
+        try:
+            free = f"{shutil.disk_usage(root).free:,} bytes free"
+        except OSError:
+            free = "its free space unknown"
+        first = self._storage_fault is None
+        self._storage_fault = (
+            f"the network cannot write its state to {root} ({error.strerror or error}, errno {error.errno}; "
+            f"{free} on that disk). It keeps its last committed state and refuses update calls until it can "
+            f"write again: free space on the disk that holds {root} (or make it writable), and the network "
+            "resumes by itself within seconds; no restart is needed")
+        reject = self._subnet.reject_uninducted(self._storage_fault)
+        self._round_done.notify_all()
+        if first:
+            print(f"icllama: {self._storage_fault} ({reject} waiting update calls rejected)", file=sys.stderr)
 
     # --- canisters ---------------------------------------------------------------------------
     def canister_ids(self) -> list[Principal]:

@@ -10,7 +10,8 @@ Layout:
 Every file is written atomically (temp file, fsync, rename, fsync of the directory). A checkpoint
 first writes new chunk files under new names, then replaces registry.json, and only then deletes
 the chunk files the new registry no longer names, so a crash at any point leaves either the old
-or the new checkpoint whole.
+or the new checkpoint whole. A checkpoint that fails (disk full, read-only, I/O error) raises
+OSError and changes nothing the store or the subnet remembers, so it can simply be tried again.
 
 A restart restores each canister's class, version, settings, cycles, status and stable memory.
 The heap is not saved: it is rebuilt by constructing the class and running its post_upgrade with
@@ -22,6 +23,7 @@ a canister did not put into stable memory is lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,8 +95,11 @@ class StateStore:
     # --- checkpoint --------------------------------------------------------------------------
     def checkpoint(self, subnet: Any) -> None:
         stale: list[Path] = []
+        # Which file holds each chunk, as the registry being written will say; it replaces the
+        # store's own record only once that registry is written.
+        written = {canister_id: dict(names) for canister_id, names in self._files.items()}
         for state in subnet.canisters.values():
-            files = self._files.setdefault(state.id, {})
+            files = written.setdefault(state.id, {})
             for index in sorted(state.stable.dirty):
                 old = files.get(index)
                 chunk = state.stable.chunks.get(index)
@@ -107,26 +112,29 @@ class StateStore:
                     files[index] = name
                 if old is not None and files.get(index) != old:
                     stale.append(self._stable_dir(state.id) / old)
-            state.stable.dirty.clear()
         registry = {
             "format": FORMAT_VERSION,
             "round": subnet.round,
             "genesis_ns": subnet.genesis_ns,
             "next_canister_index": subnet.next_canister_index,
             "names": {name: p.to_text() for name, p in subnet.names.items()},
-            "canisters": [self._canister_entry(s) for s in subnet.canisters.values()],
+            "canisters": [self._canister_entry(s, written.get(s.id, {})) for s in subnet.canisters.values()],
         }
-        atomic_write(self.registry_path, json.dumps(registry, indent=1).encode())
         ids = {name: {"local": p.to_text()} for name, p in subnet.names.items()}
         atomic_write(self.root / "canister_ids.json", json.dumps(ids, indent=2).encode())
+        atomic_write(self.registry_path, json.dumps(registry, indent=1).encode())  # the commit point
+        self._files = written
+        for state in subnet.canisters.values():
+            state.stable.dirty.clear()
         for path in stale:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # committed already: a leftover file is only unused
+                path.unlink(missing_ok=True)
         for canister_id in subnet.deleted:
             shutil.rmtree(self._stable_dir(canister_id), ignore_errors=True)
             self._files.pop(canister_id, None)
         subnet.deleted.clear()
 
-    def _canister_entry(self, s: CanisterState) -> dict[str, Any]:
+    def _canister_entry(self, s: CanisterState, files: dict[int, str]) -> dict[str, Any]:
         ref = s.loaded.ref if s.loaded else None
         return {
             "id": s.id.to_text(),
@@ -141,7 +149,7 @@ class StateStore:
             "cycles": s.cycles + sum(s.reserved_for_responses.values()),
             "status": "stopped" if s.status == "stopped" else "running",
             "stable_pages": s.stable.pages,
-            "stable_chunks": {str(i): name for i, name in sorted(self._files.get(s.id, {}).items())},
+            "stable_chunks": {str(i): name for i, name in sorted(files.items())},
         }
 
     # --- restore -----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from replica.config import NetworkConfig
 from replica.cost_model import CostReport
 from replica.engines import Callbacks
 from replica.engines.wasm.engine import WasmEngine, default_cache_dir
-from replica.errors import ErrorCode, Reject, RejectError
+from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.execution import CanisterContext, Executor
 from replica.limits import Limits
 from replica.loader import LoadedClass
@@ -238,6 +238,13 @@ class Subnet:
                 raise IngressRejected(400, e.reject.error_code or "", e.reject.message, 2) from None
         self.ingress[msg.request_id] = IngressRecord(msg, updated_ns=self.time_ns())
         self.pending_ingress.append(msg.request_id)
+
+    def reject_uninducted(self, message: str) -> int:
+        """Rejects the update calls accepted but not yet inducted (none of them ran); returns how many."""
+        pending, self.pending_ingress = self.pending_ingress, []
+        for request_id in pending:
+            self._finish_ingress(self.ingress[request_id], None, Reject(RejectCode.SYS_TRANSIENT, message, None))
+        return len(pending)
 
     def status(self, request_id: bytes) -> RequestStatus | None:
         record = self.ingress.get(request_id)

@@ -145,6 +145,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"url:     {described['url']}")
     print(f"pid:     {running.pid}")
     print(f"round:   {described['round']}")
+    if described.get("storage_fault"):
+        print(f"state:   NOT BEING WRITTEN, rounds paused: {described['storage_fault']}")
     print(f"canisters ({len(described['canisters'])}):")
     for canister in described["canisters"]:
         code = f"{canister['class']} {canister['version']}" if canister["class"] else "no code installed"
