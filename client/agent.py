@@ -16,7 +16,6 @@ from /api/v2/status, as `dfx` and agent-js's fetchRootKey do.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,11 +33,10 @@ from cdk.candid.types import is_nullable, resolve
 from cdk.principal import Principal
 from client.errors import UserError
 from client.identity import Identity
+from client.local_network import DEFAULT_STATE_DIR, find_local_network
 from replica.inprocess import CallFailed, LocalClient
 
 MANAGEMENT_DID = Path(__file__).resolve().parents[1] / "replica" / "management.did"
-DEFAULT_STATE_DIR = Path(".icllama")
-DFX_LOCAL_BIND = "127.0.0.1:4943"
 # A synchronous call returns when the update is executed; a long one (a whole generation) falls
 # back to polling, which gives up after this long.
 POLL_TIMEOUT_S = 3600.0
@@ -116,32 +114,24 @@ class LocalCanisters:
 class NetworkTarget:
     name: str  # "local", or a directory-safe form of the URL (as dfx names ad-hoc networks)
     url: str
+    state_dir: Path  # keeps <name>/canister_ids.json and <name>/shards/
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.url}, state dir {self.state_dir})"
 
 
-def resolve_network(network: str, state_dir: Path = DEFAULT_STATE_DIR, dfx_json: Path = Path("dfx.json")
+def resolve_network(network: str, state_dir: Path | None = None, dfx_json: Path = Path("dfx.json")
                     ) -> NetworkTarget:
-    """`local`: the network `icllama start` runs from `state_dir`, else dfx.json's networks.local
-    bind (127.0.0.1:4943 by default). Anything with a scheme is a URL."""
+    """`local`: the network `icllama status` shows (client.local_network; None: the default state
+    directory, or the local network's own). Anything with a scheme is a URL, whose canister ids are
+    kept in `state_dir` (default .icllama)."""
     if "://" in network:
         url = network.rstrip("/")
-        return NetworkTarget("".join(c if c.isalnum() else "_" for c in url), url)
+        return NetworkTarget("".join(c if c.isalnum() else "_" for c in url), url, state_dir or DEFAULT_STATE_DIR)
     if network != "local":
         raise UserError(f"unknown network {network!r}: use `local` or a URL such as http://127.0.0.1:4943")
-    from replica.gateway_runtime import NetworkStartError, read_running
-
-    try:
-        running = read_running(state_dir)
-    except NetworkStartError as e:
-        raise UserError(str(e)) from None
-    if running is not None:
-        return NetworkTarget("local", running.url)
-    bind = DFX_LOCAL_BIND
-    if dfx_json.is_file():
-        try:
-            bind = json.loads(dfx_json.read_text()).get("networks", {}).get("local", {}).get("bind", bind)
-        except ValueError as e:
-            raise UserError(f"{dfx_json} is not valid JSON ({e}); fix it or remove it") from None
-    return NetworkTarget("local", f"http://{bind}")
+    local = find_local_network(state_dir, dfx_json)
+    return NetworkTarget("local", local.url, local.state_dir)
 
 
 # --- over HTTP -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import version
 
 from canisters.llama.config import UnsupportedModel
 from canisters.llama.gguf_file import GGUFError
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="icllama",
         description="LLM inference sharded across simulated Internet Computer canisters.",
     )
+    parser.add_argument("--version", action="version", version=f"icllama {version('icllama')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         export = read_export(args.manifest)
         target = resolve_network(args.network, args.state_dir, args.dfx_json)
         ids_file = (CanisterIds(args.canister_ids, "local") if args.canister_ids
-                    else CanisterIds.of(args.state_dir, target.name))
+                    else CanisterIds.of(target.state_dir, target.name))
         ids, entries = ids_file.read(), read_dfx(args.dfx_json)
         canisters = RemoteCanisters(connect(target.url, IdentityStore.from_environment().resolve(args.identity)))
         jobs = []

@@ -109,8 +109,8 @@ def describe(network: Network, url: str) -> dict:
                 "cycles": info.cycles,
             }
         )
-    return {"url": url, "round": network.round_number(), "time_ns": network.time_ns(),
-            "storage_fault": network.storage_fault, "canisters": canisters}
+    return {"url": url, "state_dir": str(network.state_dir), "round": network.round_number(),
+            "time_ns": network.time_ns(), "storage_fault": network.storage_fault, "canisters": canisters}
 
 
 def run_network(

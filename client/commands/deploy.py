@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from client.agent import DEFAULT_STATE_DIR
 from client.catalog import DEFAULT_MODEL
 from client.commands.plan import add_plan_arguments, plan_from_args
 
@@ -25,12 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="cycles for each canister created (default: the network's, 100T on a local one)")
     parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
     parser.add_argument("--allow", action="append", metavar="PRINCIPAL",
-                        help="only this principal (repeat for several) and the controllers may generate; without "
-                             "--allow anyone may, and re-deploying without it opens the head again")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help="keeps <network>/canister_ids.json and <network>/shards/ (default .icllama)")
-    parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"),
-                        help="the project's dfx.json; the plan's canisters are written into it (default ./dfx.json)")
+                        help="only this principal (repeat for several) and the controllers may generate (default: "
+                             "anyone may, and re-deploying without --allow opens the head again)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="keeps <network>/canister_ids.json and <network>/shards/ (default: .icllama, or the "
+                             "state directory of the local network running elsewhere)")
+    parser.add_argument("--dfx-json", type=Path,
+                        help="the dfx.json the plan's canisters are written into (default: ./dfx.json if it exists, "
+                             "else <state dir>/<network>/dfx.json)")
     parser.set_defaults(func=run)
 
 
@@ -47,22 +48,26 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--parallel must be at least 1")
     allowlist = None if args.allow is None else tuple(_principal(text) for text in args.allow)
     start = time.perf_counter()
-    target = resolve_network(args.network, args.state_dir, args.dfx_json)
+    target = resolve_network(args.network, args.state_dir, args.dfx_json or Path("dfx.json"))
     identity = IdentityStore.from_environment().resolve(args.identity)
     canisters = RemoteCanisters(connect(target.url, identity))
     model = resolve_model(args.model)
     _, plan = plan_from_args(args)
+    # A project's dfx.json gets the plan's canisters; elsewhere they go beside the canister ids,
+    # never into a new file in whatever directory this runs from.
+    dfx_json = args.dfx_json or (Path("dfx.json") if Path("dfx.json").is_file()
+                                 else target.state_dir / target.name / "dfx.json")
     try:
-        write_dfx(plan, args.dfx_json)
+        names = write_dfx(plan, dfx_json)
     except (DfxError, OSError) as e:
         raise UserError(str(e)) from None
-    print(f"deploying {model.name} to {target.name} ({target.url}) as {identity.principal}: head and "
-          f"{len(plan.shards) - 1} yblocks", file=sys.stderr)
+    print(f"deploying {model.name} to {target.describe()} as {identity.principal}: head and "
+          f"{len(plan.shards) - 1} yblocks; canisters {names[0]}..{names[-1]} written into {dfx_json}", file=sys.stderr)
     try:
-        export = export_shards(model, plan, args.state_dir / target.name / "shards" / model.stem, progress=True)
+        export = export_shards(model, plan, target.state_dir / target.name / "shards" / model.stem, progress=True)
     except ExportError as e:
         raise UserError(str(e)) from None
-    deployer = Deployer(canisters, CanisterIds.of(args.state_dir, target.name), read_dfx(args.dfx_json),
+    deployer = Deployer(canisters, CanisterIds.of(target.state_dir, target.name), read_dfx(dfx_json),
                         cycles=args.with_cycles, version=code_version(), parallel=args.parallel,
                         generate_allowlist=allowlist)
     report = deployer.deploy(plan, export)

@@ -10,7 +10,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from client.agent import DEFAULT_STATE_DIR
 from client.commands.generation_options import add_generation_arguments, options_from
 from client.errors import UserError
 from client.head_client import HeadClient, HeadError, Metrics
@@ -27,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--identity", help="identity name or PEM path (default: the selected identity)")
     parser.add_argument("--canister", default="head",
                         help="the head canister: its name in canister_ids.json (default head) or its id")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--state-dir", type=Path,
+                        help="where <network>/canister_ids.json is (default: .icllama, or the state directory of "
+                             "the local network running elsewhere)")
     parser.set_defaults(func=run)
 
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from(args)
     target = resolve_network(args.network, args.state_dir)
-    head = head_canister_id(args.canister, args.state_dir, target.name)
+    head = head_canister_id(args.canister, target.state_dir, target.name)
+    print(f"generating with head {head} on {target.describe()}", file=sys.stderr)
     client = HeadClient(target.url, head, IdentityStore.from_environment().resolve(args.identity))
     start = time.perf_counter()
     try:

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     new = actions.add_parser("new", help="create an identity (a new key in a dfx-style identity.pem)")
-    new.add_argument("name")
+    new.add_argument("name", help="the new identity's name")
     new.add_argument("--key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE,
                      help=f"signature scheme (default {DEFAULT_KEY_TYPE}, as dfx)")
     new.add_argument("--force", action="store_true", help="replace an existing identity of that name")
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     use.set_defaults(func=_use)
 
     whoami = actions.add_parser("whoami", help="print the principal of the selected (or given) identity")
-    whoami.add_argument("--identity", help="a name or a PEM path instead of the selected identity")
+    whoami.add_argument("--identity", help="a name or a PEM path (default: the selected identity)")
     whoami.set_defaults(func=_whoami)
 
     listing = actions.add_parser("list", help="list our identities and dfx's")

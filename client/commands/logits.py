@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="catalog name or path to a .gguf file")
     parser.add_argument("--tokens", required=True, help="comma-separated token ids, e.g. 1,2,3")
     parser.add_argument("--out", required=True, help="output .npy file")
-    parser.add_argument("--weights", choices=STRATEGIES, default="quantized", help="weight strategy")
+    parser.add_argument("--weights", choices=STRATEGIES, default="quantized",
+                        help="weight strategy (default quantized)")
     parser.set_defaults(func=run)
 
 

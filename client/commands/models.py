@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="list the catalog").set_defaults(func=_list)
     pull_parser = actions.add_parser("pull", help="download a catalog model into the cache and print its path")
-    pull_parser.add_argument("name")
+    pull_parser.add_argument("name", help="the model's catalog name, e.g. smollm2")
     pull_parser.set_defaults(func=_pull)
 
 

@@ -43,28 +43,33 @@ def add_plan_arguments(parser: argparse.ArgumentParser, presets: bool) -> None:
         parser.add_argument("--preset", metavar="NAME[:TYPE]",
                             help=f"plan a model from header facts alone: {', '.join(PRESETS)}; TYPE is one of "
                                  f"{', '.join(next(iter(PRESETS.values())).file_types)} (the preset's usual one if "
-                                 "omitted)")
+                                 "omitted); default: plan MODEL")
     add_constraint_arguments(parser)
 
 
 def add_constraint_arguments(parser: argparse.ArgumentParser) -> None:
     """The planner's constraints and strategy, for every command that plans."""
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--shards", type=int, help="exactly N canisters besides the head")
+    size.add_argument("--shards", type=int,
+                      help="exactly N canisters besides the head (default: as many as --shard-bytes needs)")
     size.add_argument("--shard-bytes", type=parse_bytes, default=Constraints.shard_bytes,
                       help="on-chain weight bytes per canister, e.g. 2GiB (default), 1536MiB")
     parser.add_argument("--strategy", choices=list(STRATEGIES), default="balanced-bytes",
-                        help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items()))
+                        help="; ".join(f"{name}: {cls.summary}" for name, cls in STRATEGIES.items())
+                        + " (default balanced-bytes)")
     parser.add_argument("--weight-format", choices=WEIGHT_FORMATS, default=Constraints.weight_format,
                         help="on-chain weights: gguf keeps the file's types (default); f32 or f16 converts at load")
     parser.add_argument("--kernel", choices=[k.value for k in Kernel], default=Constraints.kernel,
                         help="matmul kernels the cost model assumes (default simd)")
-    parser.add_argument("--fees", choices=list(FEE_SCHEDULES), default=Constraints.fees, help="fee schedule")
+    parser.add_argument("--fees", choices=list(FEE_SCHEDULES), default=Constraints.fees,
+                        help=f"fee schedule (default {Constraints.fees})")
     parser.add_argument("--nodes", type=int, choices=SUBNET_SIZES, default=Constraints.subnet_nodes,
-                        help="subnet size; fees scale with it")
-    parser.add_argument("--heap", choices=HEAPS, default=Constraints.heap, help="4 GiB (wasm32) or 6 GiB (wasm64)")
+                        help=f"subnet size; fees scale with it (default {Constraints.subnet_nodes})")
+    parser.add_argument("--heap", choices=HEAPS, default=Constraints.heap,
+                        help=f"4 GiB (wasm32) or 6 GiB (wasm64) (default {Constraints.heap})")
     parser.add_argument("--context", type=int, help="KV positions per session (default: 2048 or the model's)")
-    parser.add_argument("--prefill-chunk", type=int, help="at most this many prompt tokens per message")
+    parser.add_argument("--prefill-chunk", type=int,
+                        help="at most this many prompt tokens per message (default: as many as fit a message)")
 
 
 def parse_bytes(text: str) -> int:

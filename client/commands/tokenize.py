@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokenize", help="print the token ids of a text")
     parser.add_argument("model", help="catalog name or path to a .gguf file")
     parser.add_argument("text", nargs="?", help="the text (or use --file)")
-    parser.add_argument("--file", type=Path, help="a JSON file holding a list of strings; prints a list of lists")
+    parser.add_argument("--file", type=Path,
+                        help="a JSON file holding a list of strings; prints a list of lists (default: tokenize TEXT)")
     parser.add_argument("--add-special", action="store_true", help="add BOS/EOS as the model's metadata asks")
     parser.add_argument("--parse-special", action="store_true", help="turn special-token text into its token")
     parser.add_argument("--json", action="store_true", help="print JSON (a list, or a list of lists with --file)")
