@@ -12,15 +12,18 @@ HTTP deployment, and measures:
   warm-up generation.
 
     python3 -m benchmarks.bench_http [--model smollm2] [--shards 4] [--tokens 32]   (from the repo root)
+    python3 -m benchmarks.bench_http --latency 10
+
+`--latency RUNS` instead times the README's `icllama generate -p "What is the capital of
+France?" --chat -n 32 --stream` RUNS times, each a new process as a user runs it, against one
+deployment, and prints every run's seconds, their median, maximum and max/median.
 
 Certificates are verified by icp-py-core when the blst binding is built (tests/agent_envs.py); the
 first row says whether they were.
 
-Over HTTP the rounds are paced: a served network keeps its virtual time within a minute of the
-wall clock (agents check certificate times), and a round is 1 virtual second by default, so once
-that lead is used up a round takes a second, as on the IC. A canister takes one chunk per round,
-which bounds an upload by 2 MiB/s per canister. `--round-seconds 0.05` shows what the host alone
-allows. In-process rounds are not paced.
+A served network runs busy rounds as fast as the host computes them (its certificates carry the
+wall-clock time, its canisters the virtual time). A canister takes one chunk per round, as on the
+IC. `--round-seconds` sets the virtual duration of a round.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,12 +82,17 @@ def main() -> None:
     parser.add_argument("--prompt", default="Once upon a time, in a small village by the sea,")
     parser.add_argument("--round-seconds", default="1.0",
                         help="virtual duration of a round of the served network (icllama start --round-seconds)")
+    parser.add_argument("--latency", type=int, metavar="RUNS",
+                        help="only time the README's `icllama generate` RUNS times (new processes)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(blst_binding_dir()))  # icp-py-core verifies certificates when it can
     model = resolve_model(args.model)
     plan = make_plan(read_model_spec(model), Constraints(shards=args.shards))
     identity = generate("bench", "ed25519")
+    if args.latency:
+        latency(model, plan, identity, args.latency, args.round_seconds)
+        return
     options = GenerationOptions(max_tokens=args.tokens)
     rows: list[tuple[str, str]] = [("certificates verified by icp-py-core", str(blst_available())),
                                    ("served network: virtual seconds per round", args.round_seconds)]
@@ -137,6 +146,36 @@ def generation_rows(url: str, head: str, identity, prompt: str, options: Generat
     timing = json.loads(result.stdout.strip().splitlines()[-1])
     rows.append(("generate over HTTP, ic-py 1.0.1, tok/s", f"{timing['tokens'] / timing['seconds']:.1f}"))
     return rows
+
+
+README_GENERATE = ["generate", "-p", "What is the capital of France?", "--chat", "-n", "32", "--stream"]
+
+
+def latency(model, plan, identity, runs: int, round_seconds: str) -> None:
+    """Wall seconds of `icllama generate` as a user runs it (a new process each time)."""
+    with tempfile.TemporaryDirectory(prefix="bench-http-latency-") as tmp:
+        work = Path(tmp)
+        write_dfx(plan, work / "dfx.json")
+        export = export_shards(model, plan, work / "shards")
+        network = start_network(work / ".icllama", "--round-seconds", round_seconds)
+        try:
+            _, _, head = deploy(RemoteCanisters(connect(network.url, identity)), work / ".icllama", work / "dfx.json",
+                                plan, export, 4)
+            pem = work / "identity.pem"
+            pem.write_bytes(identity.to_pem())
+            command = [sys.executable, "-m", "client.cli", *README_GENERATE, "--network", network.url,
+                       "--canister", head, "--identity", str(pem), "--state-dir", str(work / ".icllama")]
+            seconds = []
+            for run in range(runs):
+                started = time.perf_counter()
+                subprocess.run(command, check=True, capture_output=True, cwd=REPO, timeout=600)
+                seconds.append(time.perf_counter() - started)
+                print(f"run {run + 1}: {seconds[-1]:.2f} s", flush=True)
+        finally:
+            stop_network(network)
+    median, longest = statistics.median(seconds), max(seconds)
+    print(f"`icllama {' '.join(README_GENERATE)}` over HTTP, {runs} runs (measured, wall seconds per process): "
+          f"median {median:.2f}, min {min(seconds):.2f}, max {longest:.2f}, max/median {longest / median:.2f}")
 
 
 if __name__ == "__main__":
