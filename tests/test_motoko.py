@@ -6,14 +6,27 @@ imports with their memory64 signatures, the canister_* exports, and the metadata
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+
+import cbor2
 import pytest
 import wasmtime
+from icp_candid.candid import Types
+from icp_canister import Canister
+from icp_certificate import certificate as icp_certificate
+from icp_core.errors import ReplicaReject
+from icp_identity import Identity as AgentIdentity
+from icp_principal import Principal as AgentPrincipal
 
 from cdk.principal import Principal
 from replica.config import NetworkConfig
 from replica.inprocess import LocalClient
 from replica.network import Network
 from replica.wasm_module import read_module
+from tests.agent_envs import blst_binding_dir, ic_py_python
+from tests.gateway_support import REPO, agent_for, create_canister, start_network, stop_network
 from tests.management_calls import KEEP_HEAP, failure, install_code
 from tests.toolchains import compile_motoko
 
@@ -189,3 +202,143 @@ def test_upgrading_orthogonal_persistence_without_keep_is_refused(client, module
     assert client.query(store, "read") == (1, 1)  # nothing changed
     install_code(client, store, modules["stable_store"], mode={"reinstall": None})
     assert client.query(store, "read") == (0, 0)
+
+
+# --- over HTTP: `icllama start`, installed through the management canister, called by agents ---
+UPGRADE_OPTIONS = Types.Opt(Types.Record({
+    "skip_pre_upgrade": Types.Opt(Types.Bool),
+    "wasm_memory_persistence": Types.Opt(Types.Variant({"keep": Types.Null, "replace": Types.Null})),
+}))
+INSTALL_ARG = Types.Record({
+    "mode": Types.Variant({"install": Types.Null, "reinstall": Types.Null, "upgrade": UPGRADE_OPTIONS}),
+    "canister_id": Types.Principal,
+    "wasm_module": Types.Vec(Types.Nat8),
+    "arg": Types.Vec(Types.Nat8),
+})
+CHUNK_HASH = Types.Record({"hash": Types.Vec(Types.Nat8)})
+UPLOAD_CHUNK_ARG = Types.Record({"canister_id": Types.Principal, "chunk": Types.Vec(Types.Nat8)})
+INSTALL_CHUNKED_ARG = Types.Record({
+    "mode": Types.Variant({"install": Types.Null, "reinstall": Types.Null, "upgrade": UPGRADE_OPTIONS}),
+    "target_canister": Types.Principal,
+    "chunk_hashes_list": Types.Vec(CHUNK_HASH),
+    "wasm_module_hash": Types.Vec(Types.Nat8),
+    "arg": Types.Vec(Types.Nat8),
+})
+NO_ARGS = list(b"DIDL\x00\x00")
+CHUNK = 100_000  # small chunks, so that even these modules arrive in several
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A network served by `icllama start`, whose certificates icp-py-core verifies (blst, and our
+    root key trusted as agent-js users fetchRootKey())."""
+    running = start_network(tmp_path_factory.mktemp("motoko-network"))
+    root_key = cbor2.loads(agent_for(running.url).client.status())["root_key"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(blst_binding_dir()))
+        patch.setattr(icp_certificate, "IC_ROOT_KEY", root_key)
+        yield running
+    stop_network(running)
+
+
+def http_install(agent, canister_id: str, module: bytes, mode: dict) -> None:
+    agent.update("aaaaa-aa", "install_code", [{"type": INSTALL_ARG, "value": {
+        "mode": mode, "canister_id": AgentPrincipal.from_str(canister_id), "wasm_module": list(module),
+        "arg": NO_ARGS}}], effective_canister_id=canister_id)
+
+
+def http_install_chunked(agent, canister_id: str, module: bytes) -> list[bytes]:
+    """upload_chunk for each part, then install_chunked_code, as dfx and icp-cli do; the hashes."""
+    target = AgentPrincipal.from_str(canister_id)
+    hashes = []
+    for offset in range(0, len(module), CHUNK):
+        reply = agent.update("aaaaa-aa", "upload_chunk", [{"type": UPLOAD_CHUNK_ARG, "value": {
+            "canister_id": target, "chunk": list(module[offset:offset + CHUNK])}}],
+            return_type=[CHUNK_HASH], effective_canister_id=canister_id)
+        hashes.append(bytes(reply[0]["value"]["hash"]))
+    agent.update("aaaaa-aa", "install_chunked_code", [{"type": INSTALL_CHUNKED_ARG, "value": {
+        "mode": {"install": None}, "target_canister": target,
+        "chunk_hashes_list": [{"hash": list(h)} for h in hashes],
+        "wasm_module_hash": list(hashlib.sha256(module).digest()), "arg": NO_ARGS}}],
+        effective_canister_id=canister_id)
+    return hashes
+
+
+@pytest.fixture(scope="module")
+def deployed(served, modules) -> dict[str, str]:
+    """The three canisters installed over HTTP by a controller; the caller through chunks."""
+    agent = agent_for(served.url, CONTROLLER)
+    ids = {name: create_canister(agent) for name in MOTOKO_CANISTERS}
+    http_install(agent, ids["counter"], modules["counter"], {"install": None})
+    http_install(agent, ids["stable_store"], modules["stable_store"], {"install": None})
+    hashes = http_install_chunked(agent, ids["caller"], modules["caller"])
+    assert hashes == [hashlib.sha256(modules["caller"][i:i + CHUNK]).digest()
+                      for i in range(0, len(modules["caller"]), CHUNK)]
+    return ids
+
+
+CONTROLLER = AgentIdentity()
+
+
+@pytest.mark.network
+def test_icp_py_core_calls_motoko_canisters_typed_by_their_metadata(served, deployed, modules):
+    agent = agent_for(served.url, AgentIdentity())
+    # The agent reads candid:service at read_state /canister/<id>/metadata and types calls with it.
+    counter = Canister(agent, deployed["counter"], auto_fetch_candid=True)
+    assert counter.candid_str == read_module(modules["counter"]).metadata["candid:service"].content.decode()
+    before = counter.get()[0]["value"]
+    assert counter.inc()[0]["value"] == before + 1
+    assert counter.add(10)[0]["value"] == before + 11
+    assert counter.whoami()[0]["value"].to_str() == agent.get_principal().to_str()
+    with pytest.raises(ReplicaReject) as refused:
+        counter.refuse("refused over HTTP")
+    assert refused.value.reject_code == 4 and "refused over HTTP" in str(refused.value)
+    with pytest.raises(ReplicaReject) as trapped:
+        counter.add_then_trap(1000)
+    assert trapped.value.reject_code == 5 and "IC0503" in str(trapped.value)
+    with pytest.raises(ReplicaReject) as looped:
+        counter.spin()
+    assert looped.value.reject_code == 5 and "IC0522" in str(looped.value)
+    assert counter.get()[0]["value"] == before + 11
+
+
+@pytest.mark.network
+def test_icp_py_core_inter_canister_calls_and_rejects(served, deployed):
+    agent = agent_for(served.url, AgentIdentity())
+    caller = Canister(agent, deployed["caller"], auto_fetch_candid=True)
+    counter = AgentPrincipal.from_str(deployed["counter"])
+    before = Canister(agent, deployed["counter"], auto_fetch_candid=True).get()[0]["value"]
+    assert caller.inc_other(counter)[0]["value"] == before + 1
+    assert [v["value"] for v in caller.refuse_other(counter, "no")] == ["canister_reject", "no"]
+    code, message = (v["value"] for v in caller.trap_other(counter, 5))
+    assert code == "canister_error" and "add_then_trap: trapping after adding 5" in message
+
+
+@pytest.mark.network
+def test_upgrade_over_http_keeps_persistent_state(served, deployed, modules):
+    agent = agent_for(served.url, CONTROLLER)
+    store = Canister(agent, deployed["stable_store"], auto_fetch_candid=True)
+    store.bump()
+    counts = [v["value"] for v in store.bump()]
+    with pytest.raises(ReplicaReject, match="Missing upgrade option"):
+        http_install(agent, deployed["stable_store"], modules["stable_store"], {"upgrade": []})
+    http_install(agent, deployed["stable_store"], modules["stable_store"],
+                 {"upgrade": [{"skip_pre_upgrade": [], "wasm_memory_persistence": [{"keep": None}]}]})
+    assert [v["value"] for v in store.read()] == [counts[0], 0]
+
+
+@pytest.mark.network
+def test_ic_py_calls_the_motoko_counter(served, deployed):
+    result = subprocess.run(
+        [str(ic_py_python()), str(REPO / "tests" / "ic_py_motoko_client.py"), served.url, deployed["counter"]],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    before = answers["before"]
+    assert (answers["inc"], answers["add"], answers["after"]) == (before + 1, before + 11, before + 11)
+    assert answers["whoami"] == answers["sender"]
+    assert "refused for ic-py" in answers["refuse"]
+    # Motoko's debug_show writes 1000 as 1_000.
+    assert answers["add_then_trap"].endswith("trapped explicitly: add_then_trap: trapping after adding 1_000")
+    assert answers["final"] == before + 11
