@@ -1,9 +1,10 @@
 """canisters/llama/_qmatmul.c (the native kernels) against quants.dequantize, and its use by weights.py.
 
-Products are compared with float64 `x @ dequantize(W).T`; the kernels scale whole blocks and apply
-additive terms through sums of x, so they agree to f32 rounding: within 1e-5 of the output's scale
-(|x| @ |W|.T). `dequantize` must be bit for bit. Skipped when the extension is not built; the numpy
-fallback is covered by tests/test_weights.py then (and is compared with the native path here).
+Products are compared with float64 `x' @ dequantize(W).T`, x' the activations as ggml prepares
+them (canisters/llama/act_quant.py; bit-exactness against its integer reference is
+tests/test_kernels.py's): they agree to f32 rounding, within 1e-5 of the output's scale
+(|x'| @ |W|.T). `dequantize` must be bit for bit. Skipped when the extension is not built; the
+numpy fallback is covered by tests/test_weights.py then (and is compared with the native path here).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from canisters.llama import quants, weights
+from canisters.llama import act_quant, quants, weights
 from canisters.llama.weights import NativeQuantizedWeight, QuantizedWeight, Weight
 from cdk.meter import Work
 from tests.synthetic_tensors import random_raw_blocks, random_tensor_bytes
@@ -42,9 +43,15 @@ def make(ggml_type: GGMLQuantizationType, shape: tuple[int, int], seed: int = 0)
     return raw, quants.dequantize(raw, ggml_type, shape)
 
 
-def assert_product_close(y: np.ndarray, x: np.ndarray, dense: np.ndarray) -> None:
-    expected = x.astype(np.float64) @ dense.astype(np.float64).T
-    scale = np.abs(x).astype(np.float64) @ np.abs(dense).astype(np.float64).T
+def assert_product_close(y: np.ndarray, x: np.ndarray, dense: np.ndarray, ggml_type: GGMLQuantizationType,
+                         raw: np.ndarray | None = None) -> None:
+    """y against float64 (x prepared as ggml does) @ dense.T; for Q4_1/Q5_1, whose blocks' m multiply
+    Q8_1's f16 block sums, `raw` (the rows' bytes) gives the m."""
+    prepared = act_quant.for_blas(np.ascontiguousarray(x), ggml_type)
+    expected = prepared.values.astype(np.float64) @ dense.astype(np.float64).T
+    if prepared.block_sums is not None:
+        expected += act_quant.min_correction(prepared, act_quant.block_mins(raw, ggml_type))
+    scale = np.abs(prepared.values).astype(np.float64) @ np.abs(dense).astype(np.float64).T
     assert y.dtype == np.float32 and y.shape == expected.shape
     error = np.abs(y - expected) / np.maximum(scale, 1e-30)
     assert error.max() <= 1e-5, f"relative error {error.max():.2e}"
@@ -64,7 +71,7 @@ def test_matmul_matches_dequantize_then_matmul(ggml_type, simd):
     rng = np.random.default_rng(1)
     for n_tokens in (1, 2, 3, 4, 5, 9):  # every remainder of the 4-token tile
         x = rng.standard_normal((n_tokens, shape[0]), dtype=np.float32)
-        assert_product_close(native_matmul(raw, ggml_type, shape[0], x, simd=simd), x, dense)
+        assert_product_close(native_matmul(raw, ggml_type, shape[0], x, simd=simd), x, dense, ggml_type, raw)
 
 
 @pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
@@ -91,7 +98,7 @@ def test_threads_give_identical_results(ggml_type):
     raw, dense = make(ggml_type, shape)
     x = np.random.default_rng(3).standard_normal((3, shape[0]), dtype=np.float32)
     one = native_matmul(raw, ggml_type, shape[0], x, n_threads=1)
-    assert_product_close(one, x, dense)
+    assert_product_close(one, x, dense, ggml_type, raw)
     for n_threads in (2, 3):
         np.testing.assert_array_equal(native_matmul(raw, ggml_type, shape[0], x, n_threads=n_threads), one)
         out = np.empty(shape[::-1], dtype=np.float32)
@@ -143,7 +150,7 @@ def test_row_slices_and_read_only_memmaps(tmp_path, ggml_type):
     mapped = np.memmap(path, dtype=np.uint8, mode="r", shape=raw.shape)
     x = np.random.default_rng(5).standard_normal((2, shape[0]), dtype=np.float32)
     x.flags.writeable = False
-    assert_product_close(native_matmul(mapped[5:12], ggml_type, shape[0], x), x, dense[5:12])
+    assert_product_close(native_matmul(mapped[5:12], ggml_type, shape[0], x), x, dense[5:12], ggml_type, raw[5:12])
     out = np.empty((7, shape[0]), dtype=np.float32)
     qm.dequantize(mapped[5:12], ggml_type.value, shape[0], out)
     np.testing.assert_array_equal(out, dense[5:12])
@@ -200,13 +207,15 @@ def load_both(monkeypatch, ggml_type, shape, rows=None):
 @pytest.mark.parametrize("ggml_type", TYPES, ids=IDS)
 def test_native_weight_agrees_with_the_numpy_fallback(monkeypatch, ggml_type):
     native, fallback, dense = load_both(monkeypatch, ggml_type, odd_shape(ggml_type, n_out=45), rows=(3, 42))
+    raw, _ = make(ggml_type, odd_shape(ggml_type, n_out=45))
     rng = np.random.default_rng(6)
     for n_tokens in (1, weights.NATIVE_MAX_TOKENS, weights.NATIVE_MAX_TOKENS + 1, 33):  # kernel, then BLAS
         x = rng.standard_normal((n_tokens, native.shape[0]), dtype=np.float32)
         work_native, work_fallback = Work(), Work()
         y = native.matmul(x, work_native)
-        assert_product_close(y, x, dense)
-        assert_product_close(fallback.matmul(x, work_fallback), x, dense)
+        held = raw[3:42]
+        assert_product_close(y, x, dense, ggml_type, held)
+        assert_product_close(fallback.matmul(x, work_fallback), x, dense, ggml_type, held)
         assert dict(work_native.mac_counts) == dict(work_fallback.mac_counts)
         assert work_native.bytes_touched == work_fallback.bytes_touched
     ids = np.array([38, 0, 7, 7])
@@ -221,7 +230,7 @@ def test_native_weight_takes_non_contiguous_inputs(monkeypatch):
     wide = np.random.default_rng(7).standard_normal((3, 128), dtype=np.float32)
     x = wide[:, ::2]  # strided view
     assert not x.flags.c_contiguous
-    assert_product_close(native.matmul(x, Work()), x, dense)
+    assert_product_close(native.matmul(x, Work()), x, dense, T.Q4_1, make(T.Q4_1, (64, 10))[0])
 
 
 def test_uncovered_types_use_the_numpy_path():
@@ -245,8 +254,12 @@ def test_environment_turns_the_native_path_off_and_sets_threads():
 @native_weights
 @pytest.mark.real_model
 def test_smollm2_decode_on_the_native_path_gives_the_dequantize_logits(smollm2_path):
-    # the llama.cpp agreement test (tests/test_model.py) runs `dequantize`; token by token, the native
-    # kernels must give those logits to f32 rounding (measured: the same 157/160 top-1, KL 0.0043)
+    # token by token, the native kernels against `dequantize` (BLAS) in one batch: 8-bit activations
+    # turn f32 rounding differences into different roundings of a q now and then (as in llama.cpp,
+    # whose batched and stepwise logits differ too), so the logits agree to a fraction of a logit and
+    # the top-1 wherever the reference's two best are not a near-tie (measured: 0.99 logits at most,
+    # 0.20 on average, one near-tie of 0.016 in 16 positions; dequantize stepwise against batched
+    # differs as much, 0.94 at most)
     from canisters.llama.gguf_file import read_gguf
     from canisters.llama.meter import NullMeter
     from canisters.llama.model import Llama
@@ -257,5 +270,8 @@ def test_smollm2_decode_on_the_native_path_gives_the_dequantize_logits(smollm2_p
     expected = dense.forward(tokens, dense.new_cache(32), 0, NullMeter(), all_logits=True)
     cache = native.new_cache(32)
     stepwise = np.stack([native.forward([t], cache, i, NullMeter()) for i, t in enumerate(tokens)])
-    assert np.array_equal(stepwise.argmax(1), expected.argmax(1))
-    np.testing.assert_allclose(stepwise, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert np.abs(stepwise - expected).max() < 1.5 and np.abs(stepwise - expected).mean() < 0.3
+    best_two = np.sort(expected, axis=1)[:, -2:]
+    clear = best_two[:, 1] - best_two[:, 0] > 0.1
+    assert clear.sum() >= 14
+    assert np.array_equal(stepwise.argmax(1)[clear], expected.argmax(1)[clear])

@@ -7,7 +7,7 @@ import pytest
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize as reference_dequantize
 
-from canisters.llama import quants, weights
+from canisters.llama import act_quant, quants, weights
 from canisters.llama.weights import Strategy, Weight
 from cdk.meter import Work
 from tests.synthetic_tensors import ALL_TYPES, random_tensor_bytes
@@ -27,8 +27,14 @@ def make_matrix(ggml_type, n_out=24, blocks_per_row=2, seed=0):
     return raw, shape, reference(raw, ggml_type)
 
 
-def assert_matmul_close(y: np.ndarray, x: np.ndarray, dense: np.ndarray) -> None:
-    expected = x.astype(np.float64) @ dense.astype(np.float64).T
+def assert_matmul_close(y: np.ndarray, x: np.ndarray, dense: np.ndarray, ggml_type: GGMLQuantizationType,
+                        raw: np.ndarray) -> None:
+    # x as ggml prepares it for the type (8-bit blocks; for Q4_1/Q5_1 the m of each block times Q8_1's sum)
+    prepared = act_quant.for_blas(x, ggml_type)
+    expected = prepared.values.astype(np.float64) @ dense.astype(np.float64).T
+    if prepared.block_sums is not None:
+        expected += act_quant.min_correction(prepared, act_quant.block_mins(raw, ggml_type))
+    x = prepared.values
     # f32 accumulation over `in` terms of size |x||w|: allow that rounding, nothing more
     bound = 1e-6 * np.sqrt(dense.shape[1]) * (np.abs(x) @ np.abs(dense).T) + 1e-30
     assert y.dtype == np.float32 and y.shape == expected.shape
@@ -43,7 +49,7 @@ def test_matmul_equals_dense_reference(ggml_type, strategy):
     rng = np.random.default_rng(1)
     for n_tokens in (1, 5):
         x = rng.standard_normal((n_tokens, shape[0]), dtype=np.float32)
-        assert_matmul_close(weight.matmul(x, Work()), x, dense)
+        assert_matmul_close(weight.matmul(x, Work()), x, dense, ggml_type, raw.reshape(shape[1], -1))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.value for s in STRATEGIES])
@@ -52,7 +58,7 @@ def test_matmul_over_many_row_blocks(strategy):
     raw, shape, dense = make_matrix(T.Q4_0, n_out=200, blocks_per_row=128)
     weight = Weight.load(raw, T.Q4_0, shape, strategy)
     x = np.random.default_rng(2).standard_normal((3, shape[0]), dtype=np.float32)
-    assert_matmul_close(weight.matmul(x, Work()), x, dense)
+    assert_matmul_close(weight.matmul(x, Work()), x, dense, T.Q4_0, raw.reshape(shape[1], -1))
     ids = np.array([199, 0, 64, 63, 130, 64])
     np.testing.assert_array_equal(weight.rows(ids), dense[ids])
     np.testing.assert_array_equal(weight.dense(), dense)
@@ -96,7 +102,7 @@ def test_row_slice_is_those_output_rows(ggml_type, strategy):
     part = Weight.load(raw, ggml_type, shape, strategy, rows=(5, 12))
     assert part.shape == (shape[0], 7)
     x = np.random.default_rng(3).standard_normal((2, shape[0]), dtype=np.float32)
-    assert_matmul_close(part.matmul(x, Work()), x, dense[5:12])
+    assert_matmul_close(part.matmul(x, Work()), x, dense[5:12], ggml_type, raw.reshape(shape[1], -1)[5:12])
     np.testing.assert_array_equal(part.rows(np.array([0, 6])), dense[[5, 11]])
     np.testing.assert_array_equal(part.dense(), dense[5:12])
 
@@ -174,4 +180,4 @@ def test_smollm2_ffn_matrix_both_strategies(smollm2_path, strategy):
     weight = Weight.load(raw, info.ggml_type, info.shape, strategy)
     dense = reference(raw.reshape(info.shape[1], -1), info.ggml_type)
     x = np.random.default_rng(5).standard_normal((2, info.shape[0]), dtype=np.float32)
-    assert_matmul_close(weight.matmul(x, Work()), x, dense)
+    assert_matmul_close(weight.matmul(x, Work()), x, dense, info.ggml_type, raw.reshape(info.shape[1], -1))

@@ -1,27 +1,16 @@
 /* _qmatmul: y = x @ W.T with W kept in GGUF's own block layout (raw tensor bytes, one row after
- * another), decoding each block in registers as it is used. Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0,
- * Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; the others use the numpy path of canisters/llama/weights.py.
+ * another). The products are canisters/kernels/kernels.c, included here: ggml's numerics (each
+ * token's activations quantized to the weight type's vec_dot_type, integer dot products; see
+ * kernels.h), the same bits as the wasm build and canisters/llama/act_quant.py. Types: F32, F16,
+ * BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; the others use the numpy path of
+ * canisters/llama/weights.py. `dequantize` decodes rows to f32 for the BLAS path of larger batches.
  *
  * Why native code: decoding one token is a matrix-vector product per weight, so its speed is the
  * bandwidth of reading the weights. f32 BLAS reads 4 bytes per weight (SmolLM2-135M: 538 MB per
- * token, ~34 tok/s here); the GGUF bytes are 0.56 (Q4_1) to 1.06 (Q8_0) bytes per weight. numpy has
- * no way to multiply by them without first writing f32 (its f16/int8 matmuls measured 30-200x slower
- * than f32 BLAS, and the numpy quantized path decodes SmolLM2 at ~13 tok/s), hence these kernels.
+ * token, ~34 tok/s here); the GGUF bytes are 0.56 (Q4_1) to 1.06 (Q8_0) bytes per weight.
  *
- * Measured on this 2-core AVX2 VM (benchmarks/bench_qmatmul.py; python -m benchmarks.bench_model
- * --weights quantized|dequantize --llama-cpp-python ...):
- *   SmolLM2-135M Q4_1 decode: 96-100 tok/s on 2 threads, 72-74 on 1; f32 BLAS (dequantize) 34;
- *   numpy quantized path 13-14; llama.cpp in the same runs 86-95 (ratio 1.0-1.15x). Prefill of 64
- *   tokens (the BLAS path) 380-400 tok/s, dequantize 420-430. Peak RSS 234 MB against 657 MB.
- *   One token against a 4096x4096 matrix read from memory, 2 threads: Q4_0 0.90 ms, Q4_1 0.89,
- *   Q8_0 1.02, F16 1.38, Q4_K 0.82, Q6_K 1.29; f32 BLAS 2.1-2.2 ms (1.5-2.7x slower).
- *
- * Numerics: activations stay f32 and every product is f32 with f32 accumulation (no 8-bit
- * activations as llama.cpp does). Per block, sum(q * x) is formed first and then scaled by d, and
- * additive terms (Q4_1's m, Q4_K's -dmin * m) are applied through sums of x over each sub-block, so
- * results agree with dequantize-then-matmul to f32 rounding, not bit for bit. `dequantize` is bit for
- * bit equal to canisters/llama/quants.py (the same f32 operations in the same order; this file is
- * built with -ffp-contract=off so that no multiply-add is fused behind our back).
+ * `dequantize` is bit for bit equal to canisters/llama/quants.py (the same f32 operations in the same
+ * order; this file is built with -ffp-contract=off so that no multiply-add is fused behind our back).
  *
  * CPU safety: the AVX2/FMA/F16C kernels carry a per-function target attribute and are called only
  * when __builtin_cpu_supports reports all three at import; everything else is portable C. Building
@@ -58,9 +47,6 @@ enum {
     GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30,
 };
 
-#define TILE 4                 /* tokens multiplied per decode of a row: 4 accumulators + 4 weight vectors fit in 16 ymm */
-#define CHUNK 256              /* elements the portable path decodes at a time (one k-quant super-block) */
-#define SUM_SPAN 32            /* elements per sum of x for the additive terms (a Q4/Q5 block, a Q4_K/Q5_K sub-block) */
 #define MAX_THREADS 64
 
 typedef struct Kernel Kernel;
@@ -71,7 +57,8 @@ typedef struct Job {
     int64_t row_bytes, n_blocks, n_in, n_rows;
     const float *x;            /* (n_tok, n_in) */
     int64_t n_tok;
-    const float *xsum;         /* (n_tok, n_in / SUM_SPAN) for kernels with additive terms, else NULL */
+    const uint8_t *xq;         /* the n_tok rows of x prepared by icl_quantize_act */
+    int simd;                  /* the AVX2 dot products (else the portable ones) */
     float *y;                  /* matmul: (n_tok, n_rows); dequantize: (n_rows, n_in) */
 } Job;
 
@@ -81,12 +68,13 @@ typedef void (*decode_fn)(const uint8_t *src, int64_t n_blocks, float *out);
 struct Kernel {
     int type;
     int block_size, type_size;
-    int needs_xsum;            /* the SIMD matmul applies an additive term through sums of x */
     decode_fn decode;          /* portable, bit-exact: n_blocks consecutive blocks -> f32 */
-    rows_fn simd_matmul, simd_dequantize;
+    rows_fn simd_dequantize;
 };
 
 static int simd_available;
+
+#include "../kernels/kernels.c"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Portable decoders (bit for bit as quants.py)                                                   */
@@ -259,31 +247,17 @@ static void decode_q6_k(const uint8_t *src, int64_t n, float *out) {
     }
 }
 
-/* Eight partial sums in fixed lanes: vectorizable without reassociating float additions. */
-static float dot_portable(const float *a, const float *b, int64_t n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) s[l] += a[i + l] * b[i + l];
-    for (; i < n; i++) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
 
-static void matmul_portable(const Job *j, int64_t r0, int64_t r1) {
-    const Kernel *k = j->kernel;
-    int64_t per_chunk = k->block_size >= CHUNK ? 1 : CHUNK / k->block_size;
-    float w[CHUNK];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = j->w + r * j->row_bytes;
-        for (int64_t t = 0; t < j->n_tok; t++) j->y[t * j->n_rows + r] = 0.0f;
-        for (int64_t b = 0; b < j->n_blocks; b += per_chunk) {
-            int64_t count = j->n_blocks - b < per_chunk ? j->n_blocks - b : per_chunk;
-            int64_t first = b * k->block_size, len = count * k->block_size;
-            k->decode(row + b * k->type_size, count, w);
-            for (int64_t t = 0; t < j->n_tok; t++)
-                j->y[t * j->n_rows + r] += dot_portable(w, j->x + t * j->n_in + first, len);
-        }
-    }
+
+/* Rows r0..r1 of a matmul (kernels.c): every prepared token against each row */
+static void matmul_rows(const Job *j, int64_t r0, int64_t r1) {
+#ifdef ICL_X86
+    dot_fn dot = j->simd ? dot_avx2 : dot_row_portable;
+#else
+    dot_fn dot = dot_row_portable;
+#endif
+    matmul_rows_with(dot, j->kernel->type, j->w, (int)j->n_in, j->xq, (int)j->n_tok, j->y, (int)j->n_rows, (int)r0,
+                     (int)r1);
 }
 
 static void dequantize_portable(const Job *j, int64_t r0, int64_t r1) {
@@ -293,13 +267,6 @@ static void dequantize_portable(const Job *j, int64_t r0, int64_t r1) {
 #ifdef QM_X86
 /* ---------------------------------------------------------------------------------------------- */
 /* AVX2 + FMA + F16C                                                                               */
-
-AVX2_INLINE static float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* The f16 at p as f32 lanes [value, 0, 0, 0]. Not _cvtsh_ss: gcc compiles it to a vpinsrw into the
  * previous call's register, a dependency from block to block that measured 1.6x slower. */
@@ -311,14 +278,6 @@ AVX2_INLINE static __m128 f16_vec_at(const uint8_t *p) {
 
 AVX2_INLINE static float f16c_at(const uint8_t *p) { return _mm_cvtss_f32(f16_vec_at(p)); }
 
-/* The two f16 at p (Q4_1's d and m, Q4_K's d and dmin) as f32 lanes [first, second, 0, 0]: one
- * load and one conversion for both */
-AVX2_INLINE static __m128 f16x2_at(const uint8_t *p) {
-    int32_t bits;
-    memcpy(&bits, p, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-}
-
 /* 16 int8 -> two vectors of 8 f32 */
 AVX2_INLINE static void i8x16_to_f32(__m128i v, __m256 *w) {
     w[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
@@ -327,11 +286,6 @@ AVX2_INLINE static void i8x16_to_f32(__m128i v, __m256 *w) {
 
 /* 8 bytes at p, each widened to a 32-bit lane (one vpmovzxbd from memory) */
 AVX2_INLINE static __m256i u8x8_at(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
-
-/* 8 bytes at p as f32, times `scale`: a k-quant's sub-block scales (or mins) ready to broadcast */
-AVX2_INLINE static __m256 scaled_u8x8(const uint8_t *p, __m256 scale) {
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(u8x8_at(p)), scale);
-}
 
 /* 16 bytes of nibbles -> their 32 values 0..15 in GGUF's order (low nibbles are elements 0..15).
  * Widening bytes to lanes first and splitting nibbles there needs no shuffles besides the two loads,
@@ -345,55 +299,9 @@ AVX2_INLINE static void nibbles_to_f32(const uint8_t *qs, __m256 *w) {
     w[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
 }
 
-/* sum(w[k] * x[8k .. 8k+7]) over n vectors of 8 */
-AVX2_INLINE static __m256 dot_vec(const __m256 *w, const float *x, int n) {
-    __m256 p = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
-    for (int k = 1; k < n; k++) p = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(x + 8 * k), p);
-    return p;
-}
 
-/* Each dot_* computes NT (1..TILE, a constant after inlining) outputs of one row: tokens x, x +
- * n_in, ...; y, y + n_rows, ... . `xs` is the tokens' sums of x per SUM_SPAN elements. */
 
-/* Q4_0: d * (q - 8), as d * sum(q * x) - 8 * d * sum(x): cheaper than subtracting 8 from every q.
- * The offsets accumulate in lane 0 of a vector (see Q4_1). */
-AVX2_INLINE static void dot_q4_0(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    __m128 offset[TILE];
-    int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 18 * b;
-        __m128 d = f16_vec_at(blk);
-        __m256 w[4], dv = _mm256_broadcastss_ps(d);
-        nibbles_to_f32(blk + 2, w);
-        for (int t = 0; t < NT; t++) {
-            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), dv, acc[t]);
-            offset[t] = _mm_fmadd_ps(d, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
-        }
-    }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - 8.0f * _mm_cvtss_f32(offset[t]);
-}
 
-/* Q4_1: d * q + m. Lane 1 of `offset` accumulates m * sum(x) (lane 0 gets d * sum(x), unused): one
- * vector FMA per block instead of scalar conversions, measured ~1.1x faster overall. */
-AVX2_INLINE static void dot_q4_1(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    __m128 offset[TILE];
-    int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 20 * b;
-        __m128 dm = f16x2_at(blk);
-        __m256 w[4], d = _mm256_broadcastss_ps(dm);
-        nibbles_to_f32(blk + 4, w);
-        for (int t = 0; t < NT; t++) {
-            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
-            offset[t] = _mm_fmadd_ps(dm, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
-        }
-    }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[t]));
-}
 
 /* Q5_0/Q5_1: 16 bytes of nibbles plus the u32 of fifth bits at qh -> 32 values 0..31. Element 8k + i
  * gets 16 where bit 8k + i of qh is set: one broadcast, then and, compare, and, or per 8 elements. */
@@ -409,60 +317,13 @@ AVX2_INLINE static void q5_to_f32(const uint8_t *qs, const uint8_t *qh, __m256 *
     }
 }
 
-/* Q5_0: d * (q - 16), with the 16 applied through sums of x as Q4_0's 8 */
-AVX2_INLINE static void dot_q5_0(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    __m128 offset[TILE];
-    int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 22 * b;
-        __m128 d = f16_vec_at(blk);
-        __m256 w[4], dv = _mm256_broadcastss_ps(d);
-        q5_to_f32(blk + 6, blk + 2, w);
-        for (int t = 0; t < NT; t++) {
-            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), dv, acc[t]);
-            offset[t] = _mm_fmadd_ps(d, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
-        }
-    }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) - 16.0f * _mm_cvtss_f32(offset[t]);
-}
 
-AVX2_INLINE static void dot_q5_1(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    __m128 offset[TILE];
-    int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 24 * b;
-        __m128 dm = f16x2_at(blk);
-        __m256 w[4], d = _mm256_broadcastss_ps(dm);
-        q5_to_f32(blk + 8, blk + 4, w);
-        for (int t = 0; t < NT; t++) {
-            acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
-            offset[t] = _mm_fmadd_ps(dm, _mm_set1_ps(xs[t * n_sums + b]), offset[t]);
-        }
-    }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[t]));
-}
 
 AVX2_INLINE static void q8_0_to_f32(const uint8_t *qs, __m256 *w) {
     for (int k = 0; k < 4; k++)
         w[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 8 * k))));
 }
 
-AVX2_INLINE static void dot_q8_0(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 34 * b;
-        __m256 w[4], d = _mm256_broadcastss_ps(f16_vec_at(blk));
-        q8_0_to_f32(blk + 2, w);
-        for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(dot_vec(w, x + t * j->n_in + 32 * b, 4), d, acc[t]);
-    }
-    (void)xs;
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]);
-}
 
 /* Q4_K: 32 bytes of qs -> sub-block 2c (low nibbles, w[0..3]) and 2c+1 (high nibbles, w[4..7]) */
 AVX2_INLINE static void q4_k_pair_to_f32(const uint8_t *qs, __m256 *w) {
@@ -498,45 +359,8 @@ AVX2_INLINE static void k4_pair_to_f32(const uint8_t *blk, int c, int five, __m2
     for (int k = 0; k < 4; k++) high[k] = _mm256_srli_epi32(high[k], 2);
 }
 
-/* Q4_K and Q5_K: (d * sc) * q - (dmin * m) per 32-element sub-block. The eight d * sc and dmin * m
- * are formed as vectors; the mins need only one FMA per super-block against the eight sums of x. */
-AVX2_INLINE static void dot_k4(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y,
-                               int five) {
-    __m256 acc[TILE], offset[TILE];
-    int64_t n_sums = j->n_in / SUM_SPAN;
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), offset[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + (five ? 176 : 144) * b;
-        __m128 dd = f16x2_at(blk);
-        uint8_t sc[8], mn[8];
-        float d_scale[8];
-        __m256i high[4];
-        k4_scales(blk + 4, sc, mn);
-        _mm256_storeu_ps(d_scale, scaled_u8x8(sc, _mm256_broadcastss_ps(dd)));
-        __m256 d_min = scaled_u8x8(mn, _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
-        if (five)
-            for (int k = 0; k < 4; k++) high[k] = u8x8_at(blk + 16 + 8 * k);
-        for (int c = 0; c < 4; c++) {
-            __m256 w[8], d_lo = _mm256_broadcast_ss(d_scale + 2 * c), d_hi = _mm256_broadcast_ss(d_scale + 2 * c + 1);
-            k4_pair_to_f32(blk, c, five, high, w);
-            for (int t = 0; t < NT; t++) {
-                const float *xb = x + t * j->n_in + 256 * b + 64 * c;
-                acc[t] = _mm256_fmadd_ps(dot_vec(w, xb, 4), d_lo, acc[t]);
-                acc[t] = _mm256_fmadd_ps(dot_vec(w + 4, xb + 32, 4), d_hi, acc[t]);
-            }
-        }
-        for (int t = 0; t < NT; t++) offset[t] = _mm256_fmadd_ps(d_min, _mm256_loadu_ps(xs + t * n_sums + 8 * b), offset[t]);
-    }
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(_mm256_sub_ps(acc[t], offset[t]));
-}
 
-AVX2_INLINE static void dot_q4_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    dot_k4(j, row, x, xs, NT, y, 0);
-}
 
-AVX2_INLINE static void dot_q5_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    dot_k4(j, row, x, xs, NT, y, 1);
-}
 
 /* Q6_K: one 128-element half h, lanes l0..l0+15 of its 32 -> four 16-element sub-blocks q[t] (t = 0..3,
  * elements 128h + 32t + l0 ..), each as 2 vectors of 8, already minus 32 */
@@ -556,120 +380,15 @@ AVX2_INLINE static void q6_k_quarter_to_f32(const uint8_t *ql, const uint8_t *qh
     for (int t = 0; t < 4; t++) i8x16_to_f32(_mm_sub_epi8(_mm_or_si128(lows[t], highs[t]), bias), w + 2 * t);
 }
 
-/* Q6_K's sixteen d * scale, as the portable decoder forms them (f32(d) * f32(int8 scale)) */
-AVX2_INLINE static void q6_k_scales(const uint8_t *blk, float *d_scale) {
-    __m256 d = _mm256_set1_ps(f16c_at(blk + 208));
-    __m128i scales = _mm_loadu_si128((const __m128i *)(blk + 192));
-    _mm256_storeu_ps(d_scale, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales)), d));
-    _mm256_storeu_ps(d_scale + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(scales, scales))), d));
-}
 
-AVX2_INLINE static void dot_q6_k(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT, float *y) {
-    __m256 acc[TILE];
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < j->n_blocks; b++) {
-        const uint8_t *blk = row + 210 * b;
-        float d_scale[16];
-        q6_k_scales(blk, d_scale);
-        for (int h = 0; h < 2; h++) {
-            for (int half = 0; half < 2; half++) {
-                __m256 w[8];
-                q6_k_quarter_to_f32(blk + 64 * h + 16 * half, blk + 128 + 32 * h + 16 * half, w);
-                for (int q = 0; q < 4; q++) {
-                    int e = 128 * h + 32 * q + 16 * half; /* first element of this sub-block */
-                    __m256 ds = _mm256_broadcast_ss(d_scale + e / 16);
-                    for (int t = 0; t < NT; t++)
-                        acc[t] = _mm256_fmadd_ps(dot_vec(w + 2 * q, x + t * j->n_in + 256 * b + e, 2), ds, acc[t]);
-                }
-            }
-        }
-    }
-    (void)xs;
-    for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]);
-}
 
-/* Element types (block size 1): groups of 32 as above, then 8 at a time, then one by one. */
-AVX2_INLINE static __m256 load8_f32(const uint8_t *p) { return _mm256_loadu_ps((const float *)p); }
+
+
 AVX2_INLINE static __m256 load8_f16(const uint8_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 AVX2_INLINE static __m256 load8_bf16(const uint8_t *p) {
     __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
-
-#define DEFINE_DOT_ELEMENTS(name, size, load8, decode_one)                                                       \
-    AVX2_INLINE static void dot_##name(const Job *j, const uint8_t *row, const float *x, const float *xs, int NT,  \
-                                       float *y) {                                                                 \
-        __m256 acc[TILE];                                                                                          \
-        float tail[TILE];                                                                                          \
-        int64_t i = 0, n = j->n_in;                                                                                \
-        for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps(), tail[t] = 0.0f;                                 \
-        for (; i + 32 <= n; i += 32) {                                                                             \
-            __m256 w[4];                                                                                           \
-            for (int k = 0; k < 4; k++) w[k] = load8(row + (i + 8 * k) * size);                                    \
-            for (int t = 0; t < NT; t++) acc[t] = _mm256_add_ps(acc[t], dot_vec(w, x + t * n + i, 4));            \
-        }                                                                                                          \
-        for (; i + 8 <= n; i += 8) {                                                                               \
-            __m256 w = load8(row + i * size);                                                                      \
-            for (int t = 0; t < NT; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + i), acc[t]);    \
-        }                                                                                                          \
-        for (; i < n; i++) {                                                                                       \
-            float w;                                                                                               \
-            decode_one(row + i * size, 1, &w);                                                                     \
-            for (int t = 0; t < NT; t++) tail[t] += w * x[t * n + i];                                             \
-        }                                                                                                          \
-        (void)xs;                                                                                                  \
-        for (int t = 0; t < NT; t++) y[t * j->n_rows] = hsum(acc[t]) + tail[t];                                  \
-    }
-
-DEFINE_DOT_ELEMENTS(f32, 4, load8_f32, decode_f32)
-DEFINE_DOT_ELEMENTS(f16, 2, load8_f16, decode_f16)
-DEFINE_DOT_ELEMENTS(bf16, 2, load8_bf16, decode_bf16)
-
-/* Before each row, the row PREFETCH_BYTES further on is requested. Decoding makes the kernel slow per
- * byte, and then the hardware prefetcher alone runs too little ahead: reading 200 SmolLM2-sized Q4_1
- * matrices from memory measured 4.3 GB/s on one thread without this, 8.6 with it (1024: 8.3, 4096: 8.7),
- * the speed the same product reaches from cache. */
-#define PREFETCH_BYTES 2048
-
-AVX2_INLINE static void prefetch_ahead(const uint8_t *row, int64_t row_bytes, const uint8_t *end) {
-    const uint8_t *first = row + PREFETCH_BYTES, *last = first + row_bytes;
-    if (last > end) last = end;
-    for (const uint8_t *p = first; p < last; p += 64) _mm_prefetch((const char *)p, _MM_HINT_T0);
-}
-
-/* One pass over the rows per TILE tokens: the row stays in L1 between passes. */
-#define DEFINE_SIMD_MATMUL(name)                                                                 \
-    AVX2 static void matmul_##name(const Job *j, int64_t r0, int64_t r1) {                      \
-        int64_t n_sums = j->n_in / SUM_SPAN;                                                     \
-        const uint8_t *end = j->w + r1 * j->row_bytes;                                           \
-        for (int64_t r = r0; r < r1; r++) {                                                      \
-            const uint8_t *row = j->w + r * j->row_bytes;                                        \
-            prefetch_ahead(row, j->row_bytes, end);                                              \
-            for (int64_t t = 0; t < j->n_tok; t += TILE) {                                       \
-                const float *x = j->x + t * j->n_in;                                             \
-                const float *xs = j->xsum ? j->xsum + t * n_sums : NULL;                         \
-                float *y = j->y + t * j->n_rows + r;                                             \
-                switch (j->n_tok - t) {                                                          \
-                case 1: dot_##name(j, row, x, xs, 1, y); break;                                  \
-                case 2: dot_##name(j, row, x, xs, 2, y); break;                                  \
-                case 3: dot_##name(j, row, x, xs, 3, y); break;                                  \
-                default: dot_##name(j, row, x, xs, TILE, y); break;                              \
-                }                                                                                \
-            }                                                                                    \
-        }                                                                                        \
-    }
-
-DEFINE_SIMD_MATMUL(f32)
-DEFINE_SIMD_MATMUL(f16)
-DEFINE_SIMD_MATMUL(bf16)
-DEFINE_SIMD_MATMUL(q4_0)
-DEFINE_SIMD_MATMUL(q4_1)
-DEFINE_SIMD_MATMUL(q5_0)
-DEFINE_SIMD_MATMUL(q5_1)
-DEFINE_SIMD_MATMUL(q5_k)
-DEFINE_SIMD_MATMUL(q8_0)
-DEFINE_SIMD_MATMUL(q4_k)
-DEFINE_SIMD_MATMUL(q6_k)
 
 /* SIMD dequantization for the BLAS path of larger batches; same operations as the portable
  * decoders (multiply, then add or subtract), so the same bits. */
@@ -798,24 +517,24 @@ AVX2 static void dequantize_q6_k(const Job *j, int64_t r0, int64_t r1) {
 DEFINE_SIMD_DEQUANTIZE_ELEMENTS(f16, 2, load8_f16, decode_f16)
 DEFINE_SIMD_DEQUANTIZE_ELEMENTS(bf16, 2, load8_bf16, decode_bf16)
 
-#define SIMD(matmul, dequantize) matmul, dequantize
+#define SIMD(dequantize) dequantize
 #else
-#define SIMD(matmul, dequantize) NULL, NULL
+#define SIMD(dequantize) NULL
 #endif
 
 /* F32 dequantization is a copy, which the portable decoder already does at memcpy speed. */
 static const Kernel KERNELS[] = {
-    {GT_F32, 1, 4, 0, decode_f32, SIMD(matmul_f32, dequantize_portable)},
-    {GT_F16, 1, 2, 0, decode_f16, SIMD(matmul_f16, dequantize_f16)},
-    {GT_BF16, 1, 2, 0, decode_bf16, SIMD(matmul_bf16, dequantize_bf16)},
-    {GT_Q4_0, 32, 18, 1, decode_q4_0, SIMD(matmul_q4_0, dequantize_q4_0)},
-    {GT_Q4_1, 32, 20, 1, decode_q4_1, SIMD(matmul_q4_1, dequantize_q4_1)},
-    {GT_Q5_0, 32, 22, 1, decode_q5_0, SIMD(matmul_q5_0, dequantize_q5_0)},
-    {GT_Q5_1, 32, 24, 1, decode_q5_1, SIMD(matmul_q5_1, dequantize_q5_1)},
-    {GT_Q8_0, 32, 34, 0, decode_q8_0, SIMD(matmul_q8_0, dequantize_q8_0)},
-    {GT_Q4_K, 256, 144, 1, decode_q4_k, SIMD(matmul_q4_k, dequantize_q4_k)},
-    {GT_Q5_K, 256, 176, 1, decode_q5_k, SIMD(matmul_q5_k, dequantize_q5_k)},
-    {GT_Q6_K, 256, 210, 0, decode_q6_k, SIMD(matmul_q6_k, dequantize_q6_k)},
+    {GT_F32, 1, 4, decode_f32, SIMD(dequantize_portable)},
+    {GT_F16, 1, 2, decode_f16, SIMD(dequantize_f16)},
+    {GT_BF16, 1, 2, decode_bf16, SIMD(dequantize_bf16)},
+    {GT_Q4_0, 32, 18, decode_q4_0, SIMD(dequantize_q4_0)},
+    {GT_Q4_1, 32, 20, decode_q4_1, SIMD(dequantize_q4_1)},
+    {GT_Q5_0, 32, 22, decode_q5_0, SIMD(dequantize_q5_0)},
+    {GT_Q5_1, 32, 24, decode_q5_1, SIMD(dequantize_q5_1)},
+    {GT_Q8_0, 32, 34, decode_q8_0, SIMD(dequantize_q8_0)},
+    {GT_Q4_K, 256, 144, decode_q4_k, SIMD(dequantize_q4_k)},
+    {GT_Q5_K, 256, 176, decode_q5_k, SIMD(dequantize_q5_k)},
+    {GT_Q6_K, 256, 210, decode_q6_k, SIMD(dequantize_q6_k)},
 };
 #define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
 
@@ -1075,7 +794,8 @@ PyDoc_STRVAR(matmul_doc,
              "matmul(w, ggml_type, n_in, x, out, n_threads=1, simd=True)\n--\n\n"
              "out = x @ W.T, where W is n_rows rows of raw GGUF blocks of `ggml_type` (an id), each row\n"
              "holding n_in elements; x is float32 (n_tokens, n_in), out float32 (n_tokens, n_rows), both\n"
-             "C-contiguous. simd=False forces the portable kernels. Releases the GIL.");
+             "C-contiguous. Each row of x is first quantized as ggml does for the type (kernels.h).\n"
+             "simd=False forces the portable kernels (the same bits). Releases the GIL.");
 
 static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"w", "ggml_type", "n_in", "x", "out", "n_threads", "simd", NULL};
@@ -1089,29 +809,54 @@ static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kwargs) {
                                      &out_obj, &n_threads, &simd))
         return NULL;
     if (check_threads(n_threads) || setup_job(&job, &w, &x, &out, w_obj, type, n_in, x_obj, out_obj)) return NULL;
-    rows_fn fn = simd && simd_available ? job.kernel->simd_matmul : NULL;
-    float *xsum = NULL;
-    if (fn && job.kernel->needs_xsum && job.n_tok > 0) {
-        int64_t n_sums = n_in / SUM_SPAN;
-        xsum = (float *)malloc((size_t)(job.n_tok * n_sums) * sizeof(float));
-        if (!xsum) {
-            PyBuffer_Release(&w), PyBuffer_Release(&x), PyBuffer_Release(&out);
-            return PyErr_NoMemory();
-        }
-        for (int64_t i = 0; i < job.n_tok * n_sums; i++) {
-            const float *span = job.x + i * SUM_SPAN;
-            float s = 0.0f;
-            for (int l = 0; l < SUM_SPAN; l++) s += span[l];
-            xsum[i] = s;
-        }
-        job.xsum = xsum;
+    size_t act_bytes = icl_act_row_bytes(type, (int)n_in);
+    uint8_t *xq = (uint8_t *)malloc(act_bytes * (size_t)(job.n_tok > 0 ? job.n_tok : 1));
+    if (!xq) {
+        PyBuffer_Release(&w), PyBuffer_Release(&x), PyBuffer_Release(&out);
+        return PyErr_NoMemory();
     }
+    job.xq = xq;
+    job.simd = simd && simd_available;
     Py_BEGIN_ALLOW_THREADS
-    run_rows(&job, fn ? fn : matmul_portable, n_threads, n_in * (job.n_tok < 1 ? 1 : job.n_tok));
+    for (int64_t t = 0; t < job.n_tok; t++) icl_quantize_act(type, job.x + t * n_in, (int)n_in, xq + t * act_bytes);
+    run_rows(&job, matmul_rows, n_threads, n_in * (job.n_tok < 1 ? 1 : job.n_tok));
     Py_END_ALLOW_THREADS
-    free(xsum);
+    free(xq);
     PyBuffer_Release(&w), PyBuffer_Release(&x), PyBuffer_Release(&out);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(quantize_act_doc,
+             "quantize_act(x, ggml_type) -> bytes\n--\n\n"
+             "Each row of x, float32 (n_tokens, n) C-contiguous, prepared for a product with `ggml_type`\n"
+             "weights as the kernels prepare it (icl_quantize_act of canisters/kernels/kernels.h), the\n"
+             "rows' bytes one after another.");
+
+static PyObject *py_quantize_act(PyObject *self, PyObject *args) {
+    PyObject *x_obj;
+    int type;
+    Py_buffer x;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oi:quantize_act", &x_obj, &type) || get_buffer(x_obj, &x, "x", 1, 0)) return NULL;
+    if (find_kernel(type) == NULL || x.ndim != 2) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "x must be a 2-D float32 array (n_tokens, n)");
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    Py_ssize_t n_tok = x.shape[0], n = x.shape[1];
+    size_t act_bytes = icl_act_row_bytes(type, (int)n);
+    if (act_bytes == 0) {
+        PyBuffer_Release(&x);
+        return PyErr_Format(PyExc_ValueError, "rows of %zd elements are not whole blocks of GGML type id %d", n, type);
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(act_bytes * (size_t)n_tok));
+    if (result) {
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+        for (Py_ssize_t t = 0; t < n_tok; t++)
+            icl_quantize_act(type, (const float *)x.buf + t * n, (int)n, out + (size_t)t * act_bytes);
+    }
+    PyBuffer_Release(&x);
+    return result;
 }
 
 PyDoc_STRVAR(dequantize_doc,
@@ -1142,6 +887,7 @@ static PyObject *py_dequantize(PyObject *self, PyObject *args, PyObject *kwargs)
 static PyMethodDef methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS, matmul_doc},
     {"dequantize", (PyCFunction)(void (*)(void))py_dequantize, METH_VARARGS | METH_KEYWORDS, dequantize_doc},
+    {"quantize_act", py_quantize_act, METH_VARARGS, quantize_act_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,9 +3,9 @@ integer dot products, exactly as canisters/kernels/kernels.h specifies (its head
 
 - `quantize_act`: one activation matrix prepared as ggml does (Q8_0, Q8_1, Q8_K, or f16/bf16/f32
   rounding), the same values as the C kernels' `icl_quantize_act`; `to_bytes` gives their layout.
-- `roundtrip`: the prepared activations as f32 (q * d), which is what the weight strategies that
-  multiply with BLAS use (canisters/llama/weights.py): their result equals the integer kernels'
-  to f32 rounding (and, for Q4_1/Q5_1, to the f16 rounding of Q8_1's block sums s).
+- `for_blas`: the prepared activations as f32 (q * d), which is what the weight strategies that
+  multiply with BLAS use (canisters/llama/weights.py): with `min_correction` for Q4_1/Q5_1, their
+  result equals the integer kernels' to f32 rounding.
 - `matmul`: the integer kernels' result bit for bit (the float steps in kernels.h's order). Slow:
   it is the reference the tests hold the native and wasm kernels to.
 """
@@ -23,9 +23,11 @@ _T = GGMLQuantizationType
 # weight type -> what its activations are quantized to (ggml's vec_dot_type)
 Q8_0_TYPES = frozenset({_T.Q4_0, _T.Q5_0, _T.Q8_0})
 Q8_1_TYPES = frozenset({_T.Q4_1, _T.Q5_1})
-Q8_K_TYPES = frozenset({_T.Q4_K, _T.Q5_K, _T.Q6_K})
+Q8_K_TYPES = frozenset({_T.Q2_K, _T.Q3_K, _T.Q4_K, _T.Q5_K, _T.Q6_K})
 FLOAT_TYPES = frozenset({_T.F32, _T.F16, _T.BF16})
 SUPPORTED_TYPES = Q8_0_TYPES | Q8_1_TYPES | Q8_K_TYPES | FLOAT_TYPES
+# the integer kernels of kernels.c (Q2_K and Q3_K have prepared activations but no kernel here)
+KERNEL_TYPES = SUPPORTED_TYPES - {_T.Q2_K, _T.Q3_K}
 
 
 @dataclass(frozen=True)
@@ -111,15 +113,41 @@ def to_bytes(act: PreparedAct) -> bytes:
     return b"".join(rows)
 
 
-def roundtrip(x: np.ndarray, weight_type: GGMLQuantizationType | int | str) -> np.ndarray:
-    """The activations ggml multiplies, as f32: q * d per block (or the rounded floats)."""
+@dataclass(frozen=True)
+class BlasAct:
+    """Prepared activations for a product by BLAS with dequantized weights."""
+
+    values: np.ndarray  # f32 (n_tokens, n): q * d per block, or the rounded floats
+    block_sums: np.ndarray | None  # Q4_1/Q5_1: f32 (n_tokens, n / 32), what ggml multiplies each block's m by
+
+
+def for_blas(x: np.ndarray, weight_type: GGMLQuantizationType | int | str) -> BlasAct:
+    """The activations ggml multiplies, as f32, for types this module prepares; others pass as they are."""
+    weight_type = quants.ggml_type_of(weight_type)
+    if weight_type not in SUPPORTED_TYPES:
+        return BlasAct(x, None)
     act = quantize_act(x, weight_type)
     if act.f is not None:
-        return act.f
+        return BlasAct(act.f, None)
     block = _act_block(act.weight_type)
     n_tokens, n = act.q.shape
     values = act.q.reshape(n_tokens, n // block, block).astype(np.float32) * act.d[..., None]
-    return values.reshape(n_tokens, n)
+    return BlasAct(values.reshape(n_tokens, n), act.s)
+
+
+def block_mins(raw_rows: np.ndarray, weight_type: GGMLQuantizationType) -> np.ndarray:
+    """Q4_1/Q5_1: each block's m, f32 (rows, blocks per row)."""
+    type_size = GGML_QUANT_SIZES[weight_type][1]
+    blocks = np.ascontiguousarray(raw_rows).reshape(raw_rows.shape[0], -1, type_size)
+    return _f16(np.ascontiguousarray(blocks[..., 2:4]))
+
+
+def min_correction(act: BlasAct, mins: np.ndarray) -> np.ndarray:
+    """What turns `act.values @ dequantized.T` into ggml's sums for Q4_1/Q5_1: BLAS multiplies each
+    block's m by the sum of the block's values, ggml by the block's s (f16(d * sum q))."""
+    n_tokens, n = act.values.shape
+    block_values = act.values.reshape(n_tokens, n // 32, 32).sum(axis=2, dtype=np.float32)
+    return (act.block_sums - block_values) @ mins.T
 
 
 # --- the integer kernels -----------------------------------------------------------------------
@@ -190,6 +218,8 @@ def matmul(raw_rows: np.ndarray, weight_type: GGMLQuantizationType | int | str, 
     """y (n_tokens, rows) = rows of raw GGUF bytes (rows, row bytes) against prepared activations,
     with kernels.h's integer sums and float steps."""
     weight_type = quants.ggml_type_of(weight_type)
+    if weight_type not in KERNEL_TYPES:
+        raise ValueError(f"no integer kernel for {weight_type.name} weights")
     if act.weight_type is not weight_type:
         raise ValueError(f"activations were prepared for {act.weight_type.name}, not {weight_type.name}")
     n_rows = raw_rows.shape[0]

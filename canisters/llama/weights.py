@@ -17,6 +17,10 @@
   Either may allocate, and frees when it returns, that f32 scratch (`nbytes_scratch` =
   `block_rows * in * 4`: at most `SCRATCH_BYTES`, or one row if a row is bigger).
 
+Every strategy multiplies activations prepared as ggml prepares them (8-bit blocks by weight type,
+canisters/llama/act_quant.py, as canisters/kernels/kernels.h specifies): the native kernels with
+integer dot products, the BLAS paths with those activations as f32, the same to f32 rounding.
+
 `nbytes_resident` and `nbytes_scratch` report exactly these figures for the canister's memory
 accounting. Scratch is transient, so a holder of many weights needs the sum of `nbytes_resident`
 plus the largest `nbytes_scratch`, not the sum of both.
@@ -35,7 +39,7 @@ from enum import Enum
 import numpy as np
 from gguf.constants import GGMLQuantizationType
 
-from canisters.llama import quants
+from canisters.llama import act_quant, quants
 from canisters.llama.meter import Meter
 
 # Bound on the f32 scratch of a quantized matrix: rows decoded per block. Large enough that per-block
@@ -126,7 +130,8 @@ class Weight(ABC):
         held = quants.select_rows(raw, ggml_type, shape, rows)
         held_shape = shape if len(shape) == 1 else (shape[0], held.shape[0])
         if strategy is Strategy.DEQUANTIZE:
-            return DequantizedWeight(ggml_type, held_shape, quants.dequantize(held, ggml_type, held_shape))
+            mins = act_quant.block_mins(held, ggml_type) if ggml_type in act_quant.Q8_1_TYPES else None
+            return DequantizedWeight(ggml_type, held_shape, quants.dequantize(held, ggml_type, held_shape), mins)
         if _native is not None and ggml_type in NATIVE_TYPES:
             return NativeQuantizedWeight(ggml_type, held_shape, held)
         return QuantizedWeight(ggml_type, held_shape, held)
@@ -189,16 +194,19 @@ class Weight(ABC):
 
 
 class DequantizedWeight(Weight):
-    """f32 (out, in), C-contiguous, decoded once at load."""
+    """f32 (out, in), C-contiguous, decoded once at load; for Q4_1/Q5_1 also each block's m (f32
+    (out, blocks)), for ggml's sums of their additive terms (act_quant.min_correction)."""
 
-    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], dense: np.ndarray):
+    def __init__(self, ggml_type: GGMLQuantizationType, shape: tuple[int, ...], dense: np.ndarray,
+                 mins: np.ndarray | None = None):
         super().__init__(ggml_type, shape)
         dense.flags.writeable = False
         self._dense = dense
+        self._mins = mins
 
     @property
     def nbytes_resident(self) -> int:
-        return self._dense.nbytes
+        return self._dense.nbytes + (0 if self._mins is None else self._mins.nbytes)
 
     @property
     def nbytes_scratch(self) -> int:
@@ -212,7 +220,11 @@ class DequantizedWeight(Weight):
         self._check_matmul_input(x)
         meter.macs(self.kernel_type, x.shape[0] * self._dense.size)
         meter.touched(self._dense.nbytes)
-        return x @ self._dense.T
+        prepared = act_quant.for_blas(x, self._ggml_type)
+        y = prepared.values @ self._dense.T
+        if prepared.block_sums is not None:
+            y += act_quant.min_correction(prepared, self._mins)
+        return y
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         return self._dense[self._check_row_ids(ids)]
@@ -271,11 +283,14 @@ class NativeQuantizedWeight(_KeptQuantized):
         # Decoding is one pass per weight against BLAS's n_tokens, so it runs on this thread alone: handing
         # the cores back and forth between our pool and OpenBLAS's, both of which spin while idle, cost more
         # (SmolLM2, 64-token prefill: 142 ms this way, 159 ms decoding on 2 threads).
+        prepared = act_quant.for_blas(x, self._ggml_type)
         scratch = np.empty((self._block_rows, n_in), dtype=np.float32)
         for start in range(0, n_out, self._block_rows):
             stop = min(start + self._block_rows, n_out)
             _native.dequantize(self._raw[start:stop], self._ggml_type.value, n_in, scratch[: stop - start])
-            np.matmul(x, scratch[: stop - start].T, out=y[:, start:stop])
+            np.matmul(prepared.values, scratch[: stop - start].T, out=y[:, start:stop])
+        if prepared.block_sums is not None:
+            y += act_quant.min_correction(prepared, act_quant.block_mins(self._raw, self._ggml_type))
         return y
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
@@ -308,8 +323,11 @@ class QuantizedWeight(_KeptQuantized):
 
     def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
         n_in, n_out = self._metered(x, meter)
+        prepared = act_quant.for_blas(x, self._ggml_type)
+        x = prepared.values
         # decode_planar yields W.T with inputs in planar order (j * S + s for input s * block + j),
-        # and additive offsets per sub-block, applied here through per-sub-block sums of x
+        # and additive offsets per sub-block, applied here through per-sub-block sums of x (for
+        # Q4_1/Q5_1, ggml's Q8_1 block sums)
         blocks_per_row = self._planar[0].shape[1]
         by_block = x.reshape(x.shape[0], blocks_per_row, -1)
         x_planar = np.ascontiguousarray(by_block.transpose(0, 2, 1)).reshape(x.shape)
@@ -322,6 +340,8 @@ class QuantizedWeight(_KeptQuantized):
             scaled, offsets = quants.decode_planar(block, self._ggml_type, scratch[: block.shape[2] * n_in])
             np.matmul(x_planar, scaled, out=y[:, start:stop])
             if offsets is not None:
+                if sub_block_sums is None and prepared.block_sums is not None:
+                    sub_block_sums = prepared.block_sums
                 if sub_block_sums is None:
                     n_sub = offsets.shape[0] // blocks_per_row
                     sums = by_block.reshape(x.shape[0], blocks_per_row, n_sub, -1).sum(axis=3, dtype=np.float32)
