@@ -9,11 +9,12 @@ from typing import Any, Literal
 from cdk.canister import Canister
 from cdk.principal import Principal
 from replica.chunk_store import ChunkStore
+from replica.engines.wasm.validation import CustomSection
 from replica.limits import DEFAULT_LIMITS, Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, Request, Response
 from replica.stable_memory import StableMemory
-from replica.wasm_module import CanisterModule, Metadata
+from replica.wasm_module import CanisterModule
 
 CanisterStatus = Literal["running", "stopping", "stopped"]
 DEFAULT_FREEZING_THRESHOLD_S = 2_592_000  # 30 days: the interface spec's default freezing_threshold
@@ -69,11 +70,11 @@ class CanisterState:
         return self.loaded.ref.module_hash if self.loaded is not None else None
 
     @property
-    def metadata(self) -> dict[str, Metadata]:
+    def metadata(self) -> dict[str, CustomSection]:
         """The installed code's icp:public/icp:private sections. A Python class has no custom
         sections, so it publishes its .did as public `candid:service`, as moc and dfx do."""
         if self.module is not None:
             return self.module.metadata
         if self.loaded is not None:
-            return {"candid:service": Metadata("candid:service", True, self.loaded.did_text.encode())}
+            return {"candid:service": CustomSection(True, self.loaded.did_text.encode())}
         return {}

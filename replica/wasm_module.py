@@ -8,8 +8,10 @@ rs/embedders/src/wasm_utils/decoding.rs (6cef1e985ca7ac9790bcab06f2cd3479dc1752d
 wasm, `1f 8b 08` is gzip whose footer states the decoded size, which must match and be within the
 100 MiB limit; anything else is "unsupported canister module format".
 
-Custom sections named `icp:public <name>` and `icp:private <name>` are the canister's metadata,
-readable at read_state `/canister/<id>/metadata/<name>` (private ones by controllers only).
+The module is then validated as the IC validates it (replica.engines.wasm.validation: imports,
+exports, limits), and its custom sections `icp:public <name>` and `icp:private <name>` are the
+canister's metadata, readable at read_state `/canister/<id>/metadata/<name>` (private ones by
+controllers only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from cdk.candid import CandidError, Interface, parse_did
 from cdk.principal import Principal
+from replica.engines.wasm.validation import CustomSection, InvalidWasm, ModuleInfo, validate
 from replica.errors import ErrorCode, RejectError
 from replica.limits import MiB
 
@@ -27,24 +30,18 @@ WASM_MAGIC = b"\x00asm"
 GZIP_MAGIC = b"\x1f\x8b\x08"  # gzip with DEFLATE (RFC 1952)
 # dfinity/ic rs/config/src/embedders.rs: WASM_MAX_SIZE, the largest decoded module.
 MAX_DECODED_MODULE_BYTES = 100 * MiB
-_CUSTOM_SECTION = 0
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """One `icp:public`/`icp:private` custom section."""
-
-    name: str  # without the "icp:public " / "icp:private " prefix
-    public: bool
-    content: bytes
 
 
 @dataclass(frozen=True)
 class CanisterModule:
     given: bytes  # the wasm_module bytes as installed (possibly gzipped)
     wasm: bytes  # the decoded wasm binary
-    metadata: dict[str, Metadata]
+    info: ModuleInfo  # what validation found: methods, memory64, metadata sections
     _interface: Interface | None = field(default=None, compare=False, repr=False)  # parsed on first use
+
+    @property
+    def metadata(self) -> dict[str, CustomSection]:
+        return self.info.metadata
 
     @property
     def module_hash(self) -> bytes:
@@ -82,8 +79,13 @@ def invalid_wasm(reason: str) -> RejectError:
 
 
 def read_module(given: bytes) -> CanisterModule:
+    """The module in `given`, decoded and validated as the IC does before installing it."""
     wasm = decode(given)
-    return CanisterModule(given, wasm, metadata_sections(wasm))
+    try:
+        info = validate(wasm)
+    except InvalidWasm as e:
+        raise invalid_wasm(str(e)) from None
+    return CanisterModule(given, wasm, info)
 
 
 def decode(given: bytes) -> bytes:
@@ -110,47 +112,3 @@ def decode(given: bytes) -> bytes:
     if len(wasm) != size:
         raise invalid_wasm(f"specified uncompressed size {size} does not match extracted size {len(wasm)}")
     return wasm
-
-
-def custom_sections(wasm: bytes) -> list[tuple[str, bytes]]:
-    """(name, content) of every custom section, in module order."""
-    sections: list[tuple[str, bytes]] = []
-    offset = 8  # magic and version
-    while offset < len(wasm):
-        section_id = wasm[offset]
-        size, offset = _read_u32(wasm, offset + 1)
-        end = offset + size
-        if end > len(wasm):
-            raise invalid_wasm(f"section {section_id} at byte {offset} runs past the end of the module")
-        if section_id == _CUSTOM_SECTION:
-            name_length, name_start = _read_u32(wasm, offset)
-            try:
-                name = wasm[name_start:name_start + name_length].decode()
-            except UnicodeDecodeError:
-                raise invalid_wasm(f"the custom section at byte {offset} has a name that is not UTF-8") from None
-            sections.append((name, wasm[name_start + name_length:end]))
-        offset = end
-    return sections
-
-
-def metadata_sections(wasm: bytes) -> dict[str, Metadata]:
-    metadata: dict[str, Metadata] = {}
-    for section_name, content in custom_sections(wasm):
-        for prefix, public in (("icp:public ", True), ("icp:private ", False)):
-            if section_name.startswith(prefix):
-                name = section_name[len(prefix):]
-                metadata[name] = Metadata(name, public, content)
-    return metadata
-
-
-def _read_u32(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data) or shift > 28:
-            raise invalid_wasm(f"malformed LEB128 integer at byte {offset}")
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, offset

@@ -224,6 +224,22 @@ def test_a_trapping_init_installs_nothing(client):
     assert canister_status(client, canister)["module_hash"] is None
 
 
+@pytest.mark.parametrize("wat, message", [
+    ('(import "ic0" "no_such_function" (func))',
+     "Module imports function 'no_such_function' from 'ic0' that is not exported by the runtime."),
+    ('(func (export "canister_foo"))', "Exporting reserved function 'canister_foo' with \"canister_\" prefix"),
+    ('(@custom "icp:secret" "x")', "Custom section 'icp:secret' has no public/private scope defined."),
+])
+def test_a_module_the_ic_refuses_is_refused_with_its_message(client, wat, message):
+    canister = client.create_canister()
+    module = bytes(wasmtime.wat2wasm(f'(module {wat} (memory (export "memory") 1))'))
+    error = failure(lambda: install_code(client, canister, module))
+    assert error.error_code == "IC0505"
+    assert error.message.startswith("Canister's Wasm module is not valid: ")
+    assert message in error.message
+    assert canister_status(client, canister)["module_hash"] is None
+
+
 def test_module_over_2_mib_installs_through_chunks_only(client):
     # A custom section of 3 MiB makes the module too large for one ingress message (2 MiB).
     module = canister_wasm() + _custom_section("padding", random.Random(0).randbytes(3 * MiB))
