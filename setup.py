@@ -43,6 +43,7 @@ setup(
         Extension(
             "canisters.llama._qmatmul",
             sources=["canisters/llama/_qmatmul.c"],
+            depends=["canisters/kernels/kernels.c", "canisters/kernels/kernels.h"],  # included by _qmatmul.c
             extra_compile_args=["-O3", "-ffp-contract=off"],
             optional=True,
         )
