@@ -33,6 +33,7 @@ from typing import Any
 
 from cdk.candid import decode
 from cdk.principal import Principal
+from replica import wasm_state
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.errors import RejectError
 from replica.execution import CanisterContext
@@ -74,6 +75,7 @@ class StateStore:
     def __init__(self, root: Path):
         self.root = root
         self._files: dict[Principal, dict[int, str]] = {}
+        self._wasm: dict[Principal, dict[str, Any]] = {}  # committed wasm entries (replica/wasm_state.py)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -98,7 +100,11 @@ class StateStore:
         # Which file holds each chunk, as the registry being written will say; it replaces the
         # store's own record only once that registry is written.
         written = {canister_id: dict(names) for canister_id, names in self._files.items()}
+        wasm: dict[Principal, dict[str, Any]] = {}
         for state in subnet.canisters.values():
+            if state.module is not None:
+                wasm[state.id] = wasm_state.checkpoint(self.root, state, subnet.round, self._wasm.get(state.id),
+                                                       stale)
             files = written.setdefault(state.id, {})
             for index in sorted(state.stable.dirty):
                 old = files.get(index)
@@ -118,23 +124,29 @@ class StateStore:
             "genesis_ns": subnet.genesis_ns,
             "next_canister_index": subnet.next_canister_index,
             "names": {name: p.to_text() for name, p in subnet.names.items()},
-            "canisters": [self._canister_entry(s, written.get(s.id, {})) for s in subnet.canisters.values()],
+            "canisters": [self._canister_entry(s, written.get(s.id, {}), wasm.get(s.id))
+                          for s in subnet.canisters.values()],
         }
         ids = {name: {"local": p.to_text()} for name, p in subnet.names.items()}
         atomic_write(self.root / "canister_ids.json", json.dumps(ids, indent=2).encode())
         atomic_write(self.registry_path, json.dumps(registry, indent=1).encode())  # the commit point
         self._files = written
+        self._wasm = wasm
         for state in subnet.canisters.values():
             state.stable.dirty.clear()
+            if state.module is not None:
+                wasm_state.committed(state)
         for path in stale:
             with contextlib.suppress(OSError):  # committed already: a leftover file is only unused
                 path.unlink(missing_ok=True)
         for canister_id in subnet.deleted:
             shutil.rmtree(self._stable_dir(canister_id), ignore_errors=True)
+            wasm_state.delete(self.root, canister_id.to_text())
             self._files.pop(canister_id, None)
         subnet.deleted.clear()
 
-    def _canister_entry(self, s: CanisterState, files: dict[int, str]) -> dict[str, Any]:
+    def _canister_entry(self, s: CanisterState, files: dict[int, str], wasm: dict[str, Any] | None
+                        ) -> dict[str, Any]:
         ref = s.loaded.ref if s.loaded else None
         return {
             "id": s.id.to_text(),
@@ -150,6 +162,7 @@ class StateStore:
             "status": "stopped" if s.status == "stopped" else "running",
             "stable_pages": s.stable.pages,
             "stable_chunks": {str(i): name for i, name in sorted(files.items())},
+            "wasm": wasm,  # module, heap and globals of a wasm canister
         }
 
     # --- restore -----------------------------------------------------------------------------
@@ -189,6 +202,9 @@ class StateStore:
                               install_arg=bytes.fromhex(entry["install_arg"]))
         state.ic = CanisterContext(state, subnet)
         subnet.canisters[canister_id] = state
+        if entry.get("wasm") is not None:
+            wasm_state.restore(self.root, subnet, state, entry["wasm"])
+            self._wasm[canister_id] = entry["wasm"]
         if entry["class_path"] is not None:
             rebuild_heap(subnet, state, ModuleRef(entry["class_path"], entry["version"]))
 

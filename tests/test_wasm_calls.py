@@ -1,5 +1,7 @@
 """Wasm canisters on the subnet: calls between wasm canisters and to Python canisters, with reply,
-reject and cleanup callbacks; DTS rounds from the measured count; queries that change nothing."""
+reject and cleanup callbacks; DTS rounds from the measured count; queries that change nothing.
+The canisters are installed through the management canister, so they are validated and
+instrumented as every installed module is."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 import time
 
 import pytest
+import wasmtime
 
 from cdk.candid import decode, encode
 from cdk.candid.types import T as CandidT
@@ -15,7 +18,7 @@ from replica.api_types import IngressMessage
 from replica.config import NetworkConfig
 from replica.inprocess import MANAGEMENT, LocalClient
 from replica.network import Network
-from tests.wasm_support import hand_metered, hand_metered_engine
+from tests.wasm_support import ic0_imports
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
 T = 10**12
@@ -24,13 +27,17 @@ T = 10**12
 # callee.method(payload); the reply callback answers "got:" + reply + env byte (7), and traps
 # when the reply starts with "t"; the reject callback answers "rejected:" + code + message; the
 # cleanup callback counts its runs in $cleanups (read by the query `cleanups`).
+IMPORTS = ic0_imports(
+    "msg_arg_data_size", "msg_arg_data_copy", "msg_reply_data_append", "msg_reply", "msg_reject", "trap",
+    "msg_reject_code", "msg_reject_msg_size", "msg_reject_msg_copy", "call_new", "call_on_cleanup",
+    "call_data_append", "call_perform")
+
 CALLER = """
-(table (export "table") 3 funcref)
+(table 3 funcref)
 (elem (i32.const 0) $on_reply $on_reject $on_cleanup)
 (data (i32.const 300) "got:rejected:")
-(global $cleanups (export "cleanups") (mut i32) (i32.const 0))
+(global $cleanups (mut i32) (i32.const 0))
 (func (export "canister_update call") (local $n i32) (local $callee i32) (local $method i32)
-  (call $charge (i64.const 100))
   (local.set $n (call $msg_arg_data_size))
   (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (local.get $n))
   (local.set $callee (i32.load8_u (i32.const 0)))
@@ -43,9 +50,7 @@ CALLER = """
     (i32.sub (local.get $n) (i32.add (i32.add (i32.const 2) (local.get $callee)) (local.get $method))))
   (drop (call $call_perform)))
 (func $on_reply (param $env i32) (local $n i32)
-  (call $charge (i64.const 50))
   (local.set $n (call $msg_arg_data_size))
-  (call $first_write_range (i64.const 1000) (i64.extend_i32_u (local.get $n)))
   (call $msg_arg_data_copy (i32.const 1000) (i32.const 0) (local.get $n))
   (if (i32.eq (i32.load8_u (i32.const 1000)) (i32.const 116)) (then unreachable))
   (i32.store8 (i32.const 900) (local.get $env))
@@ -71,7 +76,7 @@ CALLER = """
 
 CALLEE = """
 (data (i32.const 100) "no waykaputtea")
-(global $count (export "count") (mut i32) (i32.const 0))  ;; exported, as instrumented
+(global $count (mut i32) (i32.const 0))
 (func (export "canister_update echo") (local $n i32)
   (local.set $n (call $msg_arg_data_size))
   (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (local.get $n))
@@ -82,9 +87,11 @@ CALLEE = """
 (func (export "canister_update tee")
   (call $msg_reply_data_append (i32.const 111) (i32.const 3)) (call $msg_reply))
 (func (export "canister_update silent"))
-(func (export "canister_update burn")
+(func (export "canister_update burn") (local $i i64)
   (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (i32.const 8))
-  (call $charge (i64.load (i32.const 0)))
+  (loop $l
+    (local.set $i (i64.add (local.get $i) (i64.const 1)))
+    (br_if $l (i64.lt_u (local.get $i) (i64.load (i32.const 0)))))
   (call $msg_reply))
 (func (export "canister_update bump")
   (global.set $count (i32.add (global.get $count) (i32.const 1)))
@@ -92,24 +99,26 @@ CALLEE = """
 (func (export "canister_query count")
   (global.set $count (i32.add (global.get $count) (i32.const 100)))
   (i32.store (i32.const 0) (global.get $count))
-  (call $first_write_range (i64.const 0) (i64.const 4))
   (call $msg_reply_data_append (i32.const 0) (i32.const 4))
   (call $msg_reply))
 """
 
 
+def module(body: str) -> bytes:
+    return wasmtime.wat2wasm(f'(module {IMPORTS} (memory (export "memory") 1) {body})')
+
+
 class Wasm:
-    """Installs hand-metered wasm through the management canister and calls it with raw bytes."""
+    """Installs wasm through the management canister and calls it with raw bytes."""
 
     def __init__(self):
         self.network = Network(None, NetworkConfig(genesis_time_ns=1_700_000_000 * 10**9))
-        self.network.subnet.wasm_engine = hand_metered_engine()
         self.client = LocalClient(self.network)
 
     def install(self, body: str) -> Principal:
         canister = self.client.create_canister(100 * T)
         self.client.update(MANAGEMENT, "install_code", {
-            "mode": {"install": None}, "canister_id": canister, "wasm_module": hand_metered(body), "arg": b"",
+            "mode": {"install": None}, "canister_id": canister, "wasm_module": module(body), "arg": b"",
             "sender_canister_version": None})
         return canister
 
@@ -177,13 +186,17 @@ def test_wasm_calls_a_python_canister_with_candid_bytes(wasm):
 def test_an_execution_spans_rounds_by_its_measured_instructions(wasm):
     callee = wasm.install(CALLEE)
     slice_ = wasm.network.subnet.limits.instructions_per_slice
-    request_id = wasm.submit(callee, "burn", (5_000_000_000).to_bytes(8, "little"))
+    request_id = wasm.submit(callee, "burn", (500_000_000).to_bytes(8, "little"))  # ~5B instructions
     rounds = 0
     while wasm.network.status(request_id).status not in ("replied", "rejected"):
         wasm.network.execute_round()
         rounds += 1
     assert wasm.network.status(request_id).status == "replied"
-    assert rounds == -(-5_000_000_000 // slice_) == 3
+    measured = wasm.network.report(request_id).instructions
+    # 10 per iteration by the IC's table: local.get, i64.const, i64.add, local.set, local.get,
+    # i32.const, i64.load, i64.lt_u (1 each) and br_if (2).
+    assert 500_000_000 * 10 < measured < 500_000_000 * 10 + 10_000
+    assert rounds == -(-measured // slice_) == 3
 
 
 def test_a_query_changes_nothing_and_a_query_method_called_as_update_neither(wasm):

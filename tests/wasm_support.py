@@ -51,6 +51,11 @@ IC0_32 = {
 }
 
 
+def ic0_imports(*names: str) -> str:
+    """WAT import lines for the named ic0 functions (wasm32), each as $<name>."""
+    return "\n".join(f'(import "ic0" "{n}" (func ${n} {IC0_32[n]}))' for n in names)
+
+
 def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", wasm64: bool = False) -> bytes:
     """A module importing every ic0 function (as $name) and what the instrumentation imports:
     `__.out_of_instructions` ($oot), `__.try_grow_wasm_memory` ($try_grow: call it after a

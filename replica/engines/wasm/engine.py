@@ -25,10 +25,10 @@ import wasmtime
 
 from cdk.principal import Principal
 from replica.engines import Callback, CanisterView, Execution, Kind, Outcome
-from replica.engines.wasm.memory import Heap
+from replica.engines.wasm.memory import PAGE_BYTES, Heap
 from replica.engines.wasm.system_api import ExecutionTrap, Meter, SystemApi
 from replica.errors import ErrorCode, Reject, RejectError
-from replica.limits import DEFAULT_LIMITS, Limits
+from replica.limits import DEFAULT_LIMITS, WASM_PAGE_BYTES, Limits
 from replica.stable_memory import StableMemory
 
 COUNTER_EXPORT = "canister counter_instructions"
@@ -315,16 +315,25 @@ class WasmInstance:
             # Wasm memory cannot shrink: a new instance takes the restored first `shrink_to` bytes.
             image = self.heap.read(0, shrink_to)
             globals_ = self.heap.global_values()
+            dirty = self.heap.dirty
             self._build()
             self.load(image, globals_)
+            self.heap.dirty = dirty | self.heap.dirty
+
+    def grow_to(self, size_bytes: int) -> None:
+        missing = -(-size_bytes // WASM_PAGE_BYTES) - self.heap.size_pages
+        if missing > 0 and self.exports["memory"].grow(self.store, missing) < 0:
+            raise RejectError(ErrorCode.CANISTER_OUT_OF_MEMORY,
+                              f"a heap of {size_bytes} bytes does not fit this module's memory")
 
     def load(self, image: bytes, globals_: list[Any] | None) -> None:
-        """Sets the heap to `image` (grown to fit) and, if given, the mutable globals."""
-        missing = -(-len(image) // 65536) - self.heap.size_pages
-        memory = self.exports["memory"]
-        if missing > 0 and memory.grow(self.store, missing) < 0:
-            raise RejectError(ErrorCode.CANISTER_OUT_OF_MEMORY, "the kept heap does not fit the new module's memory")
-        self.heap.load(image, globals_)
+        """Sets the heap to `image` (grown to fit) and, if given, the mutable globals; every page
+        is then dirty, to be saved at the next checkpoint."""
+        self.grow_to(len(image))
+        self.heap.place(0, image)
+        self.heap.dirty.update(range(-(-len(image) // PAGE_BYTES)))
+        if globals_ is not None:
+            self.heap.set_globals(globals_)
 
     def memory_image(self) -> tuple[bytes, list[Any]]:
         """The whole heap and the mutable globals (what an upgrade keeps)."""
@@ -337,3 +346,19 @@ def _signed(value: int, bits: int) -> int:
 
 def _text(view: CanisterView) -> str:
     return Principal(view.canister_id).to_text()
+
+
+def restore_instance(engine: WasmEngine, wasm: bytes, stable: StableMemory, heap_bytes: int,
+                     chunks: dict[int, bytes], chunk_bytes: int, globals_: list[Any]) -> WasmInstance:
+    """An instance of a canister saved at a checkpoint: the module instantiated (its data
+    segments applied, no code run), grown to `heap_bytes`, the saved chunks written over it and
+    the globals set. Nothing is dirty: the memory is what the checkpoint holds."""
+    compiled = engine.compile(wasm)
+    limits = engine.limits
+    instance = WasmInstance(engine, compiled, stable,
+                            limits.wasm64_heap_bytes if compiled.wasm64 else limits.wasm32_heap_bytes)
+    instance.grow_to(heap_bytes)
+    for index, data in chunks.items():
+        instance.heap.place(index * chunk_bytes, data)
+    instance.heap.set_globals(globals_)
+    return instance

@@ -129,19 +129,16 @@ class Heap:
                 bits[page] = 0
         return journal
 
-    # --- checkpoints -------------------------------------------------------------------------
-    def page_bytes(self, page: int) -> bytes:
-        start = page * PAGE_BYTES
-        return self.read(start, min(PAGE_BYTES, self.size_bytes - start))
-
+    # --- outside executions ---------------------------------------------------------------------
     def global_values(self) -> list[Any]:
         return [g.value(self._store) for g in self._globals]
 
-    def load(self, image: bytes, globals_: list[Any] | None) -> None:
-        """Replaces the memory's contents and, if given, the globals (a restored checkpoint, or
-        the heap an upgrade keeps); the memory must already be at least `len(image)` bytes."""
-        if len(image) > self.size_bytes:
-            raise HeapAccessError(f"cannot load {len(image)} bytes into a wasm memory of {self.size_bytes}")
-        ctypes.memmove(ctypes.addressof(self._memory.data_ptr(self._store).contents), image, len(image))
-        for g, value in zip(self._globals, globals_ or [], strict=globals_ is not None):
+    def place(self, offset: int, data: bytes) -> None:
+        """Writes outside any execution (a restored checkpoint, a kept heap): no journal, no
+        dirty mark (the caller knows whether the pages match what is saved)."""
+        self._check(offset, len(data))
+        ctypes.memmove(ctypes.addressof(self._memory.data_ptr(self._store).contents) + offset, data, len(data))
+
+    def set_globals(self, values: list[Any]) -> None:
+        for g, value in zip(self._globals, values, strict=True):
             g.set_value(self._store, value)
