@@ -184,6 +184,13 @@ def test_a_canister_calls_another_and_handles_its_rejects(client, modules):
     assert client.query(caller, "call_count") == 3
 
 
+def test_a_python_canister_calls_motoko_typed_by_its_candid_metadata(client, modules):
+    counter = deploy(client, modules["counter"])
+    caller = client.install("tests.canisters_for_tests.caller:Caller")
+    assert client.update(caller, "call_inc", counter).value == 1
+    assert client.query(counter, "get") == 1
+
+
 def test_stable_state_survives_an_upgrade_that_keeps_the_heap(client, modules):
     store = deploy(client, modules["stable_store"])
     client.update(store, "bump")

@@ -22,7 +22,6 @@ from replica.auth import EnvelopeRejected
 from replica.certification import NetworkKeys
 from replica.chunk_store import CHUNK_BYTES
 from replica.config import NetworkConfig
-from replica.errors import RejectError
 from replica.gateway_endpoints import Endpoints
 from replica.gateway_state import CertifiedStateSource, IngressLedger, canister_ranges
 from replica.hash_tree import lookup_path
@@ -315,10 +314,9 @@ def test_private_metadata_is_for_controllers_only(gateway):
 
 
 def test_python_callers_need_the_candid_interface_of_a_wasm_canister(client):
-    canister = client.create_canister()
-    bare = bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1))'))
-    install_code(client, canister, bare)
-    with client.network.lock:
-        with pytest.raises(RejectError) as unknown:
-            client.network.subnet.interface_of(canister)
-    assert "without a candid:service metadata section" in unknown.value.reject.message
+    bare = client.create_canister()
+    install_code(client, bare, bytes(wasmtime.wat2wasm('(module (memory (export "memory") 1) '
+                                                       '(func (export "canister_update inc")))')))
+    caller = client.install("tests.canisters_for_tests.caller:Caller")
+    error = failure(lambda: client.update(caller, "call_inc", bare))
+    assert f"Canister {bare.to_text()} is a wasm module without a candid:service metadata section" in error.message
