@@ -2,6 +2,7 @@
    ("Numerics shared with the yblock"): f32 without FMA, RMSNorm's mean of squares in f64, rope
    tables from f64, the KV cache in f16, q and the attention probabilities rounded to f16. */
 #include "model.h"
+#include "model_ops.h"
 
 #include "../../kernels/kernels.h"
 #include "gguf.h"
@@ -529,7 +530,7 @@ static void matmul(const matrix *m, const float *x, int n_tokens, float *y, uint
     icl_matmul_rows(m->type, m->data, m->n_in, xq, n_tokens, y, m->n_out, 0, m->n_out);
 }
 
-static void rms_norm(const float *x, const float *weight, int n_tokens, int d, float eps, float *out) {
+void icl_rms_norm(const float *x, const float *weight, int n_tokens, int d, float eps, float *out) {
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (size_t)t * d;
         double sum = 0.0;
@@ -537,6 +538,15 @@ static void rms_norm(const float *x, const float *weight, int n_tokens, int d, f
         float scale = 1.0f / __builtin_sqrtf((float)(sum / d) + eps);
         for (int i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * scale * weight[i];
     }
+}
+
+void icl_swiglu(float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f g = load4(gate + i);
+        store4(gate + i, g / (1.0f + icl_exp4(-g)) * load4(up + i));
+    }
+    for (; i < n; i++) gate[i] = gate[i] / (1.0f + icl_exp_f32(-gate[i])) * up[i];
 }
 
 static void add_bias(float *x, const float *bias, int n_tokens, int n) {
@@ -562,23 +572,62 @@ static void rope(const icl_shard *s, float *x, int n_tokens, int n_heads, int po
 }
 
 /* p[0..n) = f16(softmax(p)) * 2^112: max subtracted, exp, sum, divided (kernels.h). */
-static void softmax_f16_scaled(float *p, int n) {
-    float max = p[0], sum = 0.0f;
-    for (int j = 1; j < n; j++) max = p[j] > max ? p[j] : max;
+static float max_f(float a, float b) { return a > b ? a : b; }
+
+void icl_softmax_f16_scaled(float *p, int n) {
+    /* the max in four lanes (exact in any order); the sum in four lanes, then across them */
+    v4f max4 = {p[0], p[0], p[0], p[0]}, sum4 = {0, 0, 0, 0};
     int j = 0;
-    for (; j + 4 <= n; j += 4) store4(p + j, icl_exp4(load4(p + j) - max));
-    for (; j < n; j++) p[j] = icl_exp_f32(p[j] - max);
-    for (j = 0; j < n; j++) sum += p[j];
+    for (; j + 4 <= n; j += 4) {
+        v4f x = load4(p + j);
+        v4i greater = x > max4;
+        max4 = (v4f)(((v4i)x & greater) | ((v4i)max4 & ~greater));
+    }
+    float max = max_f(max_f(max4[0], max4[1]), max_f(max4[2], max4[3]));
+    for (; j < n; j++) max = max_f(p[j], max);
+    for (j = 0; j + 4 <= n; j += 4) {
+        v4f e = icl_exp4(load4(p + j) - max);
+        store4(p + j, e);
+        sum4 += e;
+    }
+    float sum = (sum4[0] + sum4[1]) + (sum4[2] + sum4[3]);
+    for (; j < n; j++) {
+        p[j] = icl_exp_f32(p[j] - max);
+        sum += p[j];
+    }
     for (j = 0; j + 4 <= n; j += 4) store4(p + j, round4_f16(load4(p + j) / sum) * 0x1p112f);
     for (; j < n; j++) p[j] = round_f16(p[j] / sum) * 0x1p112f;
 }
 
-/* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t. The
-   query heads that share a kv head go together, so each cached row is converted once for all of
-   them; q (already f16) and the probabilities are scaled by 2^112 for load4_f16_scaled. */
-static void attention(const icl_shard *s, const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, int pos,
-                      int n_tokens, const buffers *b) {
-    int hd = s->head_dim, group = s->n_head / s->n_head_kv, qd = s->n_head * hd;
+/* A head's loops unrolled where the head size is a constant (attention_of): on the IC every
+   address computation and branch of a loop costs as much as the arithmetic. */
+#ifdef __clang__
+#define UNROLL_FULL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL_FULL
+#endif
+
+/* q . k for a cached key: the products exact, summed in four lanes. */
+static inline __attribute__((always_inline)) float dot_f16_scaled(const uint16_t *key, const float *q, int hd) {
+    v4f acc = {0, 0, 0, 0};
+    UNROLL_FULL
+    for (int i = 0; i < hd; i += 4) acc += load4_f16_scaled(key + i) * load4(q + i);
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* out += p * a cached value */
+static inline __attribute__((always_inline)) void add_f16_scaled(float *out, float p, const uint16_t *value, int hd) {
+    UNROLL_FULL
+    for (int i = 0; i < hd; i += 4) store4(out + i, load4(out + i) + p * load4_f16_scaled(value + i));
+}
+
+/* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t, for query
+   heads of hd dimensions; q (already f16) and the probabilities are scaled by 2^112 for
+   load4_f16_scaled. Inlined for each common head size, so that the loops over a head unroll. */
+static inline __attribute__((always_inline)) void attention_of(const icl_shard *s, const uint16_t *k_cache,
+                                                               const uint16_t *v_cache, int n_ctx, int pos,
+                                                               int n_tokens, const buffers *b, int hd) {
+    int group = s->n_head / s->n_head_kv, qd = s->n_head * hd;
     float scale = 1.0f / __builtin_sqrtf((float)hd);
     float *q_scaled = b->row;
     for (int kvh = 0; kvh < s->n_head_kv; kvh++) {
@@ -588,27 +637,24 @@ static void attention(const icl_shard *s, const uint16_t *k_cache, const uint16_
             const float *q = b->q + (size_t)t * qd + (size_t)kvh * group * hd;
             float *out = b->attn + (size_t)t * qd + (size_t)kvh * group * hd;
             for (int i = 0; i < group * hd; i += 4) store4(q_scaled + i, load4(q + i) * 0x1p112f);
-            for (int j = 0; j < visible; j++) {
-                const uint16_t *key = keys + (size_t)j * hd;
-                for (int g = 0; g < group; g++) {
-                    v4f acc = {0, 0, 0, 0};
-                    for (int i = 0; i < hd; i += 4) acc += load4_f16_scaled(key + i) * load4(q_scaled + g * hd + i);
-                    b->scores[(size_t)g * n_ctx + j] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * scale;
-                }
-            }
-            for (int g = 0; g < group; g++) softmax_f16_scaled(b->scores + (size_t)g * n_ctx, visible);
-            for (int i = 0; i < group * hd; i += 4) store4(out + i, (v4f){0, 0, 0, 0});
-            for (int j = 0; j < visible; j++) {
-                const uint16_t *value = values + (size_t)j * hd;
-                for (int i = 0; i < hd; i += 4) {
-                    v4f v = load4_f16_scaled(value + i);
-                    for (int g = 0; g < group; g++) {
-                        float *o = out + g * hd + i;
-                        store4(o, load4(o) + b->scores[(size_t)g * n_ctx + j] * v);
-                    }
-                }
+            for (int g = 0; g < group; g++) {
+                float *scores = b->scores + (size_t)g * n_ctx;
+                for (int j = 0; j < visible; j++)
+                    scores[j] = dot_f16_scaled(keys + (size_t)j * hd, q_scaled + g * hd, hd) * scale;
+                icl_softmax_f16_scaled(scores, visible);
+                for (int i = 0; i < hd; i += 4) store4(out + g * hd + i, (v4f){0, 0, 0, 0});
+                for (int j = 0; j < visible; j++) add_f16_scaled(out + g * hd, scores[j], values + (size_t)j * hd, hd);
             }
         }
+    }
+}
+
+static void attention(const icl_shard *s, const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, int pos,
+                      int n_tokens, const buffers *b) {
+    switch (s->head_dim) {
+    case 64: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, 64); break;
+    case 128: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, 128); break;
+    default: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, s->head_dim);
     }
 }
 
@@ -617,7 +663,7 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
     int d = s->info.d_model, hd = s->head_dim, qd = s->n_head * hd, kvd = s->n_head_kv * hd;
     size_t nd = (size_t)n_tokens * d;
 
-    rms_norm(x, l->attn_norm, n_tokens, d, s->eps, b->h);
+    icl_rms_norm(x, l->attn_norm, n_tokens, d, s->eps, b->h);
     matmul(&l->wq, b->h, n_tokens, b->q, b->xq);
     matmul(&l->wk, b->h, n_tokens, b->k, b->xq);
     matmul(&l->wv, b->h, n_tokens, b->v, b->xq);
@@ -645,15 +691,10 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
     for (size_t i = 0; i < nd; i++) x[i] += b->out[i];
 
     /* feed-forward: SwiGLU */
-    rms_norm(x, l->ffn_norm, n_tokens, d, s->eps, b->h);
+    icl_rms_norm(x, l->ffn_norm, n_tokens, d, s->eps, b->h);
     matmul(&l->gate, b->h, n_tokens, b->gate, b->xq);
     matmul(&l->up, b->h, n_tokens, b->up, b->xq);
-    size_t i = 0, n_ff = (size_t)n_tokens * s->d_ff;
-    for (; i + 4 <= n_ff; i += 4) {
-        v4f gate = load4(b->gate + i);
-        store4(b->gate + i, gate / (1.0f + icl_exp4(-gate)) * load4(b->up + i));
-    }
-    for (; i < n_ff; i++) b->gate[i] = b->gate[i] / (1.0f + icl_exp_f32(-b->gate[i])) * b->up[i];
+    icl_swiglu(b->gate, b->up, (size_t)n_tokens * s->d_ff);
     matmul(&l->down, b->gate, n_tokens, b->out, b->xq);
     for (size_t i = 0; i < nd; i++) x[i] += b->out[i];
 }
@@ -686,6 +727,6 @@ void icl_output_logits(const icl_shard *s, const float *x, int n_tokens, float *
     if (!s->info.has_output) return;
     buffers b;
     carve(s, n_tokens, scratch, &b);
-    rms_norm(x, s->output_norm, n_tokens, s->info.d_model, s->eps, b.h);
+    icl_rms_norm(x, s->output_norm, n_tokens, s->info.d_model, s->eps, b.h);
     matmul(&s->output, b.h, n_tokens, logits, b.xq);
 }
