@@ -186,7 +186,7 @@ MEMORY64 = """
   (memory i64 1)
   (func (export "m64") (result i64)
     i64.const 16 i64.const 42 i64.store
-    i64.const 1000 i32.const 0 i64.const 300 memory.fill
+    i64.const 5000 i32.const 0 i64.const 300 memory.fill
     i64.const 0 v128.load i64x2.extract_lane 0 drop
     i64.const 1 memory.grow drop
     i64.const 16 i64.load))
@@ -205,6 +205,9 @@ def test_memory64_loads_and_stores_cost_two_and_lengths_are_i64():
                     + 1 + 300 + 1  # i64.const, memory.grow, drop
                     + 1 + 2 + 0)  # i64.const, i64.load, end
     assert run.grows == [(1, 1)]
+    barrier = Run(MEMORY64, write_barrier=True)
+    assert barrier.call("m64") == (42, used)
+    assert barrier.first_writes == [(16, 8), (5000, 300)]  # pages 0 and 1
 
 
 def test_bulk_charge_saturates_and_traps_when_the_length_exceeds_the_budget():

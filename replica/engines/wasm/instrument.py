@@ -299,7 +299,7 @@ class _BarrierLocals:
 
     def __init__(self, base: int, memory64: bool):
         pointer = wb.I64 if memory64 else wb.I32
-        self.types = [pointer, pointer, pointer, wb.I64, wb.I64, wb.F32, wb.F64, wb.V128]
+        self.types = [pointer, pointer, pointer, wb.I64, pointer, wb.F32, wb.F64, wb.V128]
         if memory64:
             self.types += [wb.I32, wb.I32]
         self.address, self.length, self.source, self.effective = base, base + 1, base + 2, base + 4
@@ -327,25 +327,35 @@ def _i64_const(value: int) -> bytes:
 
 
 def _bitmap_byte(ctx: _Context) -> bytes:
-    """page (i64) -> its bitmap byte: i32.wrap_i64, i32.load8_u from the bitmap memory."""
-    return b"\xa7\x2d\x40" + wb.uleb(ctx.bitmap_memory) + b"\x00"
+    """i32.load8_u from the bitmap memory: page (i32) -> its byte."""
+    return b"\x2d\x40" + wb.uleb(ctx.bitmap_memory) + b"\x00"
 
 
 def _store_barrier(ctx: _Context, locals_: _BarrierLocals, name: str, offset: int) -> bytes:
     """Code run in place of a store's operands: if the first or last page it writes is not
-    marked, tell the host; then put the operands back."""
+    marked, tell the host; then put the operands back.
+
+    In wasm32 the address arithmetic is i32: if address + offset wraps past 4 GiB the store
+    itself traps, so marking a wrong page first only saves one page too many."""
     valtype, width = wb.STORES[name]
-    value = locals_.value[valtype]
+    value, effective = locals_.value[valtype], locals_.effective
     code = _set(value) + _tee(locals_.address)
-    if not ctx.memory64:
-        code += b"\xad"  # i64.extend_i32_u
+    if ctx.memory64:  # i64.add; >> 12 (i64.shr_u) then i32.wrap_i64
+        add, to_page, constant, to_i64 = b"\x7c", b"\x42\x0c\x88\xa7", _i64_const, b""
+    else:  # i32.add; >> 12 (i32.shr_u); i64.extend_i32_u for the host call
+        add, to_page, constant, to_i64 = b"\x6a", b"\x41\x0c\x76", _i32_const, b"\xad"
     if offset:
-        code += _i64_const(offset) + b"\x7c"
-    code += _tee(locals_.effective) + b"\x42\x0c\x88" + _bitmap_byte(ctx)
+        code += constant(offset) + add
+    code += _tee(effective) + to_page + _bitmap_byte(ctx)
     if width > 1:
-        code += _get(locals_.effective) + _i64_const(width - 1) + b"\x7c\x42\x0c\x88" + _bitmap_byte(ctx) + b"\x71"
-    code += b"\x45\x04\x40" + _get(locals_.effective) + _i64_const(width) + b"\x10" + ctx.first_write_range + b"\x0b"
+        code += _get(effective) + constant(width - 1) + add + to_page + _bitmap_byte(ctx) + b"\x71"  # i32.and
+    code += (b"\x45\x04\x40" + _get(effective) + to_i64 + _i64_const(width) + b"\x10" + ctx.first_write_range
+             + b"\x0b")
     return code + _get(locals_.address) + _get(value)
+
+
+def _i32_const(value: int) -> bytes:
+    return b"\x41" + wb.sleb(value - (1 << 32) if value >= 1 << 31 else value)
 
 
 def _bulk_barrier(ctx: _Context, locals_: _BarrierLocals, name: str) -> bytes:
@@ -383,7 +393,7 @@ def _barrier_range_body(ctx: _Context) -> bytes:
             + b"\x20\x00\x42\x0c\x88\x21\x02"
             + b"\x20\x00\x20\x01\x7c\x42\x01\x7d\x42\x0c\x88\x21\x03"
             + b"\x20\x03\x20\x02\x7d\x42\x02\x54\x04\x40"  # last - first < 2:
-            + b"\x20\x02" + _bitmap_byte(ctx) + b"\x20\x03" + _bitmap_byte(ctx) + b"\x71\x04\x40\x0f\x0b"
+            + b"\x20\x02\xa7" + _bitmap_byte(ctx) + b"\x20\x03\xa7" + _bitmap_byte(ctx) + b"\x71\x04\x40\x0f\x0b"
             + b"\x0b"
             + b"\x20\x00\x20\x01\x10" + ctx.first_write_range + b"\x0b")
 
