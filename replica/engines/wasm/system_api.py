@@ -123,7 +123,7 @@ _MODE_NAMES = {
     "s": "start", "I": "init", "G": "pre upgrade", "U": "update", "RQ": "replicated query",
     "NRQ": "non replicated query", "CQ": "composite query", "Ry": "reply callback",
     "CRy": "composite reply callback", "Rt": "reject callback", "CRt": "composite reject callback",
-    "C": "cleanup", "CC": "composite cleanup", "F": "inspect message", "T": "system task",
+    "C": "cleanup", "CC": "composite cleanup", "F": "inspect message",
 }
 
 
@@ -221,6 +221,8 @@ class SystemApi:
         self.execution = execution
         self.view = view
         self.code = context_code(execution)
+        self.mode_name = {Kind.HEARTBEAT: "heartbeat", Kind.GLOBAL_TIMER: "global timer"}.get(execution.kind) \
+            or _MODE_NAMES[self.code]
         self.replied = execution.replied
         self.reply_data = bytearray()
         self.reply: bytes | None = None
@@ -257,7 +259,7 @@ class SystemApi:
     def _enter(self, name: str, copied_bytes: int = 0) -> None:
         """Checks that `name` may run here, then charges it (as the replica: charge first)."""
         if self.code not in _CONTEXTS[name].split():
-            raise self._violation(f'"ic0_{name}" cannot be executed in {_MODE_NAMES[self.code]} mode')
+            raise self._violation(f'"ic0_{name}" cannot be executed in {self.mode_name} mode')
         self._charge(_OVERHEAD[name] + copied_bytes)
 
     def _charge(self, instructions: int) -> None:
