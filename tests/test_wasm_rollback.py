@@ -6,12 +6,18 @@ canisters do."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import wasmtime
 
 from replica.engines import Kind
 from replica.engines.wasm.engine import WasmEngine
 from replica.engines.wasm.memory import PAGE_BYTES
+from tests.toolchains import require_module
 from tests.wasm_support import call, install
 
 # `scribble` changes everything a message can change, then traps when its argument says so:
@@ -98,3 +104,30 @@ def test_rollback_work_follows_the_pages_written_not_the_heap_size(engine):
     assert instance.heap.dirty == {0, 256, 512, 768}  # four 4 KiB pages of a 4 MiB heap
     assert call(instance, "write_pages_in_query", kind=Kind.QUERY).trap is None  # a query is rolled back
     assert instance.heap.restored_pages == 4
+
+
+@pytest.fixture(scope="module")
+def c_canister(tmp_path_factory) -> bytes:
+    """tests/wasm_canisters/dot.c built by zig cc (PyPI ziglang) for wasm32 with simd128."""
+    require_module("ziglang", "pip install ziglang (it is in the test dependencies)")
+    out = tmp_path_factory.mktemp("zig") / "dot.wasm"
+    built = subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "wasm32-freestanding",
+                            "-mcpu=generic+simd128", "-O2", "-nostdlib", "-Wl,--no-entry", "-o", str(out),
+                            str(Path(__file__).parent / "wasm_canisters" / "dot.c")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    return out.read_bytes()
+
+
+def test_a_c_canister_built_by_zig_computes_with_simd_and_rolls_back_its_heap(engine, c_canister):
+    instance = install(engine, c_canister)
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(-128, 128, 4096, dtype=np.int8), rng.integers(-128, 128, 4096, dtype=np.int8)
+    outcome = call(instance, "dot", a.tobytes() + b.tobytes())
+    assert int.from_bytes(outcome.reply, "little", signed=True) == int(a.astype(np.int64) @ b.astype(np.int64))
+    assert outcome.instructions > 4096 // 16 * 10  # a few instructions per 16-lane step, metered
+    before = call(instance, "state", kind=Kind.QUERY).reply
+    assert before == (1).to_bytes(4, "little")  # one dot call, an empty table
+    trapped = call(instance, "scribble_then_trap")
+    assert trapped.trap.error_code == "IC0503" and trapped.trap.message.endswith("scribbled")
+    assert instance.heap.restored_pages >= 256  # the 256 table pages it wrote (and its stack)
+    assert call(instance, "state", kind=Kind.QUERY).reply == before
