@@ -5,6 +5,7 @@ Layout:
                          stable memory size and chunk files), round, virtual time, id allocator
   canister_ids.json      dfx-style {"name": {"local": "<canister id>"}} for named canisters
   stable/<canister id>/  stable memory, one file per written 1 MiB chunk, named <chunk>-<round>.bin
+  chunks/<canister id>/  the wasm chunk store, one file per chunk, named <sha256>.bin
   keys/                  the network's keys (the HTTP gateway stores its BLS key here)
 
 Every file is written atomically (temp file, fsync, rename, fsync of the directory). A checkpoint
@@ -24,6 +25,7 @@ a canister did not put into stable memory is lost.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -76,6 +78,7 @@ class StateStore:
         self.root = root
         self._files: dict[Principal, dict[int, str]] = {}
         self._wasm: dict[Principal, dict[str, Any]] = {}  # committed wasm entries (replica/wasm_state.py)
+        self._chunks: dict[Principal, list[bytes]] = {}  # committed chunk store hashes
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -94,6 +97,21 @@ class StateStore:
     def _stable_dir(self, canister_id: Principal) -> Path:
         return self.root / "stable" / canister_id.to_text()
 
+    def _chunks_dir(self, canister_id: Principal) -> Path:
+        return self.root / "chunks" / canister_id.to_text()
+
+    def _write_chunks(self, state: CanisterState, stale: list[Path]) -> list[bytes]:
+        """Files for the chunks uploaded since the last checkpoint; cleared ones become stale.
+        A chunk's file is named by its hash, so it never changes once written."""
+        hashes = state.chunk_store.hashes()
+        committed = self._chunks.get(state.id, [])
+        if hashes != committed:
+            directory = self._chunks_dir(state.id)
+            for digest in set(hashes) - set(committed):
+                atomic_write(directory / f"{digest.hex()}.bin", state.chunk_store.chunks[digest])
+            stale.extend(directory / f"{digest.hex()}.bin" for digest in set(committed) - set(hashes))
+        return hashes
+
     # --- checkpoint --------------------------------------------------------------------------
     def checkpoint(self, subnet: Any) -> None:
         stale: list[Path] = []
@@ -101,6 +119,7 @@ class StateStore:
         # store's own record only once that registry is written.
         written = {canister_id: dict(names) for canister_id, names in self._files.items()}
         wasm: dict[Principal, dict[str, Any]] = {}
+        chunks = {state.id: self._write_chunks(state, stale) for state in subnet.canisters.values()}
         for state in subnet.canisters.values():
             if state.module is not None:
                 wasm[state.id] = wasm_state.checkpoint(self.root, state, subnet.round, self._wasm.get(state.id),
@@ -124,7 +143,8 @@ class StateStore:
             "genesis_ns": subnet.genesis_ns,
             "next_canister_index": subnet.next_canister_index,
             "names": {name: p.to_text() for name, p in subnet.names.items()},
-            "canisters": [self._canister_entry(s, written.get(s.id, {}), wasm.get(s.id))
+            "canisters": [{**self._canister_entry(s, written.get(s.id, {}), wasm.get(s.id)),
+                           "wasm_chunks": [digest.hex() for digest in chunks[s.id]]}
                           for s in subnet.canisters.values()],
         }
         ids = {name: {"local": p.to_text()} for name, p in subnet.names.items()}
@@ -132,6 +152,7 @@ class StateStore:
         atomic_write(self.registry_path, json.dumps(registry, indent=1).encode())  # the commit point
         self._files = written
         self._wasm = wasm
+        self._chunks = chunks
         for state in subnet.canisters.values():
             state.stable.dirty.clear()
             if state.module is not None:
@@ -141,6 +162,7 @@ class StateStore:
                 path.unlink(missing_ok=True)
         for canister_id in subnet.deleted:
             shutil.rmtree(self._stable_dir(canister_id), ignore_errors=True)
+            shutil.rmtree(self._chunks_dir(canister_id), ignore_errors=True)
             wasm_state.delete(self.root, canister_id.to_text())
             self._files.pop(canister_id, None)
         subnet.deleted.clear()
@@ -202,6 +224,12 @@ class StateStore:
                               install_arg=bytes.fromhex(entry["install_arg"]))
         state.ic = CanisterContext(state, subnet)
         subnet.canisters[canister_id] = state
+        for name in entry.get("wasm_chunks", []):
+            chunk = (self._chunks_dir(canister_id) / f"{name}.bin").read_bytes()
+            if hashlib.sha256(chunk).hexdigest() != name:
+                raise ValueError(f"wasm chunk {name} of {entry['id']} does not match its hash")
+            state.chunk_store.chunks[bytes.fromhex(name)] = chunk
+        self._chunks[canister_id] = state.chunk_store.hashes()
         if entry.get("wasm") is not None:
             wasm_state.restore(self.root, subnet, state, entry["wasm"])
             self._wasm[canister_id] = entry["wasm"]

@@ -304,3 +304,18 @@ def test_python_callers_need_the_candid_interface_of_a_wasm_canister(client):
     caller = client.install("tests.canisters_for_tests.caller:Caller")
     error = failure(lambda: client.update(caller, "call_inc", bare))
     assert f"Canister {bare.to_text()} is a wasm module without a candid:service metadata section" in error.message
+
+
+def test_the_chunk_store_survives_a_restart(tmp_path):
+    client = LocalClient(Network(tmp_path, NetworkConfig(genesis_time_ns=0)))
+    canister = client.create_canister()
+    module = canister_wasm()
+    cleared = upload_chunk(client, canister, b"uploaded, then the store is cleared")
+    client.update(MANAGEMENT, "clear_chunk_store", {"canister_id": canister})
+    first = upload_chunk(client, canister, module[:500])
+    second = upload_chunk(client, canister, module[500:])
+    assert not (tmp_path / "chunks" / canister.to_text() / f"{cleared.hex()}.bin").exists()
+    restarted = LocalClient(Network(tmp_path, NetworkConfig(genesis_time_ns=0)))
+    assert stored_chunks(restarted, canister) == [first, second]
+    install_chunked(restarted, canister, [first, second], hashlib.sha256(module).digest(), arg=b"123")
+    assert restarted.query(canister, "get") == bytes([3])
