@@ -492,7 +492,7 @@ size_t icl_kv_bytes(const icl_shard *s, int n_ctx) {
    Scratch: the buffers of one call, carved from the caller's memory */
 
 typedef struct {
-    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores, *row; /* row: a query group scaled */
+    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores, *row; /* row: a query group, a cached row */
     uint8_t *xq;
 } buffers;
 
@@ -507,7 +507,7 @@ static size_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b)
     } parts[] = {
         {&b->h, n * d}, {&b->q, n * qd}, {&b->k, n * kvd}, {&b->v, n * kvd}, {&b->attn, n * qd},
         {&b->gate, n * (size_t)s->d_ff}, {&b->up, n * (size_t)s->d_ff}, {&b->out, n * d},
-        {&b->scores, group * (size_t)s->info.n_ctx}, {&b->row, group * (size_t)s->head_dim},
+        {&b->scores, group * (size_t)s->info.n_ctx}, {&b->row, (group + 1) * (size_t)s->head_dim},
     };
     size_t used = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -607,29 +607,36 @@ void icl_softmax_f16_scaled(float *p, int n) {
 #define UNROLL_FULL
 #endif
 
-/* q . k for a cached key: the products exact, summed in four lanes. */
-static inline __attribute__((always_inline)) float dot_f16_scaled(const uint16_t *key, const float *q, int hd) {
+/* A cached row (f16) as f32 times 2^-112 (load4_f16_scaled), converted once for a query group. */
+static inline __attribute__((always_inline)) void row_f16_scaled(float *row, const uint16_t *cached, int hd) {
+    UNROLL_FULL
+    for (int i = 0; i < hd; i += 4) store4(row + i, load4_f16_scaled(cached + i));
+}
+
+/* q . k: the products exact, summed in four lanes. */
+static inline __attribute__((always_inline)) float dot(const float *k, const float *q, int hd) {
     v4f acc = {0, 0, 0, 0};
     UNROLL_FULL
-    for (int i = 0; i < hd; i += 4) acc += load4_f16_scaled(key + i) * load4(q + i);
+    for (int i = 0; i < hd; i += 4) acc += load4(k + i) * load4(q + i);
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* out += p * a cached value */
-static inline __attribute__((always_inline)) void add_f16_scaled(float *out, float p, const uint16_t *value, int hd) {
+/* out += p * v */
+static inline __attribute__((always_inline)) void add_scaled(float *out, float p, const float *v, int hd) {
     UNROLL_FULL
-    for (int i = 0; i < hd; i += 4) store4(out + i, load4(out + i) + p * load4_f16_scaled(value + i));
+    for (int i = 0; i < hd; i += 4) store4(out + i, load4(out + i) + p * load4(v + i));
 }
 
 /* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t, for query
-   heads of hd dimensions; q (already f16) and the probabilities are scaled by 2^112 for
-   load4_f16_scaled. Inlined for each common head size, so that the loops over a head unroll. */
+   heads of hd dimensions. Each cached row is converted once for all the query heads that share
+   it; q (already f16) and the probabilities carry 2^112 for load4_f16_scaled. Inlined for each
+   common head size, so that the loops over a head unroll. */
 static inline __attribute__((always_inline)) void attention_of(const icl_shard *s, const uint16_t *k_cache,
                                                                const uint16_t *v_cache, int n_ctx, int pos,
                                                                int n_tokens, const buffers *b, int hd) {
     int group = s->n_head / s->n_head_kv, qd = s->n_head * hd;
     float scale = 1.0f / __builtin_sqrtf((float)hd);
-    float *q_scaled = b->row;
+    float *q_scaled = b->row, *row = b->row + group * hd;
     for (int kvh = 0; kvh < s->n_head_kv; kvh++) {
         const uint16_t *keys = k_cache + (size_t)kvh * n_ctx * hd, *values = v_cache + (size_t)kvh * n_ctx * hd;
         for (int t = 0; t < n_tokens; t++) {
@@ -637,13 +644,15 @@ static inline __attribute__((always_inline)) void attention_of(const icl_shard *
             const float *q = b->q + (size_t)t * qd + (size_t)kvh * group * hd;
             float *out = b->attn + (size_t)t * qd + (size_t)kvh * group * hd;
             for (int i = 0; i < group * hd; i += 4) store4(q_scaled + i, load4(q + i) * 0x1p112f);
-            for (int g = 0; g < group; g++) {
-                float *scores = b->scores + (size_t)g * n_ctx;
-                for (int j = 0; j < visible; j++)
-                    scores[j] = dot_f16_scaled(keys + (size_t)j * hd, q_scaled + g * hd, hd) * scale;
-                icl_softmax_f16_scaled(scores, visible);
-                for (int i = 0; i < hd; i += 4) store4(out + g * hd + i, (v4f){0, 0, 0, 0});
-                for (int j = 0; j < visible; j++) add_f16_scaled(out + g * hd, scores[j], values + (size_t)j * hd, hd);
+            for (int j = 0; j < visible; j++) {
+                row_f16_scaled(row, keys + (size_t)j * hd, hd);
+                for (int g = 0; g < group; g++) b->scores[(size_t)g * n_ctx + j] = dot(row, q_scaled + g * hd, hd) * scale;
+            }
+            for (int g = 0; g < group; g++) icl_softmax_f16_scaled(b->scores + (size_t)g * n_ctx, visible);
+            for (int i = 0; i < group * hd; i += 4) store4(out + i, (v4f){0, 0, 0, 0});
+            for (int j = 0; j < visible; j++) {
+                row_f16_scaled(row, values + (size_t)j * hd, hd);
+                for (int g = 0; g < group; g++) add_scaled(out + g * hd, b->scores[(size_t)g * n_ctx + j], row, hd);
             }
         }
     }
