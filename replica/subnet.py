@@ -475,17 +475,8 @@ class Subnet:
                                        CanisterOrigin(state.id, context.id, call.call_id), context.trace,
                                        cycles=call.cycles))
         if result.trap is not None:
-            # The spec's rule: a trap answers the caller only once no call of the context is still
-            # outstanding; until then the other responses still arrive.
             context.coroutine = None
-            context.failure = result.trap
-            if not context.outstanding:
-                state.call_contexts.pop(context.id, None)
-                if not context.responded:
-                    outputs.append(self._answer(state.id, context, None, result.trap))
-            else:
-                state.call_contexts[context.id] = context
-            return outputs
+            return outputs + self.fail_context(state, context, result.trap)
         if result.reject is not None:
             outputs.append(self._answer(state.id, context, None, result.reject))
         kind, value = result.value
@@ -496,6 +487,16 @@ class Subnet:
         elif kind == "await":
             state.call_contexts[context.id] = context
         return outputs
+
+    def fail_context(self, state: CanisterState, context: CallContext, trap: Reject) -> list[Any]:
+        """The spec's rule for a trap: it answers the caller only once no call of the context is
+        still outstanding; until then the other responses still arrive."""
+        context.failure = trap
+        if context.outstanding:
+            state.call_contexts[context.id] = context
+            return []
+        state.call_contexts.pop(context.id, None)
+        return [] if context.responded else [self._answer(state.id, context, None, trap)]
 
     def _close_failed(self, state: CanisterState, context: CallContext) -> list[Any]:
         if context.outstanding:

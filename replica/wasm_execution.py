@@ -101,14 +101,7 @@ def _outputs(subnet: Subnet, state: CanisterState, context: CallContext, outcome
     for call in outcome.calls:
         outputs.append(_send(subnet, state, context, call))
     if outcome.trap is not None:
-        context.failure = outcome.trap
-        if not context.outstanding:
-            state.call_contexts.pop(context.id, None)
-            if not context.responded:
-                outputs.append(subnet._answer(state.id, context, None, outcome.trap))
-        else:
-            state.call_contexts[context.id] = context
-        return outputs
+        return outputs + subnet.fail_context(state, context, outcome.trap)
     if outcome.reply is not None or outcome.reject is not None:
         outputs.append(subnet._answer(state.id, context, outcome.reply, outcome.reject))
     if context.outstanding:
