@@ -249,8 +249,8 @@ def synthetic(tmp_path: Path, arch: str, tensor_type: str, **spec: object) -> Pa
     k_quant = tensor_type.endswith("_K")
     dims = {"d_model": 256, "d_ff": 512, "n_head": 4, "n_head_kv": 2} if k_quant else {}
     return write_synthetic_model(tmp_path / f"{arch}-{tensor_type}.gguf",
-                                 SyntheticSpec(arch=arch, tensor_type=tensor_type, n_layer=3, n_ctx=64,
-                                               **{**dims, **spec}))
+                                 SyntheticSpec(arch=arch, tensor_type=tensor_type, **{"n_layer": 3, "n_ctx": 64,
+                                                                                      **dims, **spec}))
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -279,7 +279,7 @@ def test_stories260k_agrees_with_the_python_path(model_lib: ctypes.CDLL, model_w
 @pytest.mark.parametrize(("model", "shards"), [("stories", 1), ("stories", 3), ("qwen2", 2)])
 def test_greedy_ids_are_the_python_paths(model_lib: ctypes.CDLL, tmp_path: Path, model: str, shards: int) -> None:
     path = STORIES if model == "stories" else synthetic(tmp_path, "qwen2", "Q4_1", seed=5)
-    c_ids, py_ids = greedy_ids(model_lib, path, shards, tmp_path, [1, 403, 407, 261], 12)
+    c_ids, py_ids = greedy_ids(model_lib, path, shards, tmp_path, [1, 263, 207, 261], 12)
     assert c_ids == py_ids
 
 
