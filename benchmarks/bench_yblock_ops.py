@@ -1,11 +1,11 @@
 """Instructions of the wasm yblock's ops besides the matmuls, under the replica's IC metering.
 
-    python -m benchmarks.bench_yblock_ops [--type Q8_0] [--context 512]
+    python -m benchmarks.bench_yblock_ops [--shape smollm2-135m] [--type Q8_0] [--context 512]
 
 Builds the yblock's model compute to wasm32 + simd128 (benchmarks/yblock_model_wasm.py), instruments
 it as the IC does (replica/engines/wasm/instrument.py, the IC's cost table), and counts, on one
-layer of SmolLM2-135M's shape (d_model 576, 9 heads of 64, 3 kv heads, d_ff 1536; synthetic
-weights, since the counts do not depend on the values but on the shape):
+layer of a model's shape (SHAPES; synthetic weights, since the counts depend on the shape, not
+on the values):
 
 - a decode step's instructions at every position up to --context, and from them the attention's
   instructions per cached position (the slope, over all positions: least squares, with its
@@ -33,7 +33,10 @@ from sharding.model_spec import read_model_spec
 from sharding.partition import Constraints, make_plan
 from tests.synthetic_models import SyntheticSpec, write_synthetic_model
 
-SHAPE = {"d_model": 576, "n_head": 9, "n_head_kv": 3, "d_ff": 1536}  # SmolLM2-135M
+SHAPES = {
+    "smollm2-135m": {"arch": "llama", "d_model": 576, "n_head": 9, "n_head_kv": 3, "d_ff": 1536},
+    "qwen2.5-0.5b": {"arch": "qwen2", "d_model": 896, "n_head": 14, "n_head_kv": 2, "d_ff": 4864},
+}
 MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -41,6 +44,7 @@ MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "
 class OpCosts:
     """Measured instructions of one layer's decode step and its parts."""
 
+    shape: str
     tensor_type: str
     context: int
     d_model: int
@@ -61,8 +65,8 @@ class OpCosts:
         return self.step_at_position_0 - self.matmuls
 
 
-def measure(tensor_type: str, context: int, work: Path) -> OpCosts:
-    spec = SyntheticSpec(tensor_type=tensor_type, n_layer=1, n_ctx=context, **SHAPE)
+def measure(shape: str, tensor_type: str, context: int, work: Path) -> OpCosts:
+    spec = SyntheticSpec(tensor_type=tensor_type, n_layer=1, n_ctx=context, **SHAPES[shape])
     model = write_synthetic_model(work / "model.gguf", spec)
     plan = make_plan(read_model_spec(model), Constraints(shards=1, context=context))
     export = export_shards(model, plan, work / "shards")
@@ -108,16 +112,16 @@ def measure(tensor_type: str, context: int, work: Path) -> OpCosts:
 
     non_matmul_0 = steps[0] - matmuls
     rest = non_matmul_0 - 2 * rms_norm - swiglu - round(slope)  # position 0 attends to one position
-    return OpCosts(tensor_type, context, d, d_ff, spec.n_head, head_dim, steps[0], matmuls, float(slope), residual,
-                   rms_norm / d, swiglu / d_ff, softmax / context, int(rest))
+    return OpCosts(shape, tensor_type, context, d, d_ff, spec.n_head, head_dim, steps[0], matmuls, float(slope),
+                   residual, rms_norm / d, swiglu / d_ff, softmax / context, int(rest))
 
 
 def report(costs: OpCosts) -> str:
     c = costs
     head_elements = c.n_head * c.head_dim
     lines = [
-        f"wasm yblock ops, IC-metered (measured), one layer of d_model {c.d_model}, {c.n_head} heads of {c.head_dim}, "
-        f"d_ff {c.d_ff}, {c.tensor_type} weights, positions 0..{c.context - 1}:",
+        f"wasm yblock ops, IC-metered (measured), one layer of {c.shape}'s shape (d_model {c.d_model}, {c.n_head} "
+        f"heads of {c.head_dim}, d_ff {c.d_ff}), {c.tensor_type} weights, positions 0..{c.context - 1}:",
         f"  decode step at position 0        {c.step_at_position_0:>12,} instructions",
         f"    matmuls (7, quantize + kernel) {c.matmuls:>12,}",
         f"    everything else                {c.non_matmul_at_position_0:>12,}",
@@ -134,11 +138,15 @@ def report(costs: OpCosts) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m", help="the layer's shape")
     parser.add_argument("--type", default="Q8_0", help="weight type of the synthetic layer (default Q8_0)")
     parser.add_argument("--context", type=int, default=512, help="positions to decode (default 512)")
     args = parser.parse_args()
+    if args.type.endswith("_K") and SHAPES[args.shape]["d_model"] % 256:
+        parser.error(f"{args.type} blocks are 256 wide and {args.shape}'s d_model {SHAPES[args.shape]['d_model']} is "
+                     "not a multiple of 256; choose a 32-wide type (Q8_0, Q4_0, Q4_1) or F16/F32")
     with tempfile.TemporaryDirectory() as work:
-        print(report(measure(args.type, args.context, Path(work))))
+        print(report(measure(args.shape, args.type, args.context, Path(work))))
 
 
 if __name__ == "__main__":
