@@ -61,6 +61,7 @@ from dataclasses import dataclass
 
 from replica.engines.wasm import wasm_binary as wb
 from replica.engines.wasm.cost_table import WASM32_COSTS, WASM64_COSTS
+from replica.request_id import encode_sleb128 as sleb
 
 COUNTER_EXPORT = "canister counter_instructions"
 HEAP_EXPORT = "memory"
@@ -230,7 +231,7 @@ def _instrument(module: wb.Module, write_barrier: bool, max_wasm_memory_bytes: i
 # --- function bodies -----------------------------------------------------------------------
 
 def _static_charge(ctx: _Context, scope: int, cost: int) -> bytes:
-    code = b"\x23" + ctx.counter + b"\x42" + wb.sleb(cost) + b"\x7d\x24" + ctx.counter
+    code = b"\x23" + ctx.counter + b"\x42" + sleb(cost) + b"\x7d\x24" + ctx.counter
     if scope == _REENTRANT:
         code += b"\x23" + ctx.counter + b"\x42\x00\x53\x04\x40\x10" + ctx.out_of_instructions + b"\x0b"
     return code
@@ -323,7 +324,7 @@ def _tee(index: int) -> bytes:
 
 
 def _i64_const(value: int) -> bytes:
-    return b"\x42" + wb.sleb(value - (1 << 64) if value >= 1 << 63 else value)
+    return b"\x42" + sleb(value - (1 << 64) if value >= 1 << 63 else value)
 
 
 def _bitmap_byte(ctx: _Context) -> bytes:
@@ -355,7 +356,7 @@ def _store_barrier(ctx: _Context, locals_: _BarrierLocals, name: str, offset: in
 
 
 def _i32_const(value: int) -> bytes:
-    return b"\x41" + wb.sleb(value - (1 << 32) if value >= 1 << 31 else value)
+    return b"\x41" + sleb(value - (1 << 32) if value >= 1 << 31 else value)
 
 
 def _bulk_barrier(ctx: _Context, locals_: _BarrierLocals, name: str) -> bytes:

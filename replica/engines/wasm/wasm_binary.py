@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from replica.request_id import encode_uleb128 as uleb
+
 MAGIC = b"\0asm\x01\0\0\0"
 
 # Section ids (binary format, "Modules" chapter).
@@ -71,29 +73,6 @@ def read_sleb(buf: bytes, pos: int) -> tuple[int, int]:
             return result, pos
         if shift > 70:
             raise WasmFormatError(f"LEB128 number too long at byte {pos}")
-
-
-def uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def sleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
 
 
 def name_bytes(text: str) -> bytes:
@@ -308,8 +287,10 @@ def decode_body(body: bytes) -> Body:
     return Body(code, locals_raw, entries, local_count, names, starts, immediates)
 
 
-def decode_instructions(code: bytes, pos: int = 0) -> tuple[list[str], list[int], dict[int, object]]:
-    """Decodes instructions from code[pos:] to the end; returns mnemonics, start offsets (with
+def decode_instructions(code: bytes, pos: int = 0, until_end: bool = False
+                        ) -> tuple[list[str], list[int], dict[int, object]]:
+    """Decodes instructions from code[pos:] to the end (or, with `until_end`, through the first
+    `end`: a constant expression, which has no blocks); returns mnemonics, start offsets (with
     the end offset appended) and the immediates instrumentation needs (see Body)."""
     names: list[str] = []
     starts: list[int] = []
@@ -381,9 +362,14 @@ def decode_instructions(code: bytes, pos: int = 0) -> tuple[list[str], list[int]
             pos += count
         elif kind == HEAPTYPE:
             _, pos = read_sleb(code, pos)
-    if pos != end:
+        if until_end and op == 0x0B:
+            break
+    else:
+        if until_end:
+            raise WasmFormatError(f"constant expression at byte {starts[0] if starts else pos} has no end")
+    if pos > end:
         raise WasmFormatError(f"instruction at code offset {starts[-1]} runs past the end of its body")
-    starts.append(end)
+    starts.append(pos)
     return names, starts, immediates
 
 
@@ -506,49 +492,10 @@ def read_memory_type(buf: bytes, pos: int) -> tuple[MemoryType, int]:
     return MemoryType(minimum, maximum, bool(flags & 4), bool(flags & 2)), pos
 
 
-def _next_end(buf: bytes, pos: int) -> int:
-    """Offset of the `end` that closes the constant expression at `pos` (decoded, so a 0x0B
-    inside an immediate is not mistaken for it)."""
-    while True:
-        op = buf[pos]
-        if op == 0x0B:
-            return pos
-        pos += _decode_one(buf[pos:pos + 40])[1]  # a constant instruction is at most 19 bytes
-
-
-def _decode_one(code: bytes) -> tuple[str, int]:
-    """Mnemonic and length of the first instruction in `code`."""
-    op = code[0]
-    if op in (0xFC, 0xFD):
-        sub, length = read_uleb(code, 1)
-        entry = (FC_OPCODES if op == 0xFC else FD_OPCODES).get(sub)
-    else:
-        length = 1
-        entry = OPCODES.get(op)
-    if entry is None:
-        raise WasmFormatError(f"unknown instruction 0x{op:02X} in a constant expression")
-    name, kind = entry
-    if kind == S32 or kind == S64:
-        _, length = read_sleb(code, length)
-    elif kind == INDEX:
-        _, length = read_uleb(code, length)
-    elif kind == BYTES4:
-        length += 4
-    elif kind == BYTES8:
-        length += 8
-    elif kind == BYTES16:
-        length += 16
-    elif kind == HEAPTYPE:
-        _, length = read_sleb(code, length)
-    elif kind != NONE:
-        raise WasmFormatError(f"instruction {name} cannot appear in a constant expression")
-    return name, length
-
-
 def read_const_expr(buf: bytes, pos: int) -> tuple[bytes, int]:
     """The constant expression at `pos` with its `end`, and the position after it."""
-    end = _next_end(buf, pos)
-    return bytes(buf[pos:end + 1]), end + 1
+    end = decode_instructions(buf, pos, until_end=True)[1][-1]
+    return bytes(buf[pos:end]), end
 
 
 def parse_module(wasm: bytes) -> Module:
