@@ -44,6 +44,7 @@ from replica.limits import Limits
 from replica.loader import LoadedClass
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
+from replica.wasm_execution import accept_ingress as accept_wasm_ingress
 from replica.wasm_execution import execute_request as execute_wasm_request
 from replica.wasm_execution import execute_response as execute_wasm_response
 from replica.wasm_execution import query as wasm_query
@@ -230,6 +231,8 @@ class Subnet:
                 raise IngressRejected(400, "IC0536", f"Canister {msg.canister_id.to_text()} has no update method "
                                       f"'{msg.method}'; its interface has: "
                                       f"{', '.join(sorted(state.loaded.interface.methods))}", 3)
+            if state.module is not None:
+                accept_wasm_ingress(self, state, msg)
             try:
                 self.require_cycles(state, self.fees.ingress_cycles(size, self.subnet_size)
                                     + self.fees.execution_cycles(self.limits.instructions_per_update,

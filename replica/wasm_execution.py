@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from cdk.principal import Principal
-from replica.api_types import QueryResult
+from replica.api_types import IngressMessage, IngressRejected, QueryResult
 from replica.engines import Callbacks, Execution, Kind, Outcome
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.messages import CallContext, CanisterOrigin, OutgoingCall, Request, Response
@@ -135,6 +135,34 @@ def _send(subnet: Subnet, state: CanisterState, context: CallContext, call: Any)
     state.reserved_for_responses[call_id] = reserve
     return Request(state.id, sent.callee, call.method, call.arg, CanisterOrigin(state.id, context.id, call_id),
                    context.trace, cycles=call.cycles)
+
+
+# The instructions canister_inspect_message may use (dfinity/ic a0c8c9a1,
+# rs/config/src/execution_environment.rs: MAX_INSTRUCTIONS_FOR_MESSAGE_ACCEPTANCE_CALLS).
+INSPECT_MESSAGE_INSTRUCTIONS = 200_000_000
+
+
+def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) -> None:
+    """What the IC checks before it accepts an ingress message to a wasm canister: that the
+    method exists, and that the canister's `canister_inspect_message`, if it exports one, calls
+    `ic0.accept_message`. It runs on one node (non-replicated), changes nothing and costs nothing.
+    Raises IngressRejected otherwise."""
+    try:
+        _method_kind(state, msg.method)
+    except RejectError as e:
+        raise IngressRejected(400, e.reject.error_code or "", e.reject.message, int(e.reject.reject_code)) from None
+    if "canister_inspect_message" not in state.instance.compiled.exports:
+        return
+    outcome = state.instance.execute(Execution(
+        Kind.INSPECT_MESSAGE, INSPECT_MESSAGE_INSTRUCTIONS, subnet.time_ns(), method=msg.method, arg=msg.arg,
+        caller=msg.sender.bytes, replicated=False), canister_view(subnet, state))
+    if outcome.trap is not None:
+        raise IngressRejected(400, outcome.trap.error_code or "", outcome.trap.message,
+                              int(outcome.trap.reject_code))
+    if not outcome.message_accepted:
+        raise IngressRejected(400, ErrorCode.CANISTER_REJECTED_MESSAGE.text,
+                              f"Canister {state.id.to_text()} rejected the message: its canister_inspect_message "
+                              f"did not accept the call to {msg.method}", 4)
 
 
 def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes) -> QueryResult:

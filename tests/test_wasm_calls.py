@@ -14,7 +14,7 @@ import wasmtime
 from cdk.candid import decode, encode
 from cdk.candid.types import T as CandidT
 from cdk.principal import Principal
-from replica.api_types import IngressMessage
+from replica.api_types import IngressMessage, IngressRejected
 from replica.config import NetworkConfig
 from replica.inprocess import MANAGEMENT, LocalClient
 from replica.network import Network
@@ -30,7 +30,7 @@ T = 10**12
 IMPORTS = ic0_imports(
     "msg_arg_data_size", "msg_arg_data_copy", "msg_reply_data_append", "msg_reply", "msg_reject", "trap",
     "msg_reject_code", "msg_reject_msg_size", "msg_reject_msg_copy", "call_new", "call_on_cleanup",
-    "call_data_append", "call_perform")
+    "call_data_append", "call_perform", "msg_method_name_size", "msg_method_name_copy", "accept_message")
 
 CALLER = """
 (table 3 funcref)
@@ -207,3 +207,25 @@ def test_a_query_changes_nothing_and_a_query_method_called_as_update_neither(was
     assert first == again == (101).to_bytes(4, "little")
     assert wasm.update(callee, "count").reply == (101).to_bytes(4, "little")
     assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == (101).to_bytes(4, "little")
+
+
+INSPECTED = """
+(data (i32.const 0) "allowed")
+(func (export "canister_inspect_message")
+  (call $msg_method_name_copy (i32.const 100) (i32.const 0) (call $msg_method_name_size))
+  (if (i64.eq (i64.load (i32.const 0)) (i64.load (i32.const 100))) (then (call $accept_message))))
+(func (export "canister_update allowed") (call $msg_reply))
+(func (export "canister_update blocked") (call $msg_reply))
+"""
+
+
+def test_inspect_message_and_unknown_methods_refuse_ingress_before_it_is_accepted(wasm):
+    canister = wasm.install(INSPECTED)
+    assert wasm.update(canister, "allowed").status == "replied"
+    with pytest.raises(IngressRejected) as refused:
+        wasm.submit(canister, "blocked", b"")
+    assert (refused.value.error_code, refused.value.reject_code) == ("IC0406", 4)
+    assert "did not accept the call to blocked" in refused.value.message
+    with pytest.raises(IngressRejected) as unknown:
+        wasm.submit(canister, "nope", b"")
+    assert unknown.value.error_code == "IC0536" and "has no update method 'nope'" in unknown.value.message
