@@ -41,7 +41,8 @@ class WasmFormatError(ValueError):
 
 # --- LEB128 --------------------------------------------------------------------------------
 
-def read_uleb(buf: bytes, pos: int) -> tuple[int, int]:
+def _read_leb(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """The 7-bit groups of the LEB128 number at `pos`: (value, bits read, position after)."""
     result = shift = 0
     while True:
         try:
@@ -50,29 +51,23 @@ def read_uleb(buf: bytes, pos: int) -> tuple[int, int]:
             raise WasmFormatError(f"unexpected end of module inside a LEB128 number at byte {pos}") from None
         pos += 1
         result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
         shift += 7
+        if byte < 0x80:
+            return result, shift, pos
         if shift > 70:
             raise WasmFormatError(f"LEB128 number too long at byte {pos}")
+
+
+def read_uleb(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(buf) and buf[pos] < 0x80:  # the common one-byte case, without a call
+        return buf[pos], pos + 1
+    result, _, pos = _read_leb(buf, pos)
+    return result, pos
 
 
 def read_sleb(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        try:
-            byte = buf[pos]
-        except IndexError:
-            raise WasmFormatError(f"unexpected end of module inside a LEB128 number at byte {pos}") from None
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
-        if shift > 70:
-            raise WasmFormatError(f"LEB128 number too long at byte {pos}")
+    result, shift, pos = _read_leb(buf, pos)
+    return (result - (1 << shift) if buf[pos - 1] & 0x40 else result), pos
 
 
 def name_bytes(text: str) -> bytes:
