@@ -3,18 +3,6 @@
 
 #include <stdint.h>
 
-static double f64_from_bits(uint64_t bits) {
-    double d;
-    __builtin_memcpy(&d, &bits, 8);
-    return d;
-}
-
-static uint64_t f64_bits(double d) {
-    uint64_t bits;
-    __builtin_memcpy(&bits, &d, 8);
-    return bits;
-}
-
 /* Nearest integer (ties to even) of |x| < 2^51: adding and subtracting 1.5 * 2^52 leaves no
    fraction bits, so the addition rounds. Needs no libm and no FMA contraction. */
 static double nearest(double x) { return (x + 0x1.8p52) - 0x1.8p52; }
@@ -26,7 +14,7 @@ float icl_exp_f32(float x) {
 }
 
 double icl_exp(double x) {
-    if (x > 709.78) return f64_from_bits(0x7ff0000000000000ull);
+    if (x > 709.78) return icl_f64_of(0x7ff0000000000000ull);
     if (x < -708.39) return 0.0; /* rope tables never get near: subnormals are not needed */
     const double LOG2E = 1.4426950408889634, LN2_HI = 6.93147180369123816490e-01, LN2_LO = 1.90821492927058770002e-10;
     double kd = nearest(x * LOG2E);
@@ -34,15 +22,15 @@ double icl_exp(double x) {
     /* Horner form of the Taylor series to r^14 (remainder below 1e-18 on |r| <= 0.347) */
     double p = 1.0;
     for (int n = 14; n >= 1; n--) p = 1.0 + p * r / n;
-    if (kd > 1023) return p * 2.0 * f64_from_bits((uint64_t)((int64_t)kd + 1022) << 52);
-    return p * f64_from_bits((uint64_t)((int64_t)kd + 1023) << 52);
+    if (kd > 1023) return p * 2.0 * icl_f64_of((uint64_t)((int64_t)kd + 1022) << 52);
+    return p * icl_f64_of((uint64_t)((int64_t)kd + 1023) << 52);
 }
 
 double icl_log(double x) {
     /* x = m 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172 */
-    uint64_t bits = f64_bits(x);
+    uint64_t bits = icl_f64_bits(x);
     int e = (int)((bits >> 52) & 0x7ff) - 1023;
-    double m = f64_from_bits((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
+    double m = icl_f64_of((bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull);
     if (m > 1.4142135623730951) {
         m *= 0.5;
         e += 1;

@@ -1,4 +1,5 @@
-/* The few math functions the model needs, for freestanding wasm32 where there is no libm.
+/* The few math functions the model needs, for freestanding wasm32 where there is no libm, and
+   the f16 conversions of its KV cache.
 
    Accuracy (checked against the host's libm by tests/test_yblock_model_c.py):
    - icl_exp4 (four lanes) and icl_exp_f32 (one): within 2 ulp where expf is a normal number;
@@ -14,6 +15,50 @@
 #define ICL_MATH_H
 
 #include <stdint.h>
+
+/* Bit patterns (memcpy: the defined way to reinterpret; compilers emit a move). */
+static inline uint32_t icl_f32_bits(float f) {
+    uint32_t b;
+    __builtin_memcpy(&b, &f, 4);
+    return b;
+}
+
+static inline float icl_f32_of(uint32_t b) {
+    float f;
+    __builtin_memcpy(&f, &b, 4);
+    return f;
+}
+
+static inline uint64_t icl_f64_bits(double d) {
+    uint64_t b;
+    __builtin_memcpy(&b, &d, 8);
+    return b;
+}
+
+static inline double icl_f64_of(uint64_t b) {
+    double d;
+    __builtin_memcpy(&d, &b, 8);
+    return d;
+}
+
+/* f32 to f16 and back, round half to even, exact (as F16C and ggml). */
+static inline uint16_t icl_f16_of(float f) {
+    uint32_t x = icl_f32_bits(f), sign = (x >> 16) & 0x8000;
+    x &= 0x7fffffff;
+    if (x >= 0x7f800000) return (uint16_t)(sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00));
+    if (x >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* 65520 and up round to inf */
+    if (x < 0x38800000) /* below 2^-14: a subnormal f16, a multiple of 2^-24 (0.5's ulp in f32) */
+        return (uint16_t)(sign | (icl_f32_bits(icl_f32_of(x) + 0.5f) - icl_f32_bits(0.5f)));
+    return (uint16_t)(sign | ((x - (112u << 23) + 0xfff + ((x >> 13) & 1)) >> 13));
+}
+
+static inline float icl_f32_of_f16(uint16_t h) {
+    float f = icl_f32_of((uint32_t)(h & 0x7fff) << 13) * 0x1p112f;
+    uint32_t b = icl_f32_bits(f) | (uint32_t)(h & 0x8000) << 16;
+    return icl_f32_of((h & 0x7c00) == 0x7c00 ? b | 0x7f800000 : b);
+}
+
+static inline float icl_round_f16(float f) { return icl_f32_of_f16(icl_f16_of(f)); }
 
 typedef float icl_v4f __attribute__((vector_size(16)));
 typedef int32_t icl_v4i __attribute__((vector_size(16)));

@@ -43,37 +43,7 @@ struct icl_shard {
 };
 
 /* ---------------------------------------------------------------------------------------------
-   f16 conversions, round half to even (exact; f16 products are exact in f32) */
-
-static uint32_t f32_bits(float f) {
-    uint32_t b;
-    __builtin_memcpy(&b, &f, 4);
-    return b;
-}
-
-static float f32_of(uint32_t b) {
-    float f;
-    __builtin_memcpy(&f, &b, 4);
-    return f;
-}
-
-static uint16_t f16_of(float f) {
-    uint32_t x = f32_bits(f), sign = (x >> 16) & 0x8000;
-    x &= 0x7fffffff;
-    if (x >= 0x7f800000) return (uint16_t)(sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00));
-    if (x >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* 65520 and up round to inf */
-    if (x < 0x38800000) /* below 2^-14: a subnormal f16, a multiple of 2^-24 (0.5's ulp in f32) */
-        return (uint16_t)(sign | (f32_bits(f32_of(x) + 0.5f) - f32_bits(0.5f)));
-    return (uint16_t)(sign | ((x - (112u << 23) + 0xfff + ((x >> 13) & 1)) >> 13));
-}
-
-static float f32_of_f16(uint16_t h) {
-    float f = f32_of((uint32_t)(h & 0x7fff) << 13) * 0x1p112f;
-    uint32_t b = f32_bits(f) | (uint32_t)(h & 0x8000) << 16;
-    return f32_of((h & 0x7c00) == 0x7c00 ? b | 0x7f800000 : b);
-}
-
-static float round_f16(float f) { return f32_of_f16(f16_of(f)); }
+   Vector loads and f16 (icl_math.h has the scalar conversions) */
 
 static v4f load4(const float *p) {
     v4f v;
@@ -596,7 +566,7 @@ void icl_softmax_f16_scaled(float *p, int n) {
         sum += p[j];
     }
     for (j = 0; j + 4 <= n; j += 4) store4(p + j, round4_f16(load4(p + j) / sum) * 0x1p112f);
-    for (; j < n; j++) p[j] = round_f16(p[j] / sum) * 0x1p112f;
+    for (; j < n; j++) p[j] = icl_round_f16(p[j] / sum) * 0x1p112f;
 }
 
 /* A head's loops unrolled where the head size is a constant (attention_of): on the IC every
@@ -690,8 +660,8 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
         for (int h = 0; h < s->n_head_kv; h++) {
             size_t at = ((size_t)h * n_ctx + pos + t) * hd, from = (size_t)t * kvd + (size_t)h * hd;
             for (int i = 0; i < hd; i++) {
-                k_cache[at + i] = f16_of(b->k[from + i]);
-                v_cache[at + i] = f16_of(b->v[from + i]);
+                k_cache[at + i] = icl_f16_of(b->k[from + i]);
+                v_cache[at + i] = icl_f16_of(b->v[from + i]);
             }
         }
 
