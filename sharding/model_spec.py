@@ -59,7 +59,9 @@ def read_model_spec(path: str | Path) -> ModelSpec:
         t.name: TensorSpec(t.name, t.shape, t.type_name, t.n_bytes) for t in gguf.tensors.values()
     }
     return ModelSpec(
-        name=str(fields.get("general.name") or Path(path).stem),
+        # The file's name: general.name is often the converter's rendering of a training-run
+        # directory ("Smollm2 135M 8k Lc100K Mix1 Ep2"), or just the architecture.
+        name=Path(path).name,
         source=str(path),
         config=config,
         tensors=tensors,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sharding.partition import Plan, Shard, format_bytes, heap_limit_bytes, plural
+from sharding.partition import TOKENS_AVERAGED, Plan, Shard, format_bytes, heap_limit_bytes, plural
 
 
 def plan_json(plan: Plan) -> str:
@@ -13,14 +13,15 @@ def plan_json(plan: Plan) -> str:
 
 def plan_table(plan: Plan) -> str:
     c, t = plan.constraints, plan.totals
+    converted = "" if c.weight_format == "gguf" else f"; weights converted to {c.weight_format} at load"
     lines = [
-        f"{plan.model}  [{plan.source}]",
+        f"{plan.model}{converted}  [{plan.source}]",
         f"strategy {plan.strategy}; weights {c.weight_format} on-chain, {c.kernel} kernels, {c.fees} fees, "
         f"{c.subnet_nodes}-node subnet, {c.heap} heap ({format_bytes(heap_limit_bytes(c))}), shard limit "
         f"{format_bytes(c.shard_bytes)}, context {plan.context}",
         "",
     ]
-    header = ("canister", "role", "holds", "weights", "upload", "KV/session", "instr/token", "rounds/token",
+    header = ("canister", "role", "holds", "weights", "upload", "KV/session", "instr/token", "slices/token",
               "cycles/token")
     rows = [header] + [
         (s.name, s.role, _holds(s, plan), format_bytes(s.weight_bytes), format_bytes(s.file_bytes),
@@ -39,7 +40,8 @@ def plan_table(plan: Plan) -> str:
         f"canisters       {t.canisters} ({plural(t.stages, 'sequential call')} per token)",
         f"per token       {_count(t.instructions_per_token)} instructions, {_count(t.cycles_per_token)} cycles = "
         f"{t.tc_per_token:.4f} TC = ${t.usd_per_token:.4f} (the token at position {plan.context - 1})",
-        f"virtual time    {t.rounds_per_token:.3g} rounds = {t.seconds_per_token:.3g} s per token",
+        f"virtual time    {t.rounds_per_token:.3g} rounds = {t.seconds_per_token:.3g} s per token, averaged over "
+        f"{TOKENS_AVERAGED} tokens (a slice takes a round; executions that fit run within one round's inner loops)",
         f"messages        {t.messages_per_token} inter-canister messages per token; a one-token activation message "
         f"is {t.activation_bytes_per_message:,} B ({4 * plan.d_model:,} B of f32 + {framing} B of Candid)",
         f"prefill         {plural(t.prefill_chunk, 'token')} per message: {t.prefill_rounds_per_chunk} rounds and "

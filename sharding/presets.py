@@ -52,7 +52,7 @@ class Preset:
                                     is_70b=self.config.n_layer == 80)
             tensors[name] = TensorSpec(name, shape, type_name, tensor_nbytes(type_name, shape))
         return ModelSpec(
-            name=f"{self.name} ({file_type})",
+            name=f"{self.name} ({file_type} file)",
             source=f"preset:{self.name}:{file_type}",
             config=self.config,
             tensors=MappingProxyType(tensors),

@@ -34,14 +34,17 @@ def test_the_table_has_a_row_per_canister_and_the_totals(capsys: pytest.CaptureF
     code, out, _ = run(YLLAMA_ARGS, capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "llama-3-8b (f16)  [preset:llama-3-8b:f16]"
+    assert lines[0] == "llama-3-8b (f16 file); weights converted to f32 at load  [preset:llama-3-8b:f16]"
     header = next(i for i, line in enumerate(lines) if line.startswith("canister"))
     rows = lines[header + 1 : header + 35]
     assert [r.split()[0] for r in rows] == ["head"] + [f"yblock_{i}" for i in range(33)]
     assert rows[1].split()[1:4] == ["layers", "layer", "0"] and "12.92B" in rows[1]
     assert "output, samples" in rows[-1]
     assert "canisters       34 (33 sequential calls per token)" in out
-    assert "0.1781 TC" in out and "206 rounds = 206 s per token" in out
+    assert "0.1781 TC" in out
+    assert "virtual time    206 rounds = 206 s per token, averaged over 64 tokens" in out
+    assert lines[header].split() == ["canister", "role", "holds", "weights", "upload", "KV/session", "instr/token",
+                                     "slices/token", "cycles/token"]
     assert "16,503 B (16,384 B of f32 + 119 B of Candid)" in out
 
 
@@ -142,3 +145,9 @@ def test_sizes_are_read_with_units() -> None:
 
 def _rel(did: str, dfx: Path) -> str:
     return os.path.relpath(Path(__file__).resolve().parents[1] / did, dfx.parent)
+
+
+def test_a_file_plan_is_titled_by_its_file_name(model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run([str(model), "--shards", "2"], capsys)
+    assert code == 0
+    assert out.splitlines()[0] == f"tiny.gguf  [{model}]"  # not general.name, often a training-run label
