@@ -45,6 +45,7 @@ from replica.loader import LoadedClass
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
 from replica.wasm_execution import accept_ingress as accept_wasm_ingress
+from replica.wasm_execution import enqueue_system_tasks
 from replica.wasm_execution import execute_request as execute_wasm_request
 from replica.wasm_execution import execute_response as execute_wasm_response
 from replica.wasm_execution import query as wasm_query
@@ -262,6 +263,7 @@ class Subnet:
         self.round += 1
         r = self.round
         self._induct(r)
+        enqueue_system_tasks(self)
         self._schedule_threads(r)
         self.dts_started_from = {p: v for p, v in self.dts_started_from.items()
                                  if p in self.canisters and self.canisters[p].free_round >= r}

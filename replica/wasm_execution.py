@@ -10,19 +10,52 @@ once no call is outstanding; a trapping callback runs the call's cleanup callbac
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cdk.principal import Principal
 from replica.api_types import IngressMessage, IngressRejected, QueryResult
+from replica.cost_model import CostReport
 from replica.engines import Callbacks, Execution, Kind, Outcome
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.messages import CallContext, CanisterOrigin, OutgoingCall, Request, Response
 from replica.wasm_install import canister_view
 
+MANAGEMENT = Principal.management()
+
 if TYPE_CHECKING:
     from replica.canister_state import CanisterState
     from replica.subnet import Subnet
+
+
+@dataclass(frozen=True)
+class SystemTaskOrigin:
+    """The origin of a heartbeat or global-timer execution: no one waits for an answer."""
+
+
+_SYSTEM_TASKS = {"canister_heartbeat": Kind.HEARTBEAT, "canister_global_timer": Kind.GLOBAL_TIMER}
+
+
+def enqueue_system_tasks(subnet: Subnet) -> None:
+    """At the start of a round, as the IC's scheduler does: a heartbeat for every running wasm
+    canister that exports one, and the global timer of every canister whose timer is due (the
+    timer is deactivated when it fires). A task waits behind an execution still running (DTS)."""
+    now = subnet.time_ns()
+    for state in subnet.canisters.values():
+        if state.module is None or state.status != "running" or state.instance is None:
+            continue
+        exports = state.instance.compiled.exports
+        due = []
+        if "canister_heartbeat" in exports:
+            due.append("canister_heartbeat")
+        if state.global_timer_ns and now >= state.global_timer_ns and "canister_global_timer" in exports:
+            state.global_timer_ns = 0
+            due.append("canister_global_timer")
+        queued = {m.method for m in state.queue if isinstance(m, Request) and isinstance(m.origin, SystemTaskOrigin)}
+        for method in due:
+            if method not in queued:
+                state.queue.appendleft(Request(MANAGEMENT, state.id, method, b"", SystemTaskOrigin(), CostReport(),
+                                               available_round=subnet.round))
 
 
 def _method_kind(state: CanisterState, method: str) -> Kind:
@@ -36,6 +69,8 @@ def _method_kind(state: CanisterState, method: str) -> Kind:
 
 
 def execute_request(subnet: Subnet, state: CanisterState, request: Request) -> tuple[int, list[Any]]:
+    if isinstance(request.origin, SystemTaskOrigin):
+        return _system_task(subnet, state, request)
     try:
         if state.status != "running":
             code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
@@ -52,6 +87,16 @@ def execute_request(subnet: Subnet, state: CanisterState, request: Request) -> t
     outcome = _execute(subnet, state, context, Execution(
         kind, subnet.limits.instructions_per_update, subnet.time_ns(), method=request.method, arg=request.arg,
         caller=request.sender.bytes, cycles_available=request.cycles, reply_limit=subnet.limits.reply_bytes))
+    return outcome.instructions, _outputs(subnet, state, context, outcome)
+
+
+def _system_task(subnet: Subnet, state: CanisterState, task: Request) -> tuple[int, list[Any]]:
+    """A heartbeat or timer: it may call other canisters; its context answers no one (responded)."""
+    context = CallContext(state.new_id(), task.origin, task.sender, task.method, False, None, task.trace,
+                          responded=True)
+    outcome = _execute(subnet, state, context, Execution(
+        _SYSTEM_TASKS[task.method], subnet.limits.instructions_per_update, subnet.time_ns(),
+        caller=task.sender.bytes))
     return outcome.instructions, _outputs(subnet, state, context, outcome)
 
 
@@ -93,6 +138,8 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     if outcome.trap is None:
         context.cycles_available -= outcome.cycles_accepted
         state.cycles += outcome.cycles_accepted
+        if outcome.global_timer_ns is not None:
+            state.global_timer_ns = outcome.global_timer_ns
     return outcome
 
 

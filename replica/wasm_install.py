@@ -58,6 +58,7 @@ def canister_view(subnet: Subnet, target: CanisterState) -> CanisterView:
         cycle_balance=target.cycles,
         status=target.status,
         wasm_memory_limit=target.settings.wasm_memory_limit or 0,
+        global_timer_ns=target.global_timer_ns,
     )
 
 
@@ -114,6 +115,8 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     target.loaded = None
     target.install_arg = arg
     target.heap_bytes = outcome.heap_bytes
+    # A new module starts with its timer off unless its init or post_upgrade set one (interface spec).
+    target.global_timer_ns = outcome.global_timer_ns or 0
     if mode != "upgrade":
         subnet.reject_call_contexts(target)
     return used

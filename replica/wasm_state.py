@@ -63,7 +63,7 @@ def checkpoint(root: Path, state: CanisterState, round_: int, previous: dict[str
                 stale.append(_heap_dir(root, state.id.to_text()) / old)
         chunks[str(chunk)] = name
     return {"module": module_name, "heap_bytes": size, "heap_chunks": chunks,
-            "globals": [_encode_value(v) for v in heap.global_values()]}
+            "globals": [_encode_value(v) for v in heap.global_values()], "global_timer_ns": state.global_timer_ns}
 
 
 def committed(state: CanisterState) -> None:
@@ -87,6 +87,7 @@ def restore(root: Path, subnet: Any, state: CanisterState, entry: dict[str, Any]
                                       HEAP_CHUNK_BYTES, [_decode_value(v) for v in entry["globals"]])
     state.module = module
     state.heap_bytes = entry["heap_bytes"]
+    state.global_timer_ns = entry["global_timer_ns"]
 
 
 def delete(root: Path, canister_text: str) -> None:

@@ -30,7 +30,8 @@ T = 10**12
 IMPORTS = ic0_imports(
     "msg_arg_data_size", "msg_arg_data_copy", "msg_reply_data_append", "msg_reply", "msg_reject", "trap",
     "msg_reject_code", "msg_reject_msg_size", "msg_reject_msg_copy", "call_new", "call_on_cleanup",
-    "call_data_append", "call_perform", "msg_method_name_size", "msg_method_name_copy", "accept_message")
+    "call_data_append", "call_perform", "msg_method_name_size", "msg_method_name_copy", "accept_message", "time",
+    "global_timer_set")
 
 CALLER = """
 (table 3 funcref)
@@ -229,3 +230,42 @@ def test_inspect_message_and_unknown_methods_refuse_ingress_before_it_is_accepte
     with pytest.raises(IngressRejected) as unknown:
         wasm.submit(canister, "nope", b"")
     assert unknown.value.error_code == "IC0536" and "has no update method 'nope'" in unknown.value.message
+
+
+# init sets the timer 3 rounds ahead; the timer counts its runs and sets itself again once;
+# the heartbeat counts rounds. `counts` answers both.
+TIMERS = """
+(global $heartbeats (mut i32) (i32.const 0))
+(global $timers (mut i32) (i32.const 0))
+(func (export "canister_init") (drop (call $global_timer_set (i64.add (call $time) (i64.const 3000000000)))))
+(func (export "canister_global_timer")
+  (global.set $timers (i32.add (global.get $timers) (i32.const 1)))
+  (if (i32.eq (global.get $timers) (i32.const 1))
+    (then (drop (call $global_timer_set (i64.add (call $time) (i64.const 1)))))))
+(func (export "canister_heartbeat") (global.set $heartbeats (i32.add (global.get $heartbeats) (i32.const 1))))
+(func (export "canister_query counts")
+  (i32.store (i32.const 0) (global.get $heartbeats))
+  (i32.store (i32.const 4) (global.get $timers))
+  (call $msg_reply_data_append (i32.const 0) (i32.const 8))
+  (call $msg_reply))
+"""
+
+
+def test_heartbeats_run_every_round_and_the_global_timer_when_due(wasm):
+    canister = wasm.install(TIMERS)
+    network = wasm.network
+
+    def counts() -> tuple[int, int]:
+        reply = network.query(wasm.client.sender, canister, "counts", b"").reply
+        return int.from_bytes(reply[:4], "little"), int.from_bytes(reply[4:], "little")
+
+    start = counts()
+    network.execute_round()
+    network.execute_round()
+    assert counts() == (start[0] + 2, 0)  # the timer is 3 rounds (3 s) after the install
+    for _ in range(4):
+        network.execute_round()
+    assert counts() == (start[0] + 6, 2)  # fired when due, and once more when it set itself again
+    for _ in range(3):
+        network.execute_round()
+    assert counts()[1] == 2  # a fired timer stays off until set again
