@@ -10,44 +10,33 @@ instruments the module as the IC does: replica/engines/wasm/instrument.py).
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import wasmtime
 
+from canisters.kernels.build import KERNELS_SOURCE, build_wasm
 from replica.engines.wasm.instrument import COUNTER_EXPORT, OUT_OF_INSTRUCTIONS, TRY_GROW_WASM_MEMORY, instrument
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [
     ROOT / "benchmarks/yblock_model_driver.c",
     *(ROOT / "canisters/yblock/wasm" / name for name in ("model.c", "gguf.c", "icl_math.c")),
-    ROOT / "canisters/kernels/kernels.c",
+    KERNELS_SOURCE,
 ]
 EXPORTS = ["driver_alloc", "driver_parse", "driver_output_rows", "icl_kv_bytes", "icl_scratch_bytes",
            "icl_forward_layers", "icl_output_logits",
            # single ops, for counting their instructions
            "icl_rms_norm", "icl_swiglu", "icl_softmax_f16_scaled", "icl_act_row_bytes", "icl_quantize_act",
            "icl_matmul_rows"]
-WASM_FLAGS = ["-target", "wasm32-freestanding", "-mcpu=generic+simd128", "-O3", "-ffp-contract=off", "-nostdlib",
-              "-Wl,--no-entry", *(f"-Wl,--export={name}" for name in EXPORTS)]
 ERR_CAP = 512
 BUDGET = 1 << 62  # a metered call's instructions: far more than any call here uses
 
 
-class BuildError(RuntimeError):
-    """zig cc failed; the message holds its output."""
-
-
 def build_model_wasm(out: Path) -> bytes:
-    """Compile the driver module to `out` and return its bytes."""
-    command = [sys.executable, "-m", "ziglang", "cc", *WASM_FLAGS, "-o", str(out), *map(str, SOURCES)]
-    build = subprocess.run(command, capture_output=True, text=True)
-    if build.returncode != 0:
-        raise BuildError(f"zig cc failed ({' '.join(command)}):\n{build.stderr}")
-    return out.read_bytes()
+    """Compile the driver module to `out` (as the kernels are built) and return its bytes."""
+    return build_wasm(SOURCES, out, EXPORTS).read_bytes()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from benchmarks.yblock_model_wasm import CompiledModel, WasmModel, build_model_wasm
+from canisters.kernels.build import ZigMissing
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import read_gguf
 from canisters.llama.meter import NullMeter
@@ -95,14 +95,11 @@ def model_lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
 
 @pytest.fixture(scope="module")
 def model_wasm(tmp_path_factory: pytest.TempPathFactory) -> CompiledModel:
-    require_module_ziglang()
-    return CompiledModel.of(build_model_wasm(tmp_path_factory.mktemp("model_wasm") / "model.wasm"))
-
-
-def require_module_ziglang() -> None:
-    probe = subprocess.run([sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        missing(f"zig (PyPI ziglang) does not run: {probe.stderr.strip()}; pip install -e '.[test]' installs it")
+    try:
+        return CompiledModel.of(build_model_wasm(tmp_path_factory.mktemp("model_wasm") / "model.wasm"))
+    except ZigMissing as e:
+        missing(str(e))
+        raise
 
 
 class CShard:
