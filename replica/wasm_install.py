@@ -77,7 +77,12 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     stable_before = (dict(target.stable.chunks), target.stable.pages)
     used = 0
 
+    def charge(instructions: int) -> None:
+        # The canister pays for the install's execution, whether it succeeds or not.
+        target.cycles -= subnet.fees.execution_cycles(instructions, subnet.subnet_size)
+
     def failed(outcome: Outcome, step: str) -> RejectError:
+        charge(used)
         target.stable.chunks, target.stable.pages = dict(stable_before[0]), stable_before[1]
         if heap_before is not None:
             old_instance.load(*heap_before)  # what pre_upgrade changed goes back too
@@ -110,6 +115,7 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     used += outcome.instructions
     if outcome.trap is not None:
         raise failed(outcome, f"canister_{hook.value}")
+    charge(used)
     target.instance = instance
     target.module = module
     target.loaded = None

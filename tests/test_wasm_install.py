@@ -319,3 +319,16 @@ def test_the_chunk_store_survives_a_restart(tmp_path):
     assert stored_chunks(restarted, canister) == [first, second]
     install_chunked(restarted, canister, [first, second], hashlib.sha256(module).digest(), arg=b"123")
     assert restarted.query(canister, "get") == bytes([3])
+
+
+def test_the_canister_pays_for_its_install_execution(client):
+    canister = client.create_canister()
+    before = canister_status(client, canister)["cycles"]
+    report = client.update(MANAGEMENT, "install_code", {
+        "mode": {"install": None}, "canister_id": canister, "wasm_module": canister_wasm(), "arg": b"",
+        "sender_canister_version": None}).report
+    fees = client.network.subnet.fees
+    assert report.instructions > 0
+    charged = fees.execution_cycles(report.instructions, client.network.subnet.subnet_size)
+    # ... plus a few cycles of storage for the rounds in between (a 64 KiB heap costs ~7 per round).
+    assert charged <= before - canister_status(client, canister)["cycles"] < charged + 100
