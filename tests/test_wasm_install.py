@@ -264,8 +264,9 @@ def gateway(tmp_path):
     yield endpoints, LocalClient(network)
 
 
-def read_metadata(endpoints: Endpoints, identity: Identity, canister: Principal, name: bytes):
-    path = [b"canister", canister.bytes, b"metadata", name]
+def read_state(endpoints: Endpoints, identity: Identity, canister: Principal, *labels: bytes):
+    """The lookup of /canister/<id>/<labels...> in a certificate read_state returns."""
+    path = [b"canister", canister.bytes, *labels]
     _, body = sign_request({"request_type": "read_state", "sender": identity.sender().bytes,
                             "ingress_expiry": time.time_ns() + 120 * 10**9, "paths": [path]}, identity)
     response = endpoints.read_state("canister", canister.to_text(), body)
@@ -276,7 +277,7 @@ def read_metadata(endpoints: Endpoints, identity: Identity, canister: Principal,
 def test_python_canister_publishes_its_did_as_public_candid_service(gateway):
     endpoints, client = gateway
     counter = client.install(COUNTER, 0)
-    found = read_metadata(endpoints, Identity(anonymous=True), counter, b"candid:service")
+    found = read_state(endpoints, Identity(anonymous=True), counter, b"metadata", b"candid:service")
     did = load_class(ModuleRef(COUNTER, "1")).did_text
     assert found.outcome == "found" and found.value == did.encode()
 
@@ -287,15 +288,25 @@ def test_private_metadata_is_for_controllers_only(gateway):
     owner = Principal(controller.sender().bytes)
     canister = client.create_canister(controllers=[client.sender, owner])
     install_code(client, canister, canister_wasm())
-    public = read_metadata(endpoints, Identity(anonymous=True), canister, b"candid:service")
+    public = read_state(endpoints, Identity(anonymous=True), canister, b"metadata", b"candid:service")
     assert public.value == b"service : { get : () -> (blob) query }"
-    assert read_metadata(endpoints, controller, canister, b"secret").value == b"s3cret"
+    assert read_state(endpoints, controller, canister, b"metadata", b"secret").value == b"s3cret"
     with pytest.raises(EnvelopeRejected) as refused:
-        read_metadata(endpoints, Identity(anonymous=True), canister, b"secret")
+        read_state(endpoints, Identity(anonymous=True), canister, b"metadata", b"secret")
     assert refused.value.http_status == 403
     assert refused.value.message == "Custom section secret can only be requested by the controllers of the canister."
     # A section the module does not have is no error: the certificate proves it absent.
-    assert read_metadata(endpoints, Identity(anonymous=True), canister, b"no such section").outcome == "absent"
+    missing = read_state(endpoints, Identity(anonymous=True), canister, b"metadata", b"no such section")
+    assert missing.outcome == "absent"
+
+
+def test_read_state_module_hash_is_the_sha256_of_the_module_as_given(gateway):
+    endpoints, client = gateway
+    packed = gzip.compress(canister_wasm())
+    canister = client.create_canister()
+    install_code(client, canister, packed)
+    found = read_state(endpoints, Identity(anonymous=True), canister, b"module_hash")
+    assert found.value == hashlib.sha256(packed).digest()
 
 
 def test_python_callers_need_the_candid_interface_of_a_wasm_canister(client):
