@@ -311,6 +311,15 @@ def test_function_indices_shift_past_the_added_imports_everywhere():
     assert run.call("pick", 1)[0] == 3
 
 
+def test_backtraces_still_name_functions():
+    run = Run("""(module (import "ic0" "trap" (func $trap (param i32 i32)))
+      (func $inner (param $x i32) (local $y i32) unreachable)
+      (func $outer (export "go") i32.const 1 call $inner))""")
+    with pytest.raises(wasmtime.Trap) as trap:
+        run.call("go")
+    assert "!inner" in str(trap.value) and "!outer" in str(trap.value)
+
+
 def test_decoder_names_every_opcode_as_wat_does():
     """Each mnemonic of the tables, assembled by wasmtime's WAT parser, decodes to itself."""
     immediates = {"v128.const": " i32x4 0 0 0 0", "i8x16.shuffle": " 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15"}

@@ -52,7 +52,6 @@ Deliberate omissions, none of which changes the instruction count of canister co
   `count_clean_pages` function, which serve only that stable memory.
 - Active data segments stay in the module (the IC lifts them out and writes the pages itself);
   wasmtime applies them when it instantiates the module, with the same resulting memory.
-- The `name` custom section is dropped, since function indices change.
 """
 
 from __future__ import annotations
@@ -212,9 +211,11 @@ def _instrument(module: wb.Module, write_barrier: bool, max_wasm_memory_bytes: i
     instruction_count += _DECREMENT_INSTRUCTIONS + _IC_ONLY_INSTRUCTIONS
     instruction_count += 2 * (len(module.globals) + _IC_INJECTED_GLOBALS)
 
-    sections = [s for s in module.sections
-                if s.id not in (wb.START,) and not (s.id == wb.CUSTOM and s.name == "name")]
+    sections = [s for s in module.sections if s.id != wb.START]
     out = wb.Module(sections)
+    for section in sections:
+        if section.id == wb.CUSTOM and section.name == "name":
+            section.payload = _names(section.payload, ctx)
     _put(out, wb.TYPE, wb.encode_vector([t.encode() for t in types]))
     _put(out, wb.IMPORT, _imports(module, new_imports))
     _put(out, wb.FUNCTION, wb.encode_vector([wb.uleb(t) for t in module.functions + helpers]))
@@ -531,4 +532,31 @@ def _elements(payload: bytes, ctx: _Context) -> bytes:
             else:
                 index, pos = wb.read_uleb(payload, pos)
                 out += wb.uleb(ctx.func(index))
+    return bytes(out)
+
+
+def _names(payload: bytes, ctx: _Context) -> bytes:
+    """The `name` section with function indices moved past the added imports (so wasmtime's
+    backtraces keep naming functions); subsections without function indices are copied."""
+    out = bytearray()
+    pos = 0
+    while pos < len(payload):
+        kind = payload[pos]
+        size, start = wb.read_uleb(payload, pos + 1)
+        content = payload[start:start + size]
+        pos = start + size
+        if kind in (1, 2, 3):  # function names; local names and labels, by function
+            count, at = wb.read_uleb(content, 0)
+            body = bytearray(wb.uleb(count))
+            for _ in range(count):
+                index, entry = wb.read_uleb(content, at)
+                if kind == 1:
+                    _, at = wb.read_name(content, entry)
+                else:  # an inner name map: (index, name)*
+                    inner, at = wb.read_uleb(content, entry)
+                    for _ in range(inner):
+                        at = wb.read_name(content, wb.read_uleb(content, at)[1])[1]
+                body += wb.uleb(ctx.func(index)) + content[entry:at]
+            content = bytes(body)
+        out += bytes([kind]) + wb.uleb(len(content)) + content
     return bytes(out)
