@@ -18,10 +18,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi  # the C API (see _RawMemory)
 
 from replica.limits import WASM_PAGE_BYTES
 
 PAGE_BYTES = 4096  # the IC's dirty-page unit (the OS page)
+
+
+# Private prototypes of two C API functions, returning plain integers: wasmtime-py's own
+# `Memory.data_ptr`/`data_len` cost a few microseconds per call, and the host asks for the
+# memory's address and size on every System API call that copies.
+_memory_data = _ffi.dll["wasmtime_memory_data"]
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_memory_data_size = _ffi.dll["wasmtime_memory_data_size"]
+_memory_data_size.restype = ctypes.c_size_t
+_memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
+
+class _RawMemory:
+    """A wasm memory's current address and size, read fresh on every call (it may grow)."""
+
+    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory):
+        self._context = ctypes.cast(store._context(), ctypes.c_void_p)
+        self._memory = ctypes.cast(ctypes.pointer(memory._memory), ctypes.c_void_p)
+        self._keep = memory  # the struct the pointer above points into
+
+    def base(self) -> int:
+        return _memory_data(self._context, self._memory) or 0
+
+    def size(self) -> int:
+        return _memory_data_size(self._context, self._memory)
 
 
 class HeapAccessError(Exception):
@@ -41,8 +68,8 @@ class Heap:
     def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory, bitmap: wasmtime.Memory | None,
                  mutable_globals: list[wasmtime.Global]):
         self._store = store
-        self._memory = memory
-        self._bitmap = bitmap
+        self._memory = _RawMemory(store, memory)
+        self._bitmap = _RawMemory(store, bitmap) if bitmap is not None else None
         self._globals = mutable_globals
         self.journal: Journal | None = None
         self.dirty: set[int] = set()  # pages changed since the last checkpoint
@@ -51,7 +78,7 @@ class Heap:
     # --- sizes -------------------------------------------------------------------------------
     @property
     def size_bytes(self) -> int:
-        return self._memory.data_len(self._store)
+        return self._memory.size()
 
     @property
     def size_pages(self) -> int:
@@ -60,14 +87,14 @@ class Heap:
     # --- host access -------------------------------------------------------------------------
     def read(self, addr: int, size: int) -> bytes:
         self._check(addr, size)
-        return ctypes.string_at(ctypes.addressof(self._memory.data_ptr(self._store).contents) + addr, size)
+        return ctypes.string_at(self._memory.base() + addr, size)
 
     def write(self, addr: int, data: bytes) -> None:
         self._check(addr, len(data))
         if not data:
             return
         self.first_write_range(addr, len(data))
-        ctypes.memmove(ctypes.addressof(self._memory.data_ptr(self._store).contents) + addr, data, len(data))
+        ctypes.memmove(self._memory.base() + addr, data, len(data))
 
     def _check(self, addr: int, size: int) -> None:
         if addr < 0 or size < 0 or addr + size > self.size_bytes:
@@ -75,24 +102,23 @@ class Heap:
                                   f"memory of {self.size_bytes} bytes")
 
     # --- the write barrier -------------------------------------------------------------------
-    def first_write(self, page: int) -> None:
-        """Called before the first write to `page` in an execution: keeps its old contents."""
-        journal = self.journal
-        if journal is None or page in journal.pages:
-            return
-        start = page * PAGE_BYTES
-        if start >= self.size_bytes:
-            return  # the store itself traps out of bounds
-        base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
-        journal.pages[page] = ctypes.string_at(base + start, min(PAGE_BYTES, self.size_bytes - start))
-        if self._bitmap is not None:
-            self._bitmap.data_ptr(self._store)[page] = 1
-
     def first_write_range(self, addr: int, size: int) -> None:
-        if size <= 0:
+        """Called before a write of `size` bytes at `addr`: keeps the old contents of each page
+        it touches for the first time in this execution, and marks them in the bitmap."""
+        journal = self.journal
+        if journal is None or size <= 0:
             return
+        pages = journal.pages
+        heap_size = self._memory.size()
+        base = self._memory.base()
+        bits = self._bitmap.base() if self._bitmap is not None else 0
         for page in range(addr // PAGE_BYTES, (addr + size - 1) // PAGE_BYTES + 1):
-            self.first_write(page)
+            start = page * PAGE_BYTES
+            if page in pages or start >= heap_size:
+                continue  # already kept, or past the end (the write itself traps)
+            pages[page] = ctypes.string_at(base + start, min(PAGE_BYTES, heap_size - start))
+            if bits:
+                ctypes.c_uint8.from_address(bits + page).value = 1
 
     # --- executions --------------------------------------------------------------------------
     def begin(self) -> None:
@@ -110,7 +136,7 @@ class Heap:
         cannot undo in place, returns the size in bytes it had: the caller rebuilds the instance
         with the first that many bytes."""
         journal = self._end()
-        base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+        base = self._memory.base()
         for page, old in journal.pages.items():
             ctypes.memmove(base + page * PAGE_BYTES, old, len(old))
         self.restored_pages = len(journal.pages)
@@ -124,9 +150,9 @@ class Heap:
             raise RuntimeError("no execution is open on this heap")
         self.journal = None
         if self._bitmap is not None:
-            bits = self._bitmap.data_ptr(self._store)
+            bits = self._bitmap.base()
             for page in journal.pages:
-                bits[page] = 0
+                ctypes.c_uint8.from_address(bits + page).value = 0
         return journal
 
     # --- outside executions ---------------------------------------------------------------------
@@ -137,7 +163,7 @@ class Heap:
         """Writes outside any execution (a restored checkpoint, a kept heap): no journal, no
         dirty mark (the caller knows whether the pages match what is saved)."""
         self._check(offset, len(data))
-        ctypes.memmove(ctypes.addressof(self._memory.data_ptr(self._store).contents) + offset, data, len(data))
+        ctypes.memmove(self._memory.base() + offset, data, len(data))
 
     def set_globals(self, values: list[Any]) -> None:
         for g, value in zip(self._globals, values, strict=True):
