@@ -6,6 +6,7 @@ imports with their memory64 signatures, the canister_* exports, and the metadata
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import subprocess
@@ -13,6 +14,7 @@ import subprocess
 import cbor2
 import pytest
 import wasmtime
+from icp_agent import system_state
 from icp_candid.candid import Types
 from icp_canister import Canister
 from icp_certificate import certificate as icp_certificate
@@ -273,10 +275,11 @@ def http_install_chunked(agent, canister_id: str, module: bytes) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def deployed(served, modules) -> dict[str, str]:
-    """The three canisters installed over HTTP by a controller; the caller through chunks."""
+    """The three canisters installed over HTTP by a controller: the counter gzipped (as dfx ships
+    modules), the caller through chunks."""
     agent = agent_for(served.url, CONTROLLER)
     ids = {name: create_canister(agent) for name in MOTOKO_CANISTERS}
-    http_install(agent, ids["counter"], modules["counter"], {"install": None})
+    http_install(agent, ids["counter"], gzip.compress(modules["counter"], mtime=0), {"install": None})
     http_install(agent, ids["stable_store"], modules["stable_store"], {"install": None})
     hashes = http_install_chunked(agent, ids["caller"], modules["caller"])
     assert hashes == [hashlib.sha256(modules["caller"][i:i + CHUNK]).digest()
@@ -291,6 +294,8 @@ CONTROLLER = AgentIdentity()
 def test_icp_py_core_calls_motoko_canisters_typed_by_their_metadata(served, deployed, modules):
     agent = agent_for(served.url, AgentIdentity())
     # The agent reads candid:service at read_state /canister/<id>/metadata and types calls with it.
+    gzipped = gzip.compress(modules["counter"], mtime=0)
+    assert system_state.canister_module_hash(agent, deployed["counter"]) == hashlib.sha256(gzipped).hexdigest()
     counter = Canister(agent, deployed["counter"], auto_fetch_candid=True)
     assert counter.candid_str == read_module(modules["counter"]).metadata["candid:service"].content.decode()
     before = counter.get()[0]["value"]
