@@ -317,6 +317,17 @@ def test_an_unsupported_type_a_head_shard_and_a_long_context_are_refused(model_l
         CShard(model_lib, path.read_bytes(), 65)
 
 
+def test_hyperparameters_past_any_model_are_refused_before_any_size_is_computed(model_lib: ctypes.CDLL,
+                                                                                 tmp_path: Path) -> None:
+    _, (path,) = export(synthetic(tmp_path, "llama", "Q8_0"), 1, tmp_path / "shards")
+    data = bytearray(path.read_bytes())
+    key = b"llama.feed_forward_length"
+    value = data.index(key) + len(key) + 4  # after the key and its u32 type
+    data[value : value + 4] = (1 << 30).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="beyond what this yblock supports"):
+        CShard(model_lib, bytes(data), N_CTX)
+
+
 def test_math_functions_agree_with_libm(model_lib: ctypes.CDLL) -> None:
     rng = np.random.default_rng(7)
     xs = np.concatenate([rng.uniform(-87.3, 88.3, 20000), [0.0, -0.0, 1e-30, -87.33, 88.37]]).astype(np.float32)

@@ -194,20 +194,25 @@ static const uint8_t *tensor(parser *p, const char *name, int n_in, int n_out, i
         icl_put(icl_put(p->err, type_name(t->type)), "; norms, biases and rope factors must be F32");
         return 0;
     }
-    if (!row || !supported(t->type)) {
+    if (!supported(t->type)) {
         icl_put(icl_put(icl_put(p->err, "tensor "), name), " is ");
         icl_put(icl_put(p->err, type_name(t->type)), ", which the wasm yblock does not support (F32, F16, Q8_0, "
                                                      "Q4_0, Q4_1, Q4_K, Q5_K and Q6_K are); run this model with "
                                                      "--engine python");
         return 0;
     }
-    *bytes = row * (size_t)t->ne[1];
-    uint64_t start = p->g->data_start + t->offset;
-    if (t->offset > p->g->len || *bytes > p->g->len - start) {
+    if (!row) {
+        icl_put(icl_put(icl_put(p->err, "tensor "), name), "'s rows of ");
+        icl_put(icl_put(icl_put_int(p->err, n_in), " values are not whole blocks of "), type_name(t->type));
+        return 0;
+    }
+    uint64_t n_bytes = (uint64_t)row * t->ne[1], start = p->g->data_start + t->offset; /* 64-bit: wasm32's size_t */
+    if (t->offset > p->g->len || start > p->g->len || n_bytes > p->g->len - start) {
         icl_put(icl_put(icl_put(p->err, "tensor "), name), "'s data is past the end of the file (truncated?); "
                                                           "export and upload the shard again");
         return 0;
     }
+    *bytes = (size_t)n_bytes;
     const uint8_t *data = p->g->data + start;
     if (vector && ((uintptr_t)data & 3)) {
         icl_put(icl_put(icl_put(p->err, "tensor "), name), " is not 4-byte aligned in memory: load the file at an "
@@ -279,8 +284,9 @@ static int parse_layer(parser *p, icl_shard *s, int index, layer *l) {
 /* cos and sin of pos * theta^(-2i/rope_dim) / factor_i / linear_scale, in f64 rounded to f32 (Rope.build). */
 static int build_rope(parser *p, icl_shard *s, double theta, double linear_scale, const float *factors) {
     int half = s->rope_dim / 2, n_ctx = s->info.n_ctx;
+    uint64_t table_bytes = (uint64_t)n_ctx * (uint64_t)half * 2 * sizeof(float); /* 64-bit: wasm32's size_t */
     size_t n = (size_t)n_ctx * (size_t)half;
-    float *cos_table = p->alloc(2 * n * sizeof(float));
+    float *cos_table = table_bytes <= SIZE_MAX ? p->alloc((size_t)table_bytes) : 0;
     if (!cos_table) {
         icl_put(p->err, "out of memory for the rope table");
         return -1;
@@ -336,6 +342,13 @@ static int parse_config(parser *p, icl_shard *s, double *theta, double *linear_s
         return -1;
     s->head_dim = key_length;
     s->eps = (float)eps;
+    /* bounds far past any model, so that sizes computed from them cannot overflow */
+    const int64_t big = 1 << 20;
+    if (info->d_model > big || s->d_ff > big || (int64_t)s->n_head * s->head_dim > big || info->n_ctx_train > 1 << 24) {
+        icl_put(p->err, "the hyperparameters are beyond what this yblock supports (widths up to 2^20, contexts up to "
+                        "2^24); this is not a model the wasm yblock can run");
+        return -1;
+    }
     if (s->head_dim % 4 || s->rope_dim % 2 || s->rope_dim > s->head_dim || s->rope_dim < 2) {
         icl_put(p->err, "head dimension and rope dimension must be multiples of 4 and 2, rope within the head");
         return -1;
@@ -454,8 +467,12 @@ int icl_shard_parse(const uint8_t *gguf, size_t len, int n_ctx, void *(*alloc)(s
 
 void icl_shard_get_info(const icl_shard *s, icl_shard_info *out) { *out = s->info; }
 
+/* n, or SIZE_MAX when it is more than the address space holds (wasm32's size_t is 32 bits) */
+static size_t saturated(uint64_t n) { return n > SIZE_MAX ? SIZE_MAX : (size_t)n; }
+
 size_t icl_kv_bytes(const icl_shard *s, int n_ctx) {
-    return 2 * (size_t)s->n_layers * (size_t)s->n_head_kv * (size_t)n_ctx * (size_t)s->head_dim * sizeof(uint16_t);
+    return saturated(2 * (uint64_t)s->n_layers * (uint64_t)s->n_head_kv * (uint64_t)n_ctx * (uint64_t)s->head_dim *
+                     sizeof(uint16_t));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -466,20 +483,22 @@ typedef struct {
     uint8_t *xq;
 } buffers;
 
-static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
 
-static size_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b) {
-    size_t n = (size_t)n_tokens, qd = (size_t)(s->n_head * s->head_dim), kvd = (size_t)(s->n_head_kv * s->head_dim);
-    size_t group = (size_t)(s->n_head / s->n_head_kv), d = (size_t)s->info.d_model;
+/* The scratch's size (64-bit: on wasm32 a long prefill could pass 4 GiB), and with `base` its
+   buffers. */
+static uint64_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b) {
+    uint64_t n = (uint64_t)n_tokens, qd = (uint64_t)s->n_head * s->head_dim, kvd = (uint64_t)s->n_head_kv * s->head_dim;
+    uint64_t group = (uint64_t)(s->n_head / s->n_head_kv), d = (uint64_t)s->info.d_model;
     struct {
         float **slot;
-        size_t floats;
+        uint64_t floats;
     } parts[] = {
         {&b->h, n * d}, {&b->q, n * qd}, {&b->k, n * kvd}, {&b->v, n * kvd}, {&b->attn, n * qd},
-        {&b->gate, n * (size_t)s->d_ff}, {&b->up, n * (size_t)s->d_ff}, {&b->out, n * d},
-        {&b->scores, group * (size_t)s->info.n_ctx}, {&b->row, (group + 1) * (size_t)s->head_dim},
+        {&b->gate, n * (uint64_t)s->d_ff}, {&b->up, n * (uint64_t)s->d_ff}, {&b->out, n * d},
+        {&b->scores, group * (uint64_t)s->info.n_ctx}, {&b->row, (group + 1) * (uint64_t)s->head_dim},
     };
-    size_t used = 0;
+    uint64_t used = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         if (base) *parts[i].slot = (float *)(base + used);
         used += round_up(parts[i].floats * sizeof(float));
@@ -488,7 +507,7 @@ static size_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b)
     return used + round_up(n * s->act_bytes_per_token);
 }
 
-size_t icl_scratch_bytes(const icl_shard *s, int n_tokens) { return carve(s, n_tokens, 0, 0); }
+size_t icl_scratch_bytes(const icl_shard *s, int n_tokens) { return saturated(carve(s, n_tokens, 0, 0)); }
 
 /* ---------------------------------------------------------------------------------------------
    The ops, as LayerStack._block does them */

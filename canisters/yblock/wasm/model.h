@@ -46,11 +46,13 @@ int icl_shard_parse(const uint8_t *gguf, size_t len, int n_ctx, void *(*alloc)(s
 
 void icl_shard_get_info(const icl_shard *s, icl_shard_info *out);
 
-/* Bytes of one session's KV cache for this shard's layers at n_ctx positions (0 without layers).
-   The caller provides that memory to icl_forward_layers; its contents need no initialization. */
+/* Bytes of one session's KV cache for this shard's layers at n_ctx positions (0 without layers;
+   SIZE_MAX when more than the address space holds). The caller provides that memory to
+   icl_forward_layers; its contents need no initialization. */
 size_t icl_kv_bytes(const icl_shard *s, int n_ctx);
 
-/* Bytes of scratch a forward or output call of up to n_tokens tokens needs (n_ctx as parsed). */
+/* Bytes of scratch a forward or output call of up to n_tokens tokens needs (n_ctx as parsed;
+   SIZE_MAX when more than the address space holds). */
 size_t icl_scratch_bytes(const icl_shard *s, int n_tokens);
 
 /* Runs x (n_tokens x d_model f32, in place) at positions pos .. pos + n_tokens - 1 through the
