@@ -7,10 +7,13 @@ checked), missing opt/null/reserved ones become None, nat widens to int, anythin
 references additionally need their wire type to be a subtype of the expected one.
 
 Work and memory are bounded for hostile input by `DecodeLimits`: every value decoded or skipped
-costs one unit of `max_values` (a blob, or a skipped vector of fixed-width numbers, costs one);
-a vector must fit in the remaining bytes before any element is read (zero-sized elements must
-fit in the remaining budget instead); nesting is bounded by `max_depth`, and LEB128 numbers by
-their length.
+costs one unit of a budget that grows with the message's length (min_values + values_per_byte
+per byte, at most max_values), so the decoded value's size is bounded by the message's (a blob,
+or a skipped vector of fixed-width numbers, costs one); a vector must fit in the remaining bytes
+before any element is read, and a vector of zero-sized elements is charged its whole length at
+once and decoded or skipped by reading one element, so its time does not grow with its count;
+nesting is bounded by `max_depth`, and LEB128 numbers by their length. Vectors of bool, nat and
+int whose elements each take one byte are read in one slice.
 """
 
 from __future__ import annotations
@@ -69,10 +72,12 @@ class _Decoder(Reader):
 
     def __init__(self, data: bytes, limits: DecodeLimits, cache: HeaderCache | None = None) -> None:
         super().__init__(data, limits)
-        self.budget = limits.max_values
+        self.allowed = min(limits.max_values, limits.min_values + limits.values_per_byte * len(data))
+        self.budget = self.allowed
         self.cache = cache
         self.min_sizes: dict[int, int] = {}
         self.subtypes: dict[tuple[int, int], bool] = {}
+        self.record_plans: dict[tuple[int, int], Any] = {}
 
     # --- errors -------------------------------------------------------------------------------
 
@@ -80,8 +85,9 @@ class _Decoder(Reader):
         return CandidMismatchError(problem, offset=self.pos)
 
     def over_budget(self) -> CandidError:
-        return self.fail(f"the message holds more than {self.limits.max_values} values; refusing to decode "
-                         "it (raise DecodeLimits.max_values if it is legitimate)")
+        return self.fail(f"the message holds more than {self.allowed} values, the budget of a {len(self.data)}-byte "
+                         "message; refusing to decode it (raise DecodeLimits.max_values, min_values or "
+                         "values_per_byte if it is legitimate)")
 
     def too_deep(self) -> CandidError:
         return self.fail(f"values nest deeper than {self.limits.max_depth} levels; refusing to decode it "
@@ -199,15 +205,47 @@ class _Decoder(Reader):
             raise self.mismatch(f"expected {render(expected, 3)}, the message has {render(wire, 3)}")
         wire_inner, expected_inner = resolve(wire.inner), resolve(expected.inner)
         n = self.vector_length(wire_inner)
+        if n and self.min_size(wire_inner) == 0:  # charged already; every element is the same
+            try:
+                first = self.value(wire_inner, expected_inner, depth)
+            except CandidError as e:
+                e.path.insert(0, "[0]")
+                raise
+            return [None] * n if first is None else [_fresh(first) for _ in range(n)]
         if type(wire_inner) is Primitive and type(expected_inner) is Primitive:
             name = expected_inner.name
-            if wire_inner.opcode == expected_inner.opcode and name in STRUCTS:
-                return self.fixed_vector(name, n)
+            if wire_inner.opcode == expected_inner.opcode:
+                if name in STRUCTS:
+                    return self.fixed_vector(name, n)
+                one_byte = self.one_byte_vector(name, n)
+                if one_byte is not None:
+                    return one_byte
+        # The elements' share of the budget is charged at once, and each element is read by its
+        # type's reader directly: the per-element work of `value` is done once for the vector.
+        self.budget -= n
+        if self.budget < 0:
+            raise self.over_budget()
+        while type(wire_inner) is Recursive:
+            wire_inner = wire_inner.target
+        kind = type(expected_inner)
+        if kind is Primitive:
+            if type(wire_inner) is Primitive and wire_inner.opcode == expected_inner.opcode:
+                name = expected_inner.name
+                read, args = (self.text, ("text",)) if name == "text" else (self.primitive_value, (name,))
+            else:
+                read, args = self.primitive_at, (wire_inner, expected_inner, depth)
+        else:
+            if depth >= self.limits.max_depth:
+                raise self.too_deep()
+            reader = _COMPOSITE_READERS.get(kind)
+            if reader is None:
+                raise CandidError(f"cannot decode at {expected_inner!r}: it is not a Candid type")
+            read, args = reader.__get__(self), (wire_inner, expected_inner, depth + 1)
         values: list[Any] = []
         append = values.append
         try:
             for _ in range(n):
-                append(self.value(wire_inner, expected_inner, depth))
+                append(read(*args))
         except CandidError as e:
             e.path.insert(0, f"[{len(values)}]")
             raise
@@ -236,11 +274,31 @@ class _Decoder(Reader):
         if size == 0:
             if n > self.budget:
                 raise self.fail(f"a vector of {n} zero-sized elements exceeds what is left ({self.budget}) of the "
-                                f"decoding budget of {self.limits.max_values} values (DecodeLimits.max_values)", start)
+                                f"decoding budget of {self.allowed} values for a {len(self.data)}-byte message "
+                                "(DecodeLimits)", start)
+            self.budget -= max(0, n - 1)  # the one element read stands for the rest
         elif n * size > len(self.data) - self.pos:
             raise self.fail(f"a vector of {n} elements of type {render(wire_inner, 2)} needs at least "
                             f"{n * size} bytes, but only {len(self.data) - self.pos} remain", start)
         return n
+
+    def one_byte_vector(self, name: str, n: int) -> list[Any] | None:
+        """A vector of bool, nat or int whose elements all take one byte, in one slice (None if
+        they do not: then they are read one by one)."""
+        if name not in ("bool", "nat", "int") or n == 0:
+            return None
+        chunk = self.data[self.pos:self.pos + n]
+        if len(chunk) < n or max(chunk) > (1 if name == "bool" else 0x7F):
+            return None
+        self.budget -= n
+        if self.budget < 0:
+            raise self.over_budget()
+        self.pos += n
+        if name == "bool":
+            return list(map(bool, chunk))
+        if name == "nat":
+            return list(chunk)
+        return [b - 0x80 if b & 0x40 else b for b in chunk]  # one-byte SLEB128: bit 6 is the sign
 
     def fixed_vector(self, name: str, n: int) -> bytes | list[Any]:
         """A vector of fixed-width numbers in one C call: a blob as bytes, others as a list."""
@@ -257,35 +315,70 @@ class _Decoder(Reader):
     def record_at(self, wire: Type, expected: Record, depth: int) -> dict[str | int, Any]:
         if type(wire) is not Record:
             raise self.mismatch(f"expected {render(expected, 3)}, the message has {render(wire, 3)}")
-        wanted = expected.by_id
+        plan = self.record_plans.get((id(wire), id(expected)))
+        if plan is None:
+            plan = self.record_plans[(id(wire), id(expected))] = self.record_plan(wire, expected)
+        fields, absent = plan
         result: dict[str | int, Any] = {}
+        key: str | int | None = None
+        try:
+            for key, wire_type, expected_type, primitive in fields:
+                if key is None:
+                    self.skip(wire_type, depth)
+                elif primitive is not None:  # the same primitive on both sides: read it directly
+                    self.budget -= 1
+                    result[key] = self.primitive_value(primitive)
+                else:
+                    result[key] = self.value(wire_type, expected_type, depth)
+        except CandidError as e:
+            if key is not None:
+                e.path.insert(0, f".{key}")
+            raise
+        if self.budget < 0:
+            raise self.over_budget()
+        for key in absent:
+            result[key] = None
+        return result
+
+    def record_plan(self, wire: Record, expected: Record) -> tuple[list[tuple[Any, Type, Any, str | None]], list[Any]]:
+        """How to read a record of `wire` type at `expected`: per wire field its key (None: skip
+        it), types, and the primitive to read directly; then the absent fields that read as null."""
+        wanted = expected.by_id
+        fields: list[tuple[Any, Type, Any, str | None]] = []
         for wire_field in wire.fields:
             field = wanted.get(wire_field.id)
             if field is None:
-                self.skip(wire_field.type, depth)
+                fields.append((None, wire_field.type, None, None))
                 continue
-            try:
-                result[field.key] = self.value(wire_field.type, field.type, depth)
-            except CandidError as e:
-                e.path.insert(0, f".{field.key}")
-                raise
-        if len(result) < len(expected.fields):
-            for field in expected.fields:
-                if field.key not in result:
-                    if not is_nullable(field.type):
-                        raise self.mismatch(f"the record in the message has no field {field.label} "
-                                            f"(of type {render(field.type, 3)})")
-                    result[field.key] = None
-        return result
+            w, e = resolve(wire_field.type), resolve(field.type)
+            same = type(w) is Primitive and type(e) is Primitive and w.opcode == e.opcode and e.name != "empty"
+            fields.append((field.key, wire_field.type, field.type, e.name if same else None))
+        present = {wire_field.id for wire_field in wire.fields}
+        absent = []
+        for field in expected.fields:
+            if field.id not in present:
+                if not is_nullable(field.type):
+                    raise self.mismatch(f"the record in the message has no field {field.label} "
+                                        f"(of type {render(field.type, 3)})")
+                absent.append(field.key)
+        return fields, absent
 
     def variant_at(self, wire: Type, expected: Variant, depth: int) -> dict[str | int, Any]:
         if type(wire) is not Variant:
             raise self.mismatch(f"expected {render(expected, 3)}, the message has {render(wire, 3)}")
-        wire_field = self.variant_case(wire)
+        data, pos, cases = self.data, self.pos, wire.fields
+        if pos < len(data) and data[pos] < len(cases):  # a one-byte index in range: the usual case
+            wire_field, self.pos = cases[data[pos]], pos + 1
+        else:
+            wire_field = self.variant_case(wire)
         field = expected.by_id.get(wire_field.id)
         if field is None:
             raise self.mismatch(f"the message holds variant case with id {wire_field.id}, which {render(expected, 3)} "
                                 "does not have")
+        if type(field.type) is Primitive and field.type.name == "null" and type(wire_field.type) is Primitive \
+                and wire_field.type.name == "null":
+            self.budget -= 1  # an enumeration's case: nothing to read
+            return {field.key: None}
         try:
             return {field.key: self.value(wire_field.type, field.type, depth)}
         except CandidError as e:
@@ -323,7 +416,9 @@ class _Decoder(Reader):
         elif kind is Vec:
             inner = resolve(wire.inner)
             n = self.vector_length(inner)
-            if type(inner) is Primitive and inner.name in STRUCTS:
+            if n and self.min_size(inner) == 0:
+                self.skip(inner, depth)  # charged already; the others are the same
+            elif type(inner) is Primitive and inner.name in STRUCTS:
                 self.pos += n * STRUCTS[inner.name].size  # vector_length checked that they are there
             else:
                 for _ in range(n):
@@ -341,6 +436,11 @@ class _Decoder(Reader):
             n = self.leb("length of a future-type value")
             self.leb("reference count of a future-type value")
             self.take(n, "future-type value")
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a zero-sized value (None, or records of them), so elements share no dict."""
+    return None if value is None else {k: _fresh(v) for k, v in value.items()}
 
 
 _COMPOSITE_READERS: dict[type, Callable[[_Decoder, Type, Any, int], Any]] = {

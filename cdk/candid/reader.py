@@ -28,6 +28,12 @@ class DecodeLimits:
 
     max_depth: int = 128            # nesting of values and types (Python's stack needs ~3 frames a level)
     max_values: int = 1 << 22       # values decoded or skipped; a blob counts as one
+    # The decoded-size budget: a message may hold at most min_values + values_per_byte x its
+    # length values (and never more than max_values), so a small message cannot build a huge
+    # value out of elements that take no bytes (`vec null`, `vec record {}`). Every other value
+    # takes at least one byte, so legitimate messages stay far below it.
+    min_values: int = 1 << 16
+    values_per_byte: int = 4
     max_bignum_bytes: int = 1024    # LEB128 bytes of one nat or int (7168 bits)
     max_type_entries: int = 10_000  # entries in the type table
 
@@ -109,7 +115,7 @@ class Reader:
         return n
 
     def text(self, what: str) -> str:
-        n = self.leb(f"length of {what}")
+        n = self.leb(what)  # errors name the text itself: formatting a label per text would cost time
         start = self.pos
         raw = self.take(n, what)
         try:
