@@ -218,10 +218,12 @@ def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, 
         reject = Reject.of(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                            f"Canister {state.id.to_text()} has no query method '{method}'")
         return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
-    outcome = state.instance.execute(Execution(
-        Kind.QUERY, subnet.limits.instructions_per_query, subnet.time_ns(), method=method, arg=arg,
-        caller=sender.bytes, replicated=False, reply_limit=subnet.limits.query_reply_bytes),
-        canister_view(subnet, state))
+    message = Execution(Kind.QUERY, subnet.limits.instructions_per_query, subnet.time_ns(), method=method,
+                        arg=arg, caller=sender.bytes, replicated=False, reply_limit=subnet.limits.query_reply_bytes)
+    if state.free_round > subnet.round:  # its last execution still runs (DTS): the query sees the state before it
+        outcome = state.instance.execute_before_last_commit(message, canister_view(subnet, state))
+    else:
+        outcome = state.instance.execute(message, canister_view(subnet, state))
     answer = outcome.trap or outcome.reject
     if answer is not None:
         return QueryResult(None, int(answer.reject_code), answer.message, answer.error_code)

@@ -94,13 +94,21 @@ CALLEE = """
     (local.set $i (i64.add (local.get $i) (i64.const 1)))
     (br_if $l (i64.lt_u (local.get $i) (i64.load (i32.const 0)))))
   (call $msg_reply))
-(func (export "canister_update bump")
+(func $bump (export "canister_update bump")
   (global.set $count (i32.add (global.get $count) (i32.const 1)))
+  (i32.store (i32.const 64) (global.get $count))
   (call $msg_reply))
+(func (export "canister_update bump_then_burn") (local $i i64)
+  (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (i32.const 8))
+  (loop $l
+    (local.set $i (i64.add (local.get $i) (i64.const 1)))
+    (br_if $l (i64.lt_u (local.get $i) (i64.load (i32.const 0)))))
+  (call $bump))
 (func (export "canister_query count")
   (global.set $count (i32.add (global.get $count) (i32.const 100)))
   (i32.store (i32.const 0) (global.get $count))
   (call $msg_reply_data_append (i32.const 0) (i32.const 4))
+  (call $msg_reply_data_append (i32.const 64) (i32.const 4))
   (call $msg_reply))
 """
 
@@ -205,9 +213,26 @@ def test_a_query_changes_nothing_and_a_query_method_called_as_update_neither(was
     assert wasm.update(callee, "bump").status == "replied"
     first = wasm.network.query(wasm.client.sender, callee, "count", b"").reply
     again = wasm.network.query(wasm.client.sender, callee, "count", b"").reply
-    assert first == again == (101).to_bytes(4, "little")
-    assert wasm.update(callee, "count").reply == (101).to_bytes(4, "little")
-    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == (101).to_bytes(4, "little")
+    assert first == again == _count(101, 1)
+    assert wasm.update(callee, "count").reply == _count(101, 1)
+    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == _count(101, 1)
+
+
+def _count(global_value: int, memory_value: int) -> bytes:
+    return global_value.to_bytes(4, "little") + memory_value.to_bytes(4, "little")
+
+
+def test_queries_see_the_state_from_before_an_execution_still_running(wasm):
+    callee = wasm.install(CALLEE)
+    assert wasm.update(callee, "bump").status == "replied"
+    request_id = wasm.submit(callee, "bump_then_burn", (500_000_000).to_bytes(8, "little"))  # 3 rounds
+    wasm.network.execute_round()
+    assert wasm.network.status(request_id).status == "processing"
+    # The execution ran on the host and wrote (global 2, memory 2), but its rounds are not over.
+    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == _count(101, 1)
+    wasm.network.run_until_idle()
+    assert wasm.network.status(request_id).status == "replied"
+    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == _count(102, 2)
 
 
 INSPECTED = """

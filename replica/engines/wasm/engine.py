@@ -25,7 +25,7 @@ import wasmtime
 
 from cdk.principal import Principal
 from replica.engines import Callback, CanisterView, Execution, Kind, Outcome
-from replica.engines.wasm.memory import PAGE_BYTES, Heap
+from replica.engines.wasm.memory import PAGE_BYTES, Heap, Journal
 from replica.engines.wasm.system_api import ExecutionTrap, Meter, SystemApi
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.limits import DEFAULT_LIMITS, WASM_PAGE_BYTES, Limits
@@ -174,6 +174,7 @@ class WasmInstance:
         self.compiled = compiled
         self.stable = stable
         self.heap_limit = heap_limit
+        self.last_commit: tuple[Journal, list[Any]] | None = None  # undo of the last committed execution
         self._build()
 
     def _build(self) -> None:
@@ -250,15 +251,31 @@ class WasmInstance:
         instructions = self.meter.used
         if trap is not None or execution.kind in _READ_ONLY:
             self._rollback()
+            if execution.kind not in _READ_ONLY:
+                self.last_commit = None  # the state is what the execution started from
         else:
-            heap.commit()
-            self.stable.commit()
+            self.last_commit = (heap.commit(), self.stable.commit())
         if trap is not None:
             return Outcome(instructions, trap=trap, logs=api.logs, heap_bytes=heap.size_bytes)
         return Outcome(instructions, reply=api.reply, reject=api.reject, calls=api.calls,
                        cycles_accepted=api.cycles_accepted, certified_data=api.certified_data,
                        global_timer_ns=api.global_timer_ns, message_accepted=api.message_accepted,
                        logs=api.logs, heap_bytes=heap.size_bytes)
+
+    def execute_before_last_commit(self, execution: Execution, view: CanisterView) -> Outcome:
+        """Runs a query on the state from before the last committed execution (one still running
+        over rounds, by DTS): its pages, globals and stable memory are swapped back for the query
+        and forward again after it. The memory's size stays the grown one, zero-filled."""
+        if self.last_commit is None:
+            return self.execute(execution, view)
+        journal, stable_undo = self.last_commit
+        heap_redo = self.heap.swap(journal)
+        stable_redo = self.stable.swap(stable_undo)
+        try:
+            return self.execute(execution, view)
+        finally:
+            self.stable.swap(stable_redo)
+            self.heap.swap(heap_redo)
 
     def _call(self, execution: Execution, view: CanisterView) -> None:
         kind = execution.kind

@@ -125,11 +125,23 @@ class Heap:
         self.journal = Journal(size_pages=self.size_pages,
                                globals=[g.value(self._store) for g in self._globals])
 
-    def commit(self) -> int:
-        """Keeps the execution's writes; returns how many pages it wrote."""
+    def commit(self) -> Journal:
+        """Keeps the execution's writes; returns its journal (the state it started from)."""
         journal = self._end()
         self.dirty.update(journal.pages)
-        return len(journal.pages)
+        return journal
+
+    def swap(self, journal: Journal) -> Journal:
+        """Puts the pages and globals of `journal` in place outside any execution, and returns
+        the journal that puts the current ones back (a query reads the state from before an
+        execution still running over rounds)."""
+        base = self._memory.base()
+        current = Journal({page: ctypes.string_at(base + page * PAGE_BYTES, len(old))
+                           for page, old in journal.pages.items()}, self.size_pages, self.global_values())
+        for page, old in journal.pages.items():
+            ctypes.memmove(base + page * PAGE_BYTES, old, len(old))
+        self.set_globals(journal.globals)
+        return current
 
     def rollback(self) -> int | None:
         """Puts back every page and global the execution changed. If the memory grew, which wasm
