@@ -9,9 +9,11 @@ memory as they were, and the install is rejected with the trap.
 Enhanced orthogonal persistence (moc's default output): a module carrying the private section
 `enhanced-orthogonal-persistence` keeps its heap across upgrades, so an upgrade of it must pass
 `wasm_memory_persistence = opt keep`, as dfx does; the new module starts on the kept memory.
-The rules and messages are the IC's (dfinity/ic rs/execution_environment/src/execution/
-install_code.rs, `validate_upgrade_options`/`CanisterManagerError::MissingUpgradeOptionError`
-and `InvalidUpgradeOptionError`).
+An upgrade that names no `wasm_memory_persistence` is refused for such a module, and `opt keep`
+for a module without the section; `opt replace` discards the heap. The rules and messages are the
+IC's (dfinity/ic f55af5fd282a0d43088eb03c2d44ece95a2df856,
+rs/execution_environment/src/execution/install_code.rs: `MissingUpgradeOptionError`,
+`InvalidUpgradeOptionError`, under IC0504).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def memory_handling(target: CanisterState, module: CanisterModule, upgrade_optio
         raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
                           "Invalid upgrade option: The `wasm_memory_persistence: opt Keep` upgrade option requires "
                           "that the new canister module supports enhanced orthogonal persistence.")
-    if not keep and uses_orthogonal_persistence(target.module):
+    if persistence is None and uses_orthogonal_persistence(target.module):
         raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
                           "Missing upgrade option: Enhanced orthogonal persistence requires the "
                           "`wasm_memory_persistence` upgrade option. Upgrade with "

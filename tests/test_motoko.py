@@ -209,6 +209,9 @@ def test_upgrading_orthogonal_persistence_without_keep_is_refused(client, module
     assert refused.message.startswith("Missing upgrade option: Enhanced orthogonal persistence requires the "
                                       "`wasm_memory_persistence` upgrade option.")
     assert client.query(store, "read") == (1, 1)  # nothing changed
+    # Naming `opt replace` is the IC's way to discard the heap on purpose: accepted.
+    install_code(client, store, modules["stable_store"],
+                 mode={"upgrade": {"skip_pre_upgrade": None, "wasm_memory_persistence": {"replace": None}}})
     install_code(client, store, modules["stable_store"], mode={"reinstall": None})
     assert client.query(store, "read") == (0, 0)
 
