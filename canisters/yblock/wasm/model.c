@@ -426,9 +426,14 @@ int icl_shard_parse(const uint8_t *gguf, size_t len, int n_ctx, void *(*alloc)(s
     double theta, linear_scale;
     if (parse_config(&p, s, &theta, &linear_scale) || parse_layout(&p, s)) return -1;
     icl_shard_info *info = &s->info;
-    if (n_ctx < 1 || n_ctx > info->n_ctx_train) {
-        icl_put(icl_put_int(icl_put(&text, "sessions of "), n_ctx), " positions do not fit the model's trained context of ");
-        icl_put(icl_put_int(&text, info->n_ctx_train), " (1 and up to it are); reinstall with a smaller n_ctx");
+    if (n_ctx > info->n_ctx_train) { /* the Python yblock's words */
+        icl_put(icl_put_int(icl_put(&text, "this yblock was installed for sessions of "), n_ctx),
+                " positions, more than the model's trained context of ");
+        icl_put(icl_put_int(&text, info->n_ctx_train), "; reinstall it with a smaller n_ctx");
+        return -1;
+    }
+    if (n_ctx < 1) {
+        icl_put(icl_put_int(icl_put(&text, "sessions of "), n_ctx), " positions hold nothing; reinstall with n_ctx >= 1");
         return -1;
     }
     info->n_ctx = n_ctx;
