@@ -1,5 +1,5 @@
 """Time and memory to decode (or refuse) each hostile Candid message of at most 64 KiB
-(cdk/candid/hostile.py): the median and spread of several runs per message, and the peak memory
+(tests/candid_hostile.py): the median and spread of several runs per message, and the peak memory
 of one run under tracemalloc (measured separately: tracing slows decoding several times).
 Target: every message within 50 ms and 20 MB.
 
@@ -15,7 +15,7 @@ import time
 import tracemalloc
 
 from cdk.candid import CandidError, decode
-from cdk.candid.hostile import hostile_messages
+from tests.candid_hostile import hostile_messages
 
 
 def main() -> None:

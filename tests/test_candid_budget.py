@@ -1,4 +1,4 @@
-"""The decoder's budget against hostile messages of at most 64 KiB (cdk/candid/hostile.py):
+"""The decoder's budget against hostile messages of at most 64 KiB (tests/candid_hostile.py):
 each decodes or is refused within a bounded work and 20 MB, vectors of zero-sized elements cost
 the same whatever their count, and a small message cannot build a huge value. (Their times are
 benchmarks/bench_candid_hostile.py's subject, never asserted here.)"""
@@ -12,7 +12,7 @@ import pytest
 
 from cdk.candid import CandidError, DecodeLimits, T, decode
 from cdk.candid.encode import write_leb
-from cdk.candid.hostile import MESSAGE_BYTES, hostile_messages
+from tests.candid_hostile import MESSAGE_BYTES, hostile_messages
 
 decode_module = importlib.import_module("cdk.candid.decode")
 
