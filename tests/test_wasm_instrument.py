@@ -306,7 +306,8 @@ def test_function_indices_shift_past_the_added_imports_everywhere():
     _, used = run.call("pick", 0)
     assert used == (1 + 1 + 10 + 0) + (1 + 1 + 0)  # pick: entry, local.get, call_indirect; one: entry, i32.const
     assert run.call("direct") == (3, (1 + 5 + 0) + (1 + 1 + 0))
-    # table.copy charges 100 and then its length, 2 elements
+    # table.copy charges 100 and then its length, 2 elements (validation refuses table.copy, as the
+    # IC does; the instrumentation still charges it as the IC's would)
     assert run.call("copy_table") == (None, 1 + 1 + 1 + 1 + 100 + 2 + 0)
     assert run.call("pick", 1)[0] == 3
 
@@ -424,6 +425,15 @@ def test_validation_refuses_what_the_ic_refuses_with_its_words():
         validate(wasmtime.wat2wasm("(module (func (result i32)))"))
     with pytest.raises(InvalidWasm, match="Failed to decode wasm module"):
         validate(b"\0asm\x01\0\0\0\x01\xff")
+    with pytest.raises(InvalidWasm, match="^Wasm module contains a function at index 1 with unsupported instruction "
+                                          "table.copy.$"):
+        validate(wasmtime.wat2wasm('(module (import "ic0" "msg_reply" (func)) (table 2 funcref) '
+                                   "(func (table.copy (i32.const 0) (i32.const 1) (i32.const 1))))"))
+    blocks = 19_608  # 50 per block and 1 per end, + 1 for the function's end: just over 1,000,000
+    with pytest.raises(InvalidWasm, match=f"at index 0 with complexity {blocks * 51 + 1} which exceeds the maximum "
+                                          "complexity allowed 1000000."):
+        validate(wasmtime.wat2wasm(f"(module (func {'block end ' * blocks}))"))
+    validate(wasmtime.wat2wasm(f"(module (func {'block end ' * (blocks - 1)}))"))  # 999,958: allowed
 
 
 def test_validation_reports_methods_metadata_and_start():

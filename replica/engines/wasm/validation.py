@@ -12,8 +12,8 @@ Usage:
     info = validate(wasm)   # ModuleInfo, or raises InvalidWasm(message)
     info.memory64, info.methods["update"], info.metadata["candid:service"], info.start_function
 
-Not checked here: per-function complexity and size (the IC's limits are 1,000,000 instructions
-per function, which only generated code reaches), and the module size, which install checks.
+Not checked here: the length of function names in the `name` section (1 MiB on the IC), and the
+module size, which install checks.
 """
 
 from __future__ import annotations
@@ -30,6 +30,33 @@ MAX_CUSTOM_SECTIONS_BYTES = 1 << 20
 MAX_EXPORTED_METHODS = 1_000
 MAX_EXPORTED_METHOD_NAME_BYTES = 20_000
 MAX_CODE_SECTION_BYTES = 10 << 20
+MAX_FUNCTION_INSTRUCTIONS = 1_000_000
+MAX_FUNCTION_COMPLEXITY = 1_000_000
+
+# The IC's `wasm_function_complexity`: what an instruction adds to its function's compile-time
+# complexity (default 1), and the table instructions it refuses outright.
+_COMPLEXITY = {
+    **dict.fromkeys("block loop if br br_if br_table call call_indirect memory.grow".split(), 50),
+    "table.get": 14, "ref.func": 8, "ref.is_null": 6,
+    **dict.fromkeys("""i32.trunc_f32_s i32.trunc_f32_u i32.trunc_f64_s i32.trunc_f64_u i64.extend_i32_s
+        i64.extend_i32_u i64.trunc_f32_s i64.trunc_f32_u i64.trunc_f64_s i64.trunc_f64_u f32.convert_i32_s
+        f32.convert_i32_u f32.convert_i64_s f32.convert_i64_u f32.demote_f64 f64.convert_i32_s f64.convert_i32_u
+        f64.convert_i64_s f64.convert_i64_u""".split(), 5),
+    **dict.fromkeys("f32.neg f32.abs f64.neg f64.abs memory.copy".split(), 4),
+    **dict.fromkeys("""f32.copysign f64.copysign f64.eq i32.rem_u i32.rem_s i64.rem_u i64.rem_s i32.div_u i32.div_s
+        i64.div_u i64.div_s memory.fill i32.load i64.load f32.load f64.load i32.load8_s i32.load8_u i32.load16_s
+        i32.load16_u i64.load8_s i64.load8_u i64.load16_s i64.load16_u i64.load32_s i64.load32_u
+        i32.trunc_sat_f32_s i32.trunc_sat_f32_u i32.trunc_sat_f64_s i32.trunc_sat_f64_u i64.trunc_sat_f32_s
+        i64.trunc_sat_f32_u i64.trunc_sat_f64_s i64.trunc_sat_f64_u""".split(), 3),
+    **dict.fromkeys("""global.get i32.popcnt i64.popcnt select memory.size i32.store i32.store16 i32.store8 i64.store
+        i64.store32 i64.store16 i64.store8 f64.store f32.store i32.eqz i32.eq i32.ne i32.lt_s i32.lt_u i32.gt_s
+        i32.gt_u i32.le_s i32.le_u i32.ge_s i32.ge_u i64.eqz i64.eq i64.ne i64.lt_s i64.lt_u i64.gt_s i64.gt_u
+        i64.le_s i64.le_u i64.ge_s i64.ge_u f32.eq f32.ne f32.lt f32.gt f32.le f32.ge f64.ne f64.lt f64.gt f64.le
+        f64.ge f32.ceil f64.ceil f32.floor f64.floor f32.sqrt f64.sqrt f32.trunc f64.trunc i32.reinterpret_f32
+        i64.reinterpret_f64 f32.reinterpret_i32 f64.reinterpret_i64 i32.wrap_i64 i32.extend8_s i32.extend16_s
+        i64.extend8_s i64.extend16_s i64.extend32_s f64.promote_f32""".split(), 2),
+}
+UNSUPPORTED_INSTRUCTIONS = frozenset(("table.grow", "table.set", "table.fill", "table.copy", "table.init"))
 
 # Exports the IC itself adds when it instruments a module, which a canister may not export;
 # the write barrier's bitmap memory is added here.
@@ -171,8 +198,8 @@ def validate(wasm: bytes) -> ModuleInfo:
         raise InvalidWasm(f"Failed to decode wasm module: {error}") from None
     code = module.section(wb.CODE)
     if code is not None and len(code.payload) > MAX_CODE_SECTION_BYTES:
-        raise InvalidWasm(f"Wasm model code section size of {len(code.payload)} exceeds the maximum allowed size "
-                          f"of {MAX_CODE_SECTION_BYTES}")
+        raise InvalidWasm(f"Wasm module code section size of {len(code.payload)} exceeds the maximum allowed size "
+                          f"of {MAX_CODE_SECTION_BYTES}.")
     _can_compile(wasm)
     memories = module.all_memories
     memory64 = bool(memories) and memories[0].memory64
@@ -189,11 +216,11 @@ def validate(wasm: bytes) -> ModuleInfo:
     if len(module.functions) > MAX_FUNCTIONS:
         raise InvalidWasm(f"Wasm module defined {len(module.functions)} functions which exceeds the maximum number "
                           f"allowed {MAX_FUNCTIONS}.")
-    if memory64 and memories[0].maximum is not None:
-        allowed = instrument.MAX_WASM64_MEMORY_BYTES // instrument.WASM_PAGE_BYTES
-        if memories[0].maximum > allowed:
-            raise InvalidWasm(f"Wasm module declares a maximum memory of {memories[0].maximum} wasm pages, which "
-                              f"exceeds the maximum allowed {allowed}.")
+    allowed = instrument.MAX_WASM64_MEMORY_BYTES // instrument.WASM_PAGE_BYTES
+    if memory64 and memories[0].minimum > allowed:
+        raise InvalidWasm(f"Wasm64 module declares an initial memory of {memories[0].minimum} wasm pages, which "
+                          f"exceeds the maximum allowed {allowed}.")
+    _check_code(module)
     return ModuleInfo(memory64, methods, system_methods, _metadata(module), module.start, imports)
 
 
@@ -278,9 +305,8 @@ def _check_exports(module: wb.Module) -> tuple[dict[str, tuple[str, ...]], froze
         if prefix is not None:
             method = export.name[len(prefix):]
             if method in seen:
-                raise InvalidWasm(f"Wasm module has an invalid export section. Duplicate function '{method}' "
-                                  "exported multiple times with different call types: update, query, or "
-                                  "composite_query.")
+                raise InvalidWasm(f"Duplicate function '{method}' exported multiple times with different call types: "
+                                  "update, query, or composite_query.")
             seen.add(method)
             methods[METHOD_KINDS[prefix]].append(method)
             name_bytes += len(method.encode())
@@ -293,14 +319,35 @@ def _check_exports(module: wb.Module) -> tuple[dict[str, tuple[str, ...]], froze
             continue
         _check_signature(no_arguments, export.name, module.function_type(export.index))
     if len(seen) > MAX_EXPORTED_METHODS:
-        raise InvalidWasm("Wasm module has an invalid export section. The number of exported functions called "
-                          "`canister_update <name>`, `canister_query <name>`, or `canister_composite_query <name>` "
-                          f"exceeds {MAX_EXPORTED_METHODS}.")
+        raise InvalidWasm("The number of exported functions called `canister_update <name>`, `canister_query "
+                          f"<name>`, or `canister_composite_query <name>` is {len(seen)} which exceeds "
+                          f"{MAX_EXPORTED_METHODS}.")
     if name_bytes > MAX_EXPORTED_METHOD_NAME_BYTES:
-        raise InvalidWasm("Wasm module has an invalid export section. The sum of `<name>` lengths in exported "
-                          "functions called `canister_update <name>`, `canister_query <name>`, or "
-                          f"`canister_composite_query <name>` exceeds {MAX_EXPORTED_METHOD_NAME_BYTES}.")
+        raise InvalidWasm("The sum of `<name>` lengths in exported functions called `canister_update <name>`, "
+                          f"`canister_query <name>`, or `canister_composite_query <name>` is {name_bytes} which "
+                          f"exceeds the allowed limit of {MAX_EXPORTED_METHOD_NAME_BYTES}.")
     return {kind: tuple(names) for kind, names in methods.items()}, frozenset(system_methods)
+
+
+def _check_code(module: wb.Module) -> None:
+    """Each function's size and compile-time complexity, and the table instructions the IC refuses.
+    Functions are numbered in the function index space (imports first), as the IC reports them."""
+    first = len(module.imported_functions)
+    for number, raw in enumerate(module.bodies):
+        index = first + number
+        names = wb.decode_body(raw).names
+        refused = UNSUPPORTED_INSTRUCTIONS.intersection(names)
+        if refused:
+            instruction = next(name for name in names if name in refused)
+            raise InvalidWasm(f"Wasm module contains a function at index {index} with unsupported instruction "
+                              f"{instruction}.")
+        complexity = sum(_COMPLEXITY.get(name, 1) for name in names)
+        if complexity > MAX_FUNCTION_COMPLEXITY:
+            raise InvalidWasm(f"Wasm module contains a function at index {index} with complexity {complexity} which "
+                              f"exceeds the maximum complexity allowed {MAX_FUNCTION_COMPLEXITY}.")
+        if len(names) > MAX_FUNCTION_INSTRUCTIONS:
+            raise InvalidWasm(f"Wasm module contains a function at index {index} of size {len(names)} that exceeds "
+                              f"the maximum allowed size of {MAX_FUNCTION_INSTRUCTIONS}.")
 
 
 def _check_data(module: wb.Module, memory64: bool) -> None:
