@@ -33,15 +33,19 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     if args.unsharded:
         local = run_unsharded(path, args.prompt, options)
+        prefill, decode = local.prefill_and_decode_tokens_per_s
         metrics = {"host_seconds": local.host.seconds, "host_tokens_per_s": local.host_tokens_per_s,
+                   "prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
                    "generated_tokens": len(local.ids), "stop_reason": local.stop_reason}
         return _print(args, list(local.prompt_ids), list(local.ids), local.text, metrics, show_text=True)
 
     def show(event: StreamEvent) -> None:
-        print(event.text, end="", flush=True)
+        if not args.json:
+            print(event.text, end="", flush=True)
 
+    # Streamed in both cases: the first token's arrival splits prefill from decode speed.
     sharded = run_sharded(path, constraints_from(args), args.prompt, options, strategy=args.strategy,
-                          on_text=None if args.json else show, progress=not args.json)
+                          on_text=show, progress=not args.json)
     generation = sharded.generation
     metrics = {**dataclasses.asdict(sharded.network), "stop_reason": generation.stop_reason,
                "head": dataclasses.asdict(generation.metrics)}
@@ -56,8 +60,12 @@ def _print(args: argparse.Namespace, prompt_ids: list[int], ids: list[int], text
         return 0
     if show_text:
         print(text, end="")
-    summary = [f"{len(ids)} tokens", f"{metrics['host_tokens_per_s']:.1f} tok/s on this host",
-               f"stop: {metrics['stop_reason']}"]
+    summary = [f"{len(ids)} tokens", f"{metrics['host_tokens_per_s']:.1f} tok/s on this host"]
+    split = [f"{phase} {metrics[f'{phase}_tokens_per_s']:.1f} tok/s" for phase in ("prefill", "decode")
+             if metrics[f"{phase}_tokens_per_s"] is not None]
+    if split:
+        summary[-1] += f" ({', '.join(split)})"
+    summary.append(f"stop: {metrics['stop_reason']}")
     if "virtual_seconds_per_token" in metrics:
         summary += [f"{metrics['canisters']} canisters",
                     f"{metrics['virtual_seconds_per_token']:.2f} s/token on the IC (virtual)",
