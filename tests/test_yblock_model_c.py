@@ -318,6 +318,29 @@ def test_an_unsupported_type_a_head_shard_and_a_long_context_are_refused(model_l
         CShard(model_lib, path.read_bytes(), 65)
 
 
+def test_metered_counts_are_the_same_each_time_and_grow_with_the_cached_positions(
+        model_wasm: CompiledModel, tmp_path: Path) -> None:
+    """The IC-metered build that benchmarks/bench_yblock_ops.py counts with computes what the plain
+    build computes; the same call costs the same instructions, and a later position costs more (its
+    attention reads more of the cache)."""
+    metered = CompiledModel.of(build_model_wasm(tmp_path / "model.wasm"), metered=True)
+    _, (path,) = export(synthetic(tmp_path, "llama", "Q8_0"), 1, tmp_path / "shards")
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    plain = WasmModel(model_wasm, path.read_bytes(), N_CTX)
+    expected = [plain.forward(x, pos) for pos in range(8)]
+    counts = []
+    for _ in range(2):
+        shard = WasmModel(metered, path.read_bytes(), N_CTX)
+        steps = []
+        for pos in range(8):
+            assert np.array_equal(shard.forward(x, pos), expected[pos])
+            steps.append(shard.instructions)
+        counts.append(steps)
+    assert counts[0] == counts[1]
+    # positions 3 and 7 see 4 and 8 keys: whole vectors of softmax (others add a scalar tail)
+    assert counts[0][7] > counts[0][3] > counts[0][0], counts[0]
+
+
 def test_hyperparameters_past_any_model_are_refused_before_any_size_is_computed(model_lib: ctypes.CDLL,
                                                                                  tmp_path: Path) -> None:
     _, (path,) = export(synthetic(tmp_path, "llama", "Q8_0"), 1, tmp_path / "shards")
