@@ -137,7 +137,7 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     state.heap_bytes = outcome.heap_bytes
     if outcome.trap is None:
         context.cycles_available -= outcome.cycles_accepted
-        state.cycles += outcome.cycles_accepted
+        state.cycles += outcome.cycles_accepted - outcome.cycles_burned
         if outcome.global_timer_ns is not None:
             state.global_timer_ns = outcome.global_timer_ns
     return outcome

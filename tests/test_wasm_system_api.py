@@ -31,6 +31,9 @@ CONTEXT_CASES = {
     "msg_cycles_refunded128": ("(call $msg_cycles_refunded128 (i32.const 0))", {"Ry", "Rt"}),
     "time": ("(drop (call $time))", set(ALL_KINDS)),
     "stable64_size": ("(drop (call $stable64_size))", set(ALL_KINDS)),
+    "cycles_burn128": ("(call $cycles_burn128 (i64.const 0) (i64.const 1) (i32.const 0))",
+                       {"I", "G", "U", "RQ", "Ry", "Rt", "C", "T"}),
+    "msg_caller_info_data_size": ("(drop (call $msg_caller_info_data_size))", {"U", "RQ", "NRQ", "Ry", "Rt", "C", "F"}),
 }
 # The replica's name for each kind of execution in its message.
 MODE_NAMES = {"I": "init", "G": "pre upgrade", "U": "update", "RQ": "replicated query",
@@ -230,3 +233,30 @@ def test_stable_memory_32_and_64_bit(engine):
     assert past.error_code == "IC0502" and "stable memory read out of bounds" in past.message
     # 3 pages now: 65536 more would pass what the 32-bit API can address
     assert call(instance, "grow_past_4gib").reply == (-1).to_bytes(4, "little", signed=True)
+
+
+OTHERS = """
+(func (export "canister_update burn")
+  (call $cycles_burn128 (i64.const 0) (i64.const 5000) (i32.const 0))
+  (call $canister_cycle_balance128 (i32.const 16))
+  (i32.store (i32.const 32) (call $env_var_count))
+  (i32.store (i32.const 36) (call $msg_caller_info_data_size))
+  (call $msg_reply_data_append (i32.const 0) (i32.const 40))
+  (call $msg_reply))
+(data (i32.const 100) "HOME")
+(func (export "canister_update env") (drop (call $env_var_value_size (i32.const 100) (i32.const 4))))
+(func (export "canister_update cost") (call $cost_call (i64.const 3) (i64.const 10) (i32.const 0)))
+"""
+
+
+def test_cycles_burn_no_environment_variables_no_caller_info_and_unsimulated_functions(engine):
+    instance = install(engine, hand_metered(OTHERS))
+    outcome = call(instance, "burn")
+    reply = outcome.reply
+    assert _u128(reply, 0) == 5000 == outcome.cycles_burned
+    assert _u128(reply, 16) == VIEW.cycle_balance - 5000
+    assert reply[32:40] == bytes(8)  # no environment variables, no caller info
+    env = call(instance, "env").trap
+    assert env.error_code == "IC0504" and "no environment variable b'HOME' is set" in env.message
+    cost = call(instance, "cost").trap  # the module installed; the call says what is missing
+    assert cost.error_code == "IC0502" and "ic0.cost_call is not available" in cost.message

@@ -48,6 +48,9 @@ IC0_32 = {
     "time": "(result i64)", "global_timer_set": "(param i64) (result i64)",
     "performance_counter": "(param i32) (result i64)", "is_controller": "(param i32 i32) (result i32)",
     "in_replicated_execution": "(result i32)", "debug_print": "(param i32 i32)", "trap": "(param i32 i32)",
+    "cycles_burn128": "(param i64 i64 i32)", "msg_caller_info_data_size": "(result i32)",
+    "env_var_count": "(result i32)", "env_var_value_size": "(param i32 i32) (result i32)",
+    "cost_call": "(param i64 i64 i32)",
 }
 
 
@@ -72,6 +75,7 @@ def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", w
         signatures["is_controller"] = "(param i64 i64) (result i32)"
         signatures["performance_counter"] = "(param i32) (result i64)"
         signatures["msg_cycles_accept128"] = "(param i64 i64 i64)"
+        signatures["cycles_burn128"] = signatures["cost_call"] = "(param i64 i64 i64)"
     ptr = "i64" if wasm64 else "i32"
     imports = "\n".join(f'(import "ic0" "{n}" (func ${n} {s}))' for n, s in signatures.items())
     wat = f"""(module

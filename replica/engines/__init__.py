@@ -102,6 +102,7 @@ class Outcome:
     reject: Reject | None = None  # ... or with this reject made by the canister (msg_reject)
     calls: list[OutgoingCall] = field(default_factory=list)
     cycles_accepted: int = 0
+    cycles_burned: int = 0  # by ic0.cycles_burn128
     certified_data: bytes | None = None  # set by certified_data_set
     global_timer_ns: int | None = None  # set by global_timer_set (0 deactivates the timer)
     message_accepted: bool = False  # inspect_message called accept_message

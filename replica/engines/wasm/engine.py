@@ -258,7 +258,8 @@ class WasmInstance:
         if trap is not None:
             return Outcome(instructions, trap=trap, logs=api.logs, heap_bytes=heap.size_bytes)
         return Outcome(instructions, reply=api.reply, reject=api.reject, calls=api.calls,
-                       cycles_accepted=api.cycles_accepted, certified_data=api.certified_data,
+                       cycles_accepted=api.cycles_accepted, cycles_burned=api.cycles_burned,
+                       certified_data=api.certified_data,
                        global_timer_ns=api.global_timer_ns, message_accepted=api.message_accepted,
                        logs=api.logs, heap_bytes=heap.size_bytes)
 

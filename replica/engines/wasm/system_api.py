@@ -96,7 +96,29 @@ _CONTEXTS: dict[str, str] = {
     "in_replicated_execution": _EVERYWHERE + " s",
     "debug_print": _EVERYWHERE + " s",
     "trap": _EVERYWHERE + " s",
+    "msg_caller_info_data_size": "U RQ NRQ CQ Ry Rt CRy CRt C CC F",
+    "msg_caller_info_data_copy": "U RQ NRQ CQ Ry Rt CRy CRt C CC F",
+    "msg_caller_info_signer_size": "U RQ NRQ CQ Ry Rt CRy CRt C CC F",
+    "msg_caller_info_signer_copy": "U RQ NRQ CQ Ry Rt CRy CRt C CC F",
+    "cycles_burn128": "I G U RQ Ry Rt C T",
+    "env_var_count": _EVERYWHERE,
+    "env_var_name_size": _EVERYWHERE,
+    "env_var_name_copy": _EVERYWHERE,
+    "env_var_name_exists": _EVERYWHERE,
+    "env_var_value_size": _EVERYWHERE,
+    "env_var_value_copy": _EVERYWHERE,
 }
+# Functions the IC provides whose facts this simulation does not have (the subnet's id and
+# nodes, the root key, the fee of calls to other subnets' services): a module may import them;
+# calling one traps and says so.
+_NOT_SIMULATED = {
+    "subnet_self_size": _EVERYWHERE, "subnet_self_copy": _EVERYWHERE, "subnet_self_node_count": _EVERYWHERE,
+    "root_key_size": "I G U RQ Ry Rt C T", "root_key_copy": "I G U RQ Ry Rt C T",
+    "cost_call": _EVERYWHERE + " s", "cost_create_canister": _EVERYWHERE + " s",
+    "cost_http_request": _EVERYWHERE + " s", "cost_sign_with_ecdsa": _EVERYWHERE + " s",
+    "cost_sign_with_schnorr": _EVERYWHERE + " s", "cost_vetkd_derive_key": _EVERYWHERE + " s",
+}
+_CONTEXTS.update(_NOT_SIMULATED)
 
 # Fixed overhead per call in instructions (system_api_complexity.rs, overhead::new).
 _OVERHEAD: dict[str, int] = {
@@ -114,8 +136,13 @@ _OVERHEAD: dict[str, int] = {
     "msg_reply_data_append": 500, "msg_reply": 500, "performance_counter": 200, "stable_grow": 500,
     "stable_read": 20, "stable_size": 20, "stable_write": 20, "stable64_grow": 500, "stable64_read": 20,
     "stable64_size": 20, "stable64_write": 20, "time": 500, "trap": 500,
-    # Not in the overhead table: charged like their neighbours.
+    "cycles_burn128": 100,  # CYCLES_BURN in overhead::old; overhead::new has no entry at 023cfe84
+    # Not in the overhead table at 023cfe84: charged like their neighbours.
     "msg_deadline": 500, "call_with_best_effort_response": 500, "in_replicated_execution": 500,
+    "msg_caller_info_data_size": 500, "msg_caller_info_data_copy": 500, "msg_caller_info_signer_size": 500,
+    "msg_caller_info_signer_copy": 500, "env_var_count": 500, "env_var_name_size": 500, "env_var_name_copy": 500,
+    "env_var_name_exists": 500, "env_var_value_size": 500, "env_var_value_copy": 500,
+    **{name: 500 for name in _NOT_SIMULATED},
 }
 
 # The replica's name for each kind of execution, in its contract-violation messages.
@@ -232,6 +259,7 @@ class SystemApi:
         self.cycles_available = execution.cycles_available
         self.cycles_accepted = 0
         self.cycles_sent = 0
+        self.cycles_burned = 0
         self.certified_data: bytes | None = None
         self.global_timer_ns: int | None = None
         self.message_accepted = False
@@ -384,7 +412,7 @@ class SystemApi:
 
     def _balance(self) -> int:
         assert self.view is not None
-        return self.view.cycle_balance + self.cycles_accepted - self.cycles_sent
+        return self.view.cycle_balance + self.cycles_accepted - self.cycles_sent - self.cycles_burned
 
     def canister_cycle_balance(self) -> int:
         self._enter("canister_cycle_balance")
@@ -397,6 +425,14 @@ class SystemApi:
     def canister_liquid_cycle_balance128(self, dst: int) -> None:
         self._enter("canister_liquid_cycle_balance128")
         self._write_u128("canister_liquid_cycle_balance128", dst, self._balance())
+
+    def cycles_burn128(self, high: int, low: int, dst: int) -> None:
+        """Burns up to the amount (never more than the balance; the IC also keeps the freezing
+        reserve, which the engine does not know) and writes what it burned."""
+        self._enter("cycles_burn128")
+        burned = min((high << 64) | low, max(0, self._balance()))
+        self.cycles_burned += burned
+        self._write_u128("cycles_burn128", dst, burned)
 
     # --- the canister -------------------------------------------------------------------------
     def canister_self_size(self) -> int:
@@ -426,6 +462,58 @@ class SystemApi:
         if self.message_accepted:
             raise self._violation("ic0.accept_message: the function was already called.")
         self.message_accepted = True
+
+    # Callers here are never principals of canister signatures, so there is no caller info.
+    def msg_caller_info_data_size(self) -> int:
+        self._enter("msg_caller_info_data_size")
+        return 0
+
+    def msg_caller_info_data_copy(self, dst: int, offset: int, size: int) -> None:
+        self._copy_out("msg_caller_info_data_copy", b"", dst, offset, size)
+
+    def msg_caller_info_signer_size(self) -> int:
+        self._enter("msg_caller_info_signer_size")
+        return 0
+
+    def msg_caller_info_signer_copy(self, dst: int, offset: int, size: int) -> None:
+        self._copy_out("msg_caller_info_signer_copy", b"", dst, offset, size)
+
+    # Canister settings here have no environment variables (canister_status reports none).
+    def env_var_count(self) -> int:
+        self._enter("env_var_count")
+        return 0
+
+    def env_var_name_size(self, index: int) -> int:
+        self._enter("env_var_name_size")
+        raise self._violation(f"ic0.env_var_name_size: index {index} is out of bounds (0 variables)")
+
+    def env_var_name_copy(self, index: int, dst: int, offset: int, size: int) -> None:
+        self._enter("env_var_name_copy")
+        raise self._violation(f"ic0.env_var_name_copy: index {index} is out of bounds (0 variables)")
+
+    def env_var_name_exists(self, src: int, size: int) -> int:
+        self._enter("env_var_name_exists")
+        self._read("env_var_name_exists", src, size)
+        return 0
+
+    def env_var_value_size(self, src: int, size: int) -> int:
+        self._enter("env_var_value_size")
+        raise self._violation(f"ic0.env_var_value_size: no environment variable "
+                              f"{self._read('env_var_value_size', src, size)!r} is set")
+
+    def env_var_value_copy(self, src: int, size: int, dst: int, offset: int, length: int) -> None:
+        self._enter("env_var_value_copy")
+        raise self._violation(f"ic0.env_var_value_copy: no environment variable "
+                              f"{self._read('env_var_value_copy', src, size)!r} is set")
+
+    def _not_simulated(self, name: str) -> Callable[..., Any]:
+        def function(*_: int) -> Any:
+            self._enter(name)
+            raise self._trap(ErrorCode.CANISTER_TRAPPED,
+                             f"Canister {self._canister} trapped: ic0.{name} is not available on this simulated "
+                             "IC (it has no subnet id, node list, root key or fees of other services to give)")
+
+        return function
 
     # --- calls --------------------------------------------------------------------------------
     def call_new(self, callee_src: int, callee_size: int, name_src: int, name_size: int,
@@ -630,7 +718,8 @@ class SystemApi:
         """(name, wasm type, host function) of every ic0 function, with the pointer width of this
         module (`I` is i64 in a memory64 module)."""
         for name, (params, results) in _signatures(self.wasm64).items():
-            yield name, wasmtime.FuncType(params, results), _bind(getattr(self, name), params, results)
+            method = self._not_simulated(name) if name in _NOT_SIMULATED else getattr(self, name)
+            yield name, wasmtime.FuncType(params, results), _bind(method, params, results)
 
 
 def _signatures(wasm64: bool) -> dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]]:
@@ -659,6 +748,17 @@ def _signatures(wasm64: bool) -> dict[str, tuple[list[wasmtime.ValType], list[wa
         "time": ([], [i64]), "global_timer_set": ([i64], [i64]), "performance_counter": ([i32], [i64]),
         "is_controller": ([ptr] * 2, [i32]), "in_replicated_execution": ([], [i32]),
         "debug_print": ([ptr] * 2, []), "trap": ([ptr] * 2, []),
+        "msg_caller_info_data_size": ([], [ptr]), "msg_caller_info_data_copy": ([ptr] * 3, []),
+        "msg_caller_info_signer_size": ([], [ptr]), "msg_caller_info_signer_copy": ([ptr] * 3, []),
+        "cycles_burn128": ([i64, i64, ptr], []),
+        "env_var_count": ([], [ptr]), "env_var_name_size": ([ptr], [ptr]), "env_var_name_copy": ([ptr] * 4, []),
+        "env_var_name_exists": ([ptr] * 2, [i32]), "env_var_value_size": ([ptr] * 2, [ptr]),
+        "env_var_value_copy": ([ptr] * 5, []),
+        "subnet_self_size": ([], [ptr]), "subnet_self_copy": ([ptr] * 3, []), "subnet_self_node_count": ([], [i32]),
+        "root_key_size": ([], [ptr]), "root_key_copy": ([ptr] * 3, []),
+        "cost_call": ([i64, i64, ptr], []), "cost_create_canister": ([ptr], []),
+        "cost_http_request": ([i64, i64, ptr], []), "cost_sign_with_ecdsa": ([ptr, ptr, i32, ptr], [i32]),
+        "cost_sign_with_schnorr": ([ptr, ptr, i32, ptr], [i32]), "cost_vetkd_derive_key": ([ptr, ptr, i32, ptr], [i32]),
     }
     if not wasm64:  # only for 32-bit memories (interface spec)
         table.update({
