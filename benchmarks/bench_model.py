@@ -1,9 +1,10 @@
 """SmolLM2 decode and prefill speed of the model core, against llama.cpp in the same run.
 
-    python benchmarks/bench_model.py [--model smollm2] [--weights dequantize|quantized]
+    python -m benchmarks.bench_model [--model smollm2] [--weights dequantize|quantized] [--runs 3]
                                      [--llama-cpp-python PYTHON]
 
-Prints tokens/s for prefill and decode, peak RSS, and the memory-bandwidth roofline: the bytes
+Prints tokens/s for prefill and decode (the median of --runs runs, with their range), peak RSS,
+and the memory-bandwidth roofline: the bytes
 of weights and KV read per decoded token, the measured read bandwidth of this machine, the
 ceiling in tokens/s that follows, and the fraction of it reached. llama.cpp runs (same model,
 2 threads, same prompt length and token count) when llama-cpp-python is importable here, or in
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -85,13 +87,16 @@ def bench_ours(path: Path, strategy: str) -> dict:
     }
 
 
-def bench_llama_cpp(path: Path, python: str | None) -> dict | None:
+def bench_llama_cpp(path: Path, python: str | None, probe: bool = False) -> dict | None:
+    """llama.cpp's speeds; None if it is not available. `probe` only checks that it is."""
     if python is None:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
             return None
         python = sys.executable
+    if probe:
+        return {}
     result = subprocess.run([python, "-c", LLAMA_CPP_SCRIPT, str(path), str(N_PROMPT), str(N_DECODE)],
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -102,24 +107,36 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--weights", choices=STRATEGIES, default="quantized")
     parser.add_argument("--llama-cpp-python", help="a Python interpreter that can import llama_cpp")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians are printed (default 3)")
     args = parser.parse_args()
     path = resolve_model(args.model)
 
-    ours = bench_ours(path, args.weights)
+    runs = [bench_ours(path, args.weights) for _ in range(args.runs)]
+    ours = {key: statistics.median(run[key] for run in runs) for key in ("prefill_tps", "decode_tps")}
     bandwidth = read_bandwidth_gbs()
-    ceiling = bandwidth * 1e9 / ours["bytes_per_token"]
-    print(f"model {path.name}, weights {args.weights} ({ours['resident_bytes'] / 1e6:.0f} MB resident)")
-    print(f"icllama   prefill {ours['prefill_tps']:7.1f} tok/s   decode {ours['decode_tps']:6.1f} tok/s   "
-          f"peak RSS {ours['peak_rss_mb']:.0f} MB")
-    print(f"roofline  {ours['bytes_per_token'] / 1e6:.0f} MB read per decoded token, read bandwidth "
+    ceiling = bandwidth * 1e9 / runs[0]["bytes_per_token"]
+    print(f"model {path.name}, weights {args.weights} ({runs[0]['resident_bytes'] / 1e6:.0f} MB resident); "
+          f"medians of {args.runs} runs (range)")
+    print(f"icllama   prefill {_spread(runs, 'prefill_tps')} tok/s   decode {_spread(runs, 'decode_tps')} tok/s   "
+          f"peak RSS {max(run['peak_rss_mb'] for run in runs):.0f} MB")
+    print(f"roofline  {runs[0]['bytes_per_token'] / 1e6:.0f} MB read per decoded token, read bandwidth "
           f"{bandwidth:.1f} GB/s -> ceiling {ceiling:.1f} tok/s; reached {ours['decode_tps'] / ceiling:.0%}")
-    ref = bench_llama_cpp(path, args.llama_cpp_python)
-    if ref is None:
+    if bench_llama_cpp(path, args.llama_cpp_python, probe=True) is None:
         print("llama.cpp not available (pip install llama-cpp-python, or pass --llama-cpp-python PYTHON)")
         return
-    print(f"llama.cpp prefill {ref['prefill_tps']:7.1f} tok/s   decode {ref['decode_tps']:6.1f} tok/s   (2 threads)")
-    print(f"ratio     prefill {ours['prefill_tps'] / ref['prefill_tps']:.2f}x   "
-          f"decode {ours['decode_tps'] / ref['decode_tps']:.2f}x of llama.cpp")
+    refs = [bench_llama_cpp(path, args.llama_cpp_python) for _ in range(args.runs)]
+    print(f"llama.cpp prefill {_spread(refs, 'prefill_tps')} tok/s   decode {_spread(refs, 'decode_tps')} tok/s   "
+          "(2 threads)")
+    # The ratio of run i of each side, so its range shows how much the machine's load moved it.
+    ratios = [{key: ours_run[key] / ref[key] for key in ("prefill_tps", "decode_tps")}
+              for ours_run, ref in zip(runs, refs, strict=True)]
+    print(f"ratio     prefill {_spread(ratios, 'prefill_tps', '.2f')}x   "
+          f"decode {_spread(ratios, 'decode_tps', '.2f')}x of llama.cpp")
+
+
+def _spread(runs: list[dict], key: str, fmt: str = ".1f") -> str:
+    values = [run[key] for run in runs]
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
 
 
 if __name__ == "__main__":
