@@ -1,11 +1,12 @@
 """Host speed of sharded generation against the unsharded model, with what the network measured.
 
-    python benchmarks/bench_sharding.py [--model smollm2] [--shards 1 2 4 8] [--tokens 64] [--repeats 3]
+    python -m benchmarks.bench_sharding [--model smollm2] [--shards 1 2 4 8] [--tokens 64] [--repeats 3]
 
 For each shard count the model is planned, exported and deployed into an in-process simulated IC
 (client.pipeline), then generates greedily from the same prompt; the unsharded baseline is `Llama`
-in this process with the same weight strategy. Runs alternate (sharded, unsharded, ...) and the
-fastest of each is kept, so that other load on the machine affects both alike. Prints host
+in this process with the same weight strategy. Runs alternate (sharded, unsharded, ...), so that
+other load on the machine affects both alike, and each figure is the median of the runs with
+their range; an overhead compares the runs of one pair. Prints host
 tokens/s and the overhead of sharding (target: at most 15% at 8 shards), and per generated token
 the virtual seconds, instructions, cycles and inter-canister messages the network measured, and
 the Candid bytes of one activation message.
@@ -14,6 +15,7 @@ the Candid bytes of one activation message.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -34,11 +36,11 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2", help="catalog name or .gguf path (default smollm2)")
     parser.add_argument("--shards", type=int, nargs="+", default=[8], help="shard counts (default 8)")
     parser.add_argument("--tokens", type=int, default=64, help="tokens to generate (default 64)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each, fastest kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each; medians are printed (default 3)")
     args = parser.parse_args()
     model = resolve_model(args.model)
     options = GenerationOptions(max_tokens=args.tokens)
-    print(f"{model.name}: {args.tokens} tokens from a {PROMPT!r} prompt, greedy, fastest of {args.repeats}")
+    print(f"{model.name}: {args.tokens} tokens from a {PROMPT!r} prompt, greedy, median (range) of {args.repeats} runs")
     baseline = UnshardedModel.load(model)
     rows = []
     with tempfile.TemporaryDirectory() as shards_dir:
@@ -57,18 +59,25 @@ def main() -> int:
                 print(f"  {shards} shards: the sharded ids differ from the unsharded ones", file=sys.stderr)
                 return 1
             rows.append((shards, deploy_s, sharded, local))
-    print(f"{'shards':>6} {'canisters':>9} {'deploy s':>8} {'tok/s':>6} {'unsharded':>9} {'overhead':>8} "
-          f"{'CPU ovh':>7} {'virt s/tok':>10} {'instr/tok':>9} {'cycles/tok':>10} {'msgs/tok':>8} {'act. msg B':>10}")
+    print(f"{'shards':>6} {'canisters':>9} {'deploy s':>8} {'tok/s':>18} {'unsharded tok/s':>18} "
+          f"{'overhead':>21} {'CPU overhead':>21} {'virt s/tok':>10} {'instr/tok':>9} {'cycles/tok':>10} "
+          f"{'msgs/tok':>8} {'act. msg B':>10}")
     for shards, deploy_s, sharded, local in rows:
         net = sharded[0].network
-        wall = min(r.network.host_seconds for r in sharded), min(r.host.seconds for r in local)
-        cpu = min(r.network.host_cpu_seconds for r in sharded), min(r.host.cpu_seconds for r in local)
         tokens = net.generated_tokens
-        print(f"{shards:>6} {net.canisters:>9} {deploy_s:>8.1f} {tokens / wall[0]:>6.1f} {tokens / wall[1]:>9.1f} "
-              f"{wall[0] / wall[1] - 1:>8.1%} {cpu[0] / cpu[1] - 1:>7.1%} {net.virtual_seconds_per_token:>10.2f} "
-              f"{net.instructions_per_token:>9.3g} {net.cycles_per_token:>10.3g} {net.messages_per_token:>8.1f} "
-              f"{net.activation_message_bytes:>10}")
+        pairs = list(zip(sharded, local, strict=True))
+        print(f"{shards:>6} {net.canisters:>9} {deploy_s:>8.1f} "
+              f"{_spread([tokens / r.network.host_seconds for r in sharded], '.1f'):>18} "
+              f"{_spread([tokens / r.host.seconds for r in local], '.1f'):>18} "
+              f"{_spread([s.network.host_seconds / u.host.seconds - 1 for s, u in pairs], '.1%'):>21} "
+              f"{_spread([s.network.host_cpu_seconds / u.host.cpu_seconds - 1 for s, u in pairs], '.1%'):>21} "
+              f"{net.virtual_seconds_per_token:>10.2f} {net.instructions_per_token:>9.3g} "
+              f"{net.cycles_per_token:>10.3g} {net.messages_per_token:>8.1f} {net.activation_message_bytes:>10}")
     return 0
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
 
 
 if __name__ == "__main__":
