@@ -184,6 +184,10 @@ def test_a_canister_calls_another_and_handles_its_rejects(client, modules):
     assert code == "canister_error" and "add_then_trap: trapping after adding 7" in message
     assert client.query(counter, "get") == 1  # the callee's trap rolled its write back
     assert client.query(caller, "call_count") == 3
+    trapped = failure(lambda: client.update(caller, "inc_other_then_trap", counter))
+    assert trapped.error_code == "IC0503" and "trapping after the await" in trapped.message
+    assert client.query(counter, "get") == 2  # the call was made
+    assert client.query(caller, "call_count") == 4  # committed at the await; the +100 after it rolled back
 
 
 def test_a_python_canister_calls_motoko_typed_by_its_candid_metadata(client, modules):

@@ -40,6 +40,14 @@ persistent actor Caller {
     }
   };
 
+  // The write before the await is committed there; the one after it goes with the trap.
+  public func inc_other_then_trap(id : Principal) : async () {
+    calls += 1;
+    ignore await counter(id).inc();
+    calls += 100;
+    Prim.trap("inc_other_then_trap: trapping after the await")
+  };
+
   public query func call_count() : async Nat {
     calls
   };
