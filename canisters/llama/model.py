@@ -38,6 +38,11 @@ def load_vector(gguf: GGUFFile, name: str) -> np.ndarray | None:
     return Weight.load(gguf.tensor_bytes(name), info.ggml_type, info.shape, "dequantize").dense().reshape(-1)
 
 
+def round_f16(x: np.ndarray) -> np.ndarray:
+    """x rounded to f16 (half to even), as f32."""
+    return x.astype(np.float16).astype(np.float32)
+
+
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, meter: Meter) -> np.ndarray:
     meter.elementwise(4 * x.size)
     return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
@@ -229,9 +234,10 @@ class LayerStack:
         q = self.rope.apply(q.reshape(n, cfg.n_head, cfg.head_dim), pos, meter)
         k = self.rope.apply(k.reshape(n, cfg.n_head_kv, cfg.head_dim), pos, meter)
 
-        # Append this chunk's keys and values to the cache (layout: kv_head, position, dim).
-        k_cache[:, pos : pos + n] = k.transpose(1, 0, 2)
-        v_cache[:, pos : pos + n] = v.reshape(n, cfg.n_head_kv, cfg.head_dim).transpose(1, 0, 2)
+        # Append this chunk's keys and values to the cache (layout: kv_head, position, dim), rounded to
+        # f16 as llama.cpp's cache holds them (kept in f32 arrays here, for BLAS).
+        k_cache[:, pos : pos + n] = round_f16(k.transpose(1, 0, 2))
+        v_cache[:, pos : pos + n] = round_f16(v.reshape(n, cfg.n_head_kv, cfg.head_dim).transpose(1, 0, 2))
         meter.copied(2 * k.nbytes)
 
         attn = self._attention(q, k_cache[:, : pos + n], v_cache[:, : pos + n], pos, meter)
@@ -254,7 +260,9 @@ class LayerStack:
         group = cfg.n_head // cfg.n_head_kv
         # Query heads that share a kv head are stacked so each kv head is one batched matmul.
         qg = q.reshape(n, cfg.n_head_kv, group, cfg.head_dim).transpose(1, 2, 0, 3)
-        qg = qg.reshape(cfg.n_head_kv, group * n, cfg.head_dim)
+        # q and the probabilities are rounded to f16 before their products with the f16 cache, as ggml
+        # converts a matmul's f32 operand to an F16 matrix's vec_dot_type (canisters/kernels/kernels.h)
+        qg = round_f16(qg.reshape(cfg.n_head_kv, group * n, cfg.head_dim))
         scores = (qg @ keys.transpose(0, 2, 1)) * np.float32(1.0 / np.sqrt(cfg.head_dim))
         if n > 1:  # query i sits at position pos+i and sees keys 0..pos+i
             future = np.arange(n_ctx)[None, :] > (pos + np.arange(n))[:, None]
@@ -262,7 +270,7 @@ class LayerStack:
             scores[:, :, future] = -np.inf
             scores = scores.reshape(cfg.n_head_kv, group * n, n_ctx)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs = scores / scores.sum(axis=-1, keepdims=True)
+        probs = round_f16(scores / scores.sum(axis=-1, keepdims=True))
         out = probs @ values
         meter.macs("F32", 2 * n * n_ctx * cfg.n_head * cfg.head_dim)
         meter.elementwise(4 * probs.size)
