@@ -8,8 +8,9 @@
 2. Time to instrument a module of about 1 MB of code: generated C (many functions with loops and
    branches) built by `zig cc`, and the moc-built canisters of tests/motoko if they are cached.
 
-Every figure is measured: the median of --runs runs (default 3) with min and max. The machine
-may be shared with other work; the spread says how much that disturbed a run.
+Every figure is measured: the median of --runs runs (default 3) with min and max. The three
+variants run interleaved and each run's ratio compares variants timed moments apart, so a
+change of load on a shared machine moves them together; the spread says how much it disturbed.
 
     python -m benchmarks.bench_wasm_instrument [--runs 3]
 """
@@ -35,7 +36,7 @@ KERNEL_C = r"""
 #define N 4096
 static int16_t a[N], b[N];
 static int32_t out[N / 8];
-__attribute__((export_name("setup"))) void setup(void) {
+__attribute__((export_name("setup"))) void setup(int unused) {
   for (int i = 0; i < N; i++) { a[i] = (int16_t)(i * 7 - 3000); b[i] = (int16_t)(i % 251 - 125); }
 }
 // rows x (N / 8) blocks of 8-lane dot products, plus scalar mixing and one store per block
@@ -92,15 +93,15 @@ __attribute__((export_name("f{i}"))) int32_t f{i}(int32_t x, int32_t y) {{
     return "".join(parts)
 
 
-def run_seconds(wasm: bytes, function: str, argument: int, write_barrier: bool | None) -> float:
-    """Wall time of one call; write_barrier None runs the module uninstrumented."""
+def instantiate(wasm: bytes, write_barrier: bool | None):
+    """A callable running one export once and returning its wall time; write_barrier None runs
+    the module uninstrumented."""
     config = wasmtime.Config()
     config.wasm_multi_memory = True
     store = wasmtime.Store(wasmtime.Engine(config))
     if write_barrier is not None:
         wasm = instrument(wasm, write_barrier=write_barrier).wasm
     module = wasmtime.Module(store.engine, wasm)
-    pages: set[int] = set()
 
     def out_of_instructions() -> None:
         raise RuntimeError("out of instructions")
@@ -108,7 +109,6 @@ def run_seconds(wasm: bytes, function: str, argument: int, write_barrier: bool |
     def first_write_range(address: int, length: int) -> None:
         bitmap = exports[WRITE_BITMAP_EXPORT]
         for page in range(address // 4096, (address + length - 1) // 4096 + 1):
-            pages.add(page)
             bitmap.data_ptr(store)[page] = 1
 
     i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
@@ -117,12 +117,20 @@ def run_seconds(wasm: bytes, function: str, argument: int, write_barrier: bool |
             "first_write_range": wasmtime.Func(store, wasmtime.FuncType([i64, i64], []), first_write_range)}
     instance = wasmtime.Instance(store, module, [host[i.name] for i in module.imports])
     exports = instance.exports(store)
-    if write_barrier is not None:
-        exports[COUNTER_EXPORT].set_value(store, wasmtime.Val.i64(10**15))
-    exports["setup"](store)
-    start = time.perf_counter()
-    exports[function](store, argument)
-    return time.perf_counter() - start
+
+    def run(function: str, argument: int) -> float:
+        if write_barrier is not None:
+            exports[COUNTER_EXPORT].set_value(store, wasmtime.Val.i64(10**15))
+        if write_barrier:  # a new execution: no page is marked yet (the module uses the first 1024)
+            pointer = exports[WRITE_BITMAP_EXPORT].data_ptr(store)
+            for page in range(1024):
+                pointer[page] = 0
+        start = time.perf_counter()
+        exports[function](store, argument)
+        return time.perf_counter() - start
+
+    run("setup", 0)
+    return run
 
 
 def summary(values: list[float], unit: str, scale: float = 1.0) -> str:
@@ -140,16 +148,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         kernel = zig_build(KERNEL_C, Path(directory), "kernel")
         print(f"measured (the machine may be shared; see the spread); {args.runs} runs each\n")
+        variants = {label: instantiate(kernel, barrier)
+                    for label, barrier in (("plain", None), ("metered", False), ("metered+barrier", True))}
         for function, argument in (("kernel", args.rows), ("stores", args.rows)):
-            times = {label: [run_seconds(kernel, function, argument, barrier) for _ in range(args.runs)]
-                     for label, barrier in (("plain", None), ("metered", False), ("metered+barrier", True))}
-            plain = statistics.median(times["plain"])
+            times: dict[str, list[float]] = {label: [] for label in variants}
+            for _ in range(args.runs):  # interleaved, so load changes on the machine hit every variant
+                for label, run in variants.items():
+                    times[label].append(run(function, argument))
             print(f"{function}({argument}):")
             for label, values in times.items():
-                ratio = plain / statistics.median(values)
-                spread = [plain / v for v in values]
-                print(f"  {label:16s} {summary(values, 's')}; speed vs plain {ratio:.2f} "
-                      f"(per run {min(spread):.2f}-{max(spread):.2f})")
+                ratios = [plain / value for plain, value in zip(times["plain"], values, strict=True)]
+                print(f"  {label:16s} {summary(values, 's')}; speed vs plain, same run: median "
+                      f"{statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})")
         big = zig_build(generated_module_source(args.functions), Path(directory), "generated", "-O1")
         modules = {f"generated C ({args.functions} functions)": big}
         from client.catalog import cache_dir
