@@ -23,8 +23,9 @@ from canisters.llama import act_quant, quants, weights
 from canisters.llama.weights import NativeQuantizedWeight, QuantizedWeight, Weight
 from cdk.meter import Work
 from tests.synthetic_tensors import random_raw_blocks, random_tensor_bytes
+from tests.toolchains import require_module
 
-qm = pytest.importorskip("canisters.llama._qmatmul", reason="the C extension is not built (pip install -e .)")
+qm = require_module("canisters.llama._qmatmul", "build the C extension (it needs a C compiler): pip install -e .")
 
 T = GGMLQuantizationType
 TYPES = [T(t) for t in qm.TYPES]

@@ -27,7 +27,7 @@ def missing(reason: str) -> None:
     """Skip with `reason`, or fail with it under CI=true. Never returns."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing dependency is a failure)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)  # also from a module that cannot import without it
 
 
 def require_tool(name: str, install_hint: str) -> str:
