@@ -17,7 +17,7 @@ from cdk.principal import Principal
 from replica.api_types import IngressMessage, IngressRejected, QueryResult
 from replica.cost_model import CostReport
 from replica.engines import Callbacks, Execution, Kind, Outcome
-from replica.errors import ErrorCode, Reject, RejectError
+from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.messages import CallContext, CanisterOrigin, OutgoingCall, Request, Response
 from replica.wasm_install import canister_view
 
@@ -184,9 +184,11 @@ def _send(subnet: Subnet, state: CanisterState, context: CallContext, call: Any)
                    context.trace, cycles=call.cycles)
 
 
-# The instructions canister_inspect_message may use (dfinity/ic a0c8c9a1,
-# rs/config/src/execution_environment.rs: MAX_INSTRUCTIONS_FOR_MESSAGE_ACCEPTANCE_CALLS).
-INSPECT_MESSAGE_INSTRUCTIONS = 200_000_000
+# Source of both: rs/config/src/execution_environment.rs of the IC, read in the ldclabs/ic copy of
+# dfinity/ic's history at 27760a5887c513c503bf670e10d79a6eefc18ac3
+# (MAX_INSTRUCTIONS_FOR_MESSAGE_ACCEPTANCE_CALLS, MAX_QUERY_CALL_DEPTH).
+INSPECT_MESSAGE_INSTRUCTIONS = 200_000_000  # what canister_inspect_message may use
+MAX_QUERY_CALL_DEPTH = 6  # how deep composite queries may call
 
 
 def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) -> None:
@@ -213,22 +215,89 @@ def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) ->
 
 
 def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes) -> QueryResult:
-    """A non-replicated query: it runs on the canister's current state and changes nothing."""
-    if f"canister_query {method}" not in state.instance.compiled.exports:
-        reject = Reject.of(ErrorCode.CANISTER_METHOD_NOT_FOUND,
-                           f"Canister {state.id.to_text()} has no query method '{method}'")
+    """A non-replicated query (or composite query): it runs on the canister's current state and
+    changes nothing."""
+    reply, reject = _query_call(subnet, state, sender, method, arg, depth=1)
+    if reject is not None:
         return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
+    return QueryResult(reply, None, None, None)
+
+
+def _query_call(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
+                depth: int) -> tuple[bytes | None, Reject | None]:
+    exports = state.instance.compiled.exports
+    if f"canister_composite_query {method}" in exports:
+        return _composite_query(subnet, state, sender, method, arg, depth)
+    if f"canister_query {method}" not in exports:
+        return None, Reject.of(ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                               f"Canister {state.id.to_text()} has no query method '{method}'")
     message = Execution(Kind.QUERY, subnet.limits.instructions_per_query, subnet.time_ns(), method=method,
                         arg=arg, caller=sender.bytes, replicated=False, reply_limit=subnet.limits.query_reply_bytes)
     if state.free_round > subnet.round:  # its last execution still runs (DTS): the query sees the state before it
         outcome = state.instance.execute_before_last_commit(message, canister_view(subnet, state))
     else:
         outcome = state.instance.execute(message, canister_view(subnet, state))
-    answer = outcome.trap or outcome.reject
-    if answer is not None:
-        return QueryResult(None, int(answer.reject_code), answer.message, answer.error_code)
-    if outcome.reply is None:
+    return _answer_of(state, method, outcome.reply, outcome.trap or outcome.reject)
+
+
+def _answer_of(state: CanisterState, method: str, reply: bytes | None, reject: Reject | None
+               ) -> tuple[bytes | None, Reject | None]:
+    if reply is None and reject is None:
         reject = Reject.of(ErrorCode.CANISTER_DID_NOT_REPLY,
                            f"Canister {state.id.to_text()} did not produce a response to the query {method}")
-        return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
-    return QueryResult(outcome.reply, None, None, None)
+    return reply, reject
+
+
+def _composite_query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
+                     depth: int) -> tuple[bytes | None, Reject | None]:
+    """A composite query: it calls queries of other canisters and its callbacks run at once, as
+    they answer, all on one state of this canister that is thrown away at the end."""
+    instance = state.instance
+    view = canister_view(subnet, state)
+    limit = subnet.limits.instructions_per_query
+
+    def run(message: Execution) -> Outcome:
+        return instance.execute(replace(message, time_ns=subnet.time_ns(), replicated=False, caller=sender.bytes,
+                                        reply_limit=subnet.limits.query_reply_bytes), view)
+
+    reply: bytes | None = None
+    reject: Reject | None = None
+    with instance.composite_scope():
+        outcome = run(Execution(Kind.COMPOSITE_QUERY, limit, 0, method=method, arg=arg))
+        pending = list(outcome.calls)
+        while True:
+            if outcome.trap is not None and reply is None and reject is None:
+                reject = outcome.trap
+            elif reply is None and reject is None:
+                reply, reject = outcome.reply, outcome.reject
+            if not pending:
+                break
+            call = pending.pop(0)
+            answer, refused = _call_from_query(subnet, state, call, depth)
+            kind = Kind.REJECT if refused is not None else Kind.REPLY
+            answered = reply is not None or reject is not None
+            outcome = run(Execution(kind, limit, 0, arg=answer or b"", callback=call.callbacks, replied=answered,
+                                    reject_code=int(refused.reject_code) if refused else 0,
+                                    reject_message=refused.message if refused else ""))
+            if outcome.trap is not None and call.callbacks.cleanup is not None:
+                run(Execution(Kind.CLEANUP, limit, 0, callback=call.callbacks, replied=answered))
+            pending.extend(outcome.calls if outcome.trap is None else [])
+    return _answer_of(state, method, reply, reject)
+
+
+def _call_from_query(subnet: Subnet, caller: CanisterState, call: Any, depth: int
+                     ) -> tuple[bytes | None, Reject | None]:
+    """A call made by a composite query: to a query of another canister, answered at once."""
+    callee_id = Principal(call.callee)
+    callee = subnet.canisters.get(callee_id)
+    if callee is None:
+        return None, Reject.of(ErrorCode.CANISTER_NOT_FOUND, f"Canister {callee_id.to_text()} not found")
+    if depth >= MAX_QUERY_CALL_DEPTH:
+        return None, Reject.of(ErrorCode.CANISTER_CONTRACT_VIOLATION,
+                               f"Composite query call graph is deeper than {MAX_QUERY_CALL_DEPTH} calls")
+    if callee.module is not None:
+        return _query_call(subnet, callee, caller.id, call.method, call.arg, depth + 1)
+    result = subnet.query(caller.id, callee_id, call.method, call.arg)  # a Python canister's query
+    if result.reply is not None:
+        return result.reply, None
+    return None, Reject(RejectCode(result.reject_code or 5), result.reject_message or "", result.error_code)

@@ -38,7 +38,8 @@ CALLER = """
 (elem (i32.const 0) $on_reply $on_reject $on_cleanup)
 (data (i32.const 300) "got:rejected:")
 (global $cleanups (mut i32) (i32.const 0))
-(func (export "canister_update call") (local $n i32) (local $callee i32) (local $method i32)
+(export "canister_composite_query ask" (func $call))
+(func $call (export "canister_update call") (local $n i32) (local $callee i32) (local $method i32)
   (local.set $n (call $msg_arg_data_size))
   (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (local.get $n))
   (local.set $callee (i32.load8_u (i32.const 0)))
@@ -85,7 +86,8 @@ CALLEE = """
   (call $msg_reply))
 (func (export "canister_update refuse") (call $msg_reject (i32.const 100) (i32.const 6)))
 (func (export "canister_update boom") (call $trap (i32.const 106) (i32.const 5)))
-(func (export "canister_update tee")
+(export "canister_query tee_query" (func $tee))
+(func $tee (export "canister_update tee")
   (call $msg_reply_data_append (i32.const 111) (i32.const 3)) (call $msg_reply))
 (func (export "canister_update silent"))
 (func (export "canister_update burn") (local $i i64)
@@ -294,3 +296,25 @@ def test_heartbeats_run_every_round_and_the_global_timer_when_due(wasm):
     for _ in range(3):
         network.execute_round()
     assert counts()[1] == 2  # a fired timer stays off until set again
+
+
+def test_a_composite_query_calls_queries_of_wasm_and_python_canisters_and_changes_nothing(wasm):
+    asker, callee = wasm.install(CALLER), wasm.install(CALLEE)
+    counter = wasm.client.install(COUNTER, 7, cycles=100 * T)
+    wasm.update(callee, "bump")
+
+    def ask(target, method: str, payload: bytes = b"") -> bytes:
+        result = wasm.network.query(wasm.client.sender, asker, "ask", call_arg(target, method, payload))
+        assert result.reply is not None, result
+        return result.reply
+
+    assert ask(callee, "count") == b"got:" + _count(101, 1) + b"\x07"  # the callee's query ran
+    python = ask(counter, "get", encode([], []))
+    assert decode([CandidT.nat], python[4:-1]) == [7]
+    refused = ask(callee, "echo")  # an update method cannot be called from a query
+    assert refused.startswith(b"rejected:\x05") and b"has no query method 'echo'" in refused
+    trapped = wasm.network.query(wasm.client.sender, asker, "ask", call_arg(callee, "tee_query"))
+    assert trapped.error_code == "IC0502" and "trapped: unreachable" in trapped.reject_message
+    # Whatever the callbacks changed went with the composite query's state.
+    assert wasm.network.query(wasm.client.sender, asker, "cleanups", b"").reply == bytes(4)
+    assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == _count(101, 1)

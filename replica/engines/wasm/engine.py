@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,7 @@ class WasmInstance:
         self.stable = stable
         self.heap_limit = heap_limit
         self.last_commit: tuple[Journal, list[Any]] | None = None  # undo of the last committed execution
+        self._composite_scope = False
         self._build()
 
     def _build(self) -> None:
@@ -237,8 +239,10 @@ class WasmInstance:
         api, heap = self.api, self.heap
         api.begin(execution, view)
         self.meter.start(execution.instruction_limit)
-        heap.begin()
-        self.stable.begin()
+        scoped = self._composite_scope
+        if not scoped:
+            heap.begin()
+            self.stable.begin()
         trap = None
         try:
             self._call(execution, view)
@@ -249,7 +253,9 @@ class WasmInstance:
         except wasmtime.WasmtimeError as e:
             trap = Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {e}")
         instructions = self.meter.used
-        if trap is not None or execution.kind in _READ_ONLY:
+        if scoped:
+            pass  # the composite query's whole state is thrown away when its scope ends
+        elif trap is not None or execution.kind in _READ_ONLY:
             self._rollback()
             if execution.kind not in _READ_ONLY:
                 self.last_commit = None  # the state is what the execution started from
@@ -262,6 +268,20 @@ class WasmInstance:
                        certified_data=api.certified_data,
                        global_timer_ns=api.global_timer_ns, message_accepted=api.message_accepted,
                        logs=api.logs, heap_bytes=heap.size_bytes)
+
+    @contextmanager
+    def composite_scope(self) -> Iterator[None]:
+        """The executions of one composite query (the query and its callbacks) share one state,
+        rolled back when the scope ends. (On the IC a trapping callback's own changes are undone
+        at once; here they stay until the end of the composite query.)"""
+        self.heap.begin()
+        self.stable.begin()
+        self._composite_scope = True
+        try:
+            yield
+        finally:
+            self._composite_scope = False
+            self._rollback()
 
     def execute_before_last_commit(self, execution: Execution, view: CanisterView) -> Outcome:
         """Runs a query on the state from before the last committed execution (one still running
