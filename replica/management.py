@@ -18,6 +18,7 @@ from cdk.principal import Principal
 from replica import execution
 from replica.api_types import IngressMessage, IngressRejected
 from replica.canister_state import CanisterSettings, CanisterState
+from replica.chunk_store import UPLOAD_CHUNK_INSTRUCTIONS
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.loader import LoadedClass, ModuleRef, load_class
 from replica.messages import CanisterOrigin, Request
@@ -253,6 +254,11 @@ class ManagementCanister:
 
     def _upload_chunk(self, args: dict, caller: Principal, request: Request,
                       target: CanisterState) -> tuple[Any, int]:
+        # Charged before the store looks at the chunk, also for a chunk it already holds (the IC's order).
+        cost = self.subnet.fees.execution_cycles(UPLOAD_CHUNK_INSTRUCTIONS, self.subnet.subnet_size)
+        self.subnet.require_cycles(target, cost)
+        target.cycles -= cost
+        request.trace.instructions += UPLOAD_CHUNK_INSTRUCTIONS
         return {"hash": target.chunk_store.insert(args["chunk"])}, 1
 
     def _stored_chunks(self, args: dict, caller: Principal, request: Request,

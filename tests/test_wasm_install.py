@@ -343,3 +343,14 @@ def test_the_canister_pays_for_its_install_execution(client):
     charged = fees.execution_cycles(report.instructions, client.network.subnet.subnet_size)
     # ... plus a few cycles of storage for the rounds in between (a 64 KiB heap costs ~7 per round).
     assert charged <= before - canister_status(client, canister)["cycles"] < charged + 100
+
+
+def test_each_upload_chunk_costs_the_canister_200m_instructions(client):
+    canister = client.create_canister()
+    fees, size = client.network.subnet.fees, client.network.subnet.subnet_size
+    before = canister_status(client, canister)["cycles"]
+    upload_chunk(client, canister, b"a chunk")
+    upload_chunk(client, canister, b"a chunk")  # already stored: charged all the same
+    charged = 2 * fees.execution_cycles(200_000_000, size)
+    # ... plus storage for the rounds in between (a 1 MiB chunk slot costs ~130 cycles a round).
+    assert charged <= before - canister_status(client, canister)["cycles"] < charged + 2_000
