@@ -6,7 +6,10 @@ into a module whose sha256 must be the one given. Limits and messages are the IC
 002d5530aeb1ef1ed362d7f9c3c5529b8ec1cafe,
 rs/replicated_state/src/canister_state/system_state/wasm_chunk_store.rs): a chunk occupies a
 whole 1 MiB slot whatever its length, the store holds up to the largest module (100 MiB), and a
-chunk already stored is accepted again without taking space.
+chunk already stored is accepted again without taking space. Assembling fails as in the IC's
+`WasmSource` (7d782b8bd224a20a9a4b431d58dac51aec5b2e74,
+rs/execution_environment/src/canister_manager/types.rs), with hashes in hex where the IC prints
+byte arrays.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ class ChunkStore:
         for digest in chunk_hashes:
             chunk = self.chunks.get(digest)
             if chunk is None:
-                raise chunk_store_error(f"Chunk with hash {digest.hex()} was not found in the store; "
-                                        "stored_chunks lists the hashes it holds")
+                raise chunk_store_error(f"Chunk hash {digest.hex()} was not found; stored_chunks lists the "
+                                        "hashes the store holds")
             parts.append(chunk)
         module = b"".join(parts)
         actual = hashlib.sha256(module).digest()

@@ -169,7 +169,7 @@ def test_install_chunked_code_checks_the_module_hash_and_the_chunks(client):
                              f"{hashlib.sha256(module).hexdigest()}")
     unknown = hashlib.sha256(b"never uploaded").digest()
     absent = failure(lambda: install_chunked(client, canister, [hashes[0], unknown], hashlib.sha256(module).digest()))
-    assert absent.message.startswith(f"Error from Wasm chunk store: Chunk with hash {unknown.hex()} was not found")
+    assert absent.message.startswith(f"Error from Wasm chunk store: Chunk hash {unknown.hex()} was not found")
     assert canister_status(client, canister)["module_hash"] is None
 
 
