@@ -52,6 +52,7 @@ class CanisterInfo:
     stable_bytes: int
     # name -> (public, content) of the code's icp:public/icp:private metadata sections
     metadata: dict[str, tuple[bool, bytes]] = field(default_factory=dict)
+    certified_data: bytes = b""  # set by the canister (ic0.certified_data_set), at most 32 bytes
 
 
 class IngressRejected(Exception):

@@ -46,6 +46,7 @@ class CanisterState:
     install_arg: bytes = b""  # arg of the last install/upgrade; a restart replays post_upgrade with it
     heap_bytes: int = 0
     global_timer_ns: int = 0  # a wasm canister's timer (ic0.global_timer_set); 0 is inactive
+    certified_data: bytes = b""  # a wasm canister's ic0.certified_data_set, published in the state tree
     queue: deque[Request | Response] = field(default_factory=deque)
     call_contexts: dict[int, CallContext] = field(default_factory=dict)
     reserved_for_responses: dict[int, int] = field(default_factory=dict)  # call id -> cycles set aside

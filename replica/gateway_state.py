@@ -3,7 +3,8 @@
 Built from the network on demand, following the interface spec's "The system state tree":
 /time, /subnet/<id>/{public_key,type,canister_ranges,node/<node>/public_key},
 /canister_ranges/<subnet>/<first id>, /request_status/<request id>/..., and
-/canister/<id>/{module_hash,controllers,metadata/<name>}. The state changes only in rounds, so a tree is built
+/canister/<id>/{module_hash,controllers,metadata/<name>,certified_data} (read_state may not read the
+last: it is for the data certificates of queries). The state changes only in rounds, so a tree is built
 and signed once per round and serves every read until the next one (a request submitted since
 shows up once a round has inducted it, as on the IC), or for at most a second while the network
 idles: /time is the wall clock, which agents check against theirs.
@@ -153,6 +154,8 @@ def _canister_subtree(info: CanisterInfo) -> dict[bytes, bytes]:
     subtree = {b"controllers": _tagged([controller.bytes for controller in info.controllers])}
     if info.module_hash is not None:
         subtree[b"module_hash"] = info.module_hash
+    if info.certified_data:
+        subtree[b"certified_data"] = info.certified_data
     if info.metadata:
         # Private sections are in the tree too; read_state refuses them to non-controllers.
         subtree[b"metadata"] = {name.encode(): content for name, (_, content) in info.metadata.items()}

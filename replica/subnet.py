@@ -205,7 +205,7 @@ class Subnet:
         return CanisterInfo(s.id, ref.class_path if ref else None, ref.version if ref else None,
                             s.module_hash, list(s.settings.controllers), s.status,
                             s.cycles, s.heap_bytes, s.stable.size_bytes,
-                            {name: (m.public, m.content) for name, m in s.metadata.items()})
+                            {name: (m.public, m.content) for name, m in s.metadata.items()}, s.certified_data)
 
     # --- ingress -----------------------------------------------------------------------------
     def submit(self, msg: IngressMessage) -> None:

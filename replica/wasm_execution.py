@@ -140,6 +140,8 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
         state.cycles += outcome.cycles_accepted - outcome.cycles_burned
         if outcome.global_timer_ns is not None:
             state.global_timer_ns = outcome.global_timer_ns
+        if outcome.certified_data is not None:
+            state.certified_data = outcome.certified_data
     return outcome
 
 

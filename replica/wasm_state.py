@@ -63,7 +63,8 @@ def checkpoint(root: Path, state: CanisterState, round_: int, previous: dict[str
                 stale.append(_heap_dir(root, state.id.to_text()) / old)
         chunks[str(chunk)] = name
     return {"module": module_name, "heap_bytes": size, "heap_chunks": chunks,
-            "globals": [_encode_value(v) for v in heap.global_values()], "global_timer_ns": state.global_timer_ns}
+            "globals": [_encode_value(v) for v in heap.global_values()], "global_timer_ns": state.global_timer_ns,
+            "certified_data": state.certified_data.hex()}
 
 
 def committed(state: CanisterState) -> None:
@@ -88,6 +89,7 @@ def restore(root: Path, subnet: Any, state: CanisterState, entry: dict[str, Any]
     state.module = module
     state.heap_bytes = entry["heap_bytes"]
     state.global_timer_ns = entry["global_timer_ns"]
+    state.certified_data = bytes.fromhex(entry["certified_data"])
 
 
 def delete(root: Path, canister_text: str) -> None:

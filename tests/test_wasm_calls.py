@@ -16,6 +16,7 @@ from cdk.candid.types import T as CandidT
 from cdk.principal import Principal
 from replica.api_types import IngressMessage, IngressRejected
 from replica.config import NetworkConfig
+from replica.gateway_state import _canister_subtree as canister_subtree
 from replica.inprocess import MANAGEMENT, LocalClient
 from replica.network import Network
 from tests.wasm_support import ic0_imports
@@ -31,7 +32,7 @@ IMPORTS = ic0_imports(
     "msg_arg_data_size", "msg_arg_data_copy", "msg_reply_data_append", "msg_reply", "msg_reject", "trap",
     "msg_reject_code", "msg_reject_msg_size", "msg_reject_msg_copy", "call_new", "call_on_cleanup",
     "call_data_append", "call_perform", "msg_method_name_size", "msg_method_name_copy", "accept_message", "time",
-    "global_timer_set")
+    "global_timer_set", "certified_data_set")
 
 CALLER = """
 (table 3 funcref)
@@ -318,3 +319,18 @@ def test_a_composite_query_calls_queries_of_wasm_and_python_canisters_and_change
     # Whatever the callbacks changed went with the composite query's state.
     assert wasm.network.query(wasm.client.sender, asker, "cleanups", b"").reply == bytes(4)
     assert wasm.network.query(wasm.client.sender, callee, "count", b"").reply == _count(101, 1)
+
+
+def test_certified_data_set_by_an_update_is_in_the_state_tree_and_a_trap_keeps_the_old(wasm):
+    canister = wasm.install("""
+      (func (export "canister_update certify")
+        (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (call $msg_arg_data_size))
+        (call $certified_data_set (i32.const 0) (call $msg_arg_data_size))
+        (if (i32.eq (i32.load8_u (i32.const 0)) (i32.const 0xff)) (then unreachable))
+        (call $msg_reply))""")
+    assert wasm.update(canister, "certify", b"root hash").status == "replied"
+    info = wasm.network.canister_info(canister)
+    assert info.certified_data == b"root hash"
+    assert canister_subtree(info)[b"certified_data"] == b"root hash"
+    assert wasm.update(canister, "certify", b"\xffrolled back").status == "rejected"
+    assert wasm.network.canister_info(canister).certified_data == b"root hash"
