@@ -1,8 +1,9 @@
 """Loads canister classes by dotted name ("package.module:Class") with their Candid interface.
 
-Installing code on this simulated IC names a Python class and a version instead of uploading
-wasm. The module "hash" that canister_status reports is the sha256 of that name and version,
-so an upgrade to a new version changes it as a new wasm would.
+Installing a Python canister names its class and a version in install_code's `wasm_module`
+(wasm modules install as themselves, replica.wasm_module). The module "hash" that canister_status
+reports is the sha256 of that name and version, so an upgrade to a new version changes it as a
+new wasm would.
 
 Each install runs the code its module's file holds at that moment, as a new wasm module would:
 Python's import cache would keep running the first version of an edited file, so a module whose
@@ -49,9 +50,10 @@ class ModuleRef:
         except (ValueError, KeyError, TypeError):
             raise RejectError(
                 ErrorCode.CANISTER_INVALID_WASM,
-                "this simulated IC installs canister classes, not wasm: pass as wasm_module the "
-                f'UTF-8 JSON {{"{MODULE_MAGIC}": "package.module:Class", "version": "1"}} '
-                "(replica.loader.ModuleRef(...).to_wasm_module() builds it)",
+                "Canister's Wasm module is not valid: unsupported canister module format: wasm_module is neither "
+                "a wasm module (it would start with \\0asm, or 1f 8b 08 when gzipped) "
+                f'nor a Python canister class, named by the UTF-8 JSON {{"{MODULE_MAGIC}": "package.module:Class", '
+                '"version": "1"} (replica.loader.ModuleRef(...).to_wasm_module() builds it)',
             ) from None
 
 

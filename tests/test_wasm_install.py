@@ -88,6 +88,7 @@ def test_gzipped_module_decodes_to_the_raw_one_and_hashes_as_given():
     (gzip.compress(b"\0asm\x01\0\0\0")[:-4] + (100 * MiB + 1).to_bytes(4, "little"),
      f"Wasm module size {100 * MiB + 1} exceeds the maximum allowed size of {100 * MiB}"),
     (b"\x1f\x8b\x08" + b"\xff" * 13 + (8).to_bytes(4, "little"), "failed to decode compressed Wasm module"),
+    (b"not a module", "unsupported canister module format"),
     # what validation refuses, named as the IC names it
     (_module('(import "ic0" "no_such_function" (func))'),
      "Module imports function 'no_such_function' from 'ic0' that is not exported by the runtime."),
