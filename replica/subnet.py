@@ -178,6 +178,13 @@ class Subnet:
                               f"with at least {missing} additional cycles (it has {state.cycles}, its "
                               f"freezing threshold is {threshold} and this message may cost {needed})")
 
+    def require_running(self, state: CanisterState) -> None:
+        """Rejects a call to a stopped or stopping canister (IC0508, IC0509)."""
+        if state.status != "running":
+            code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
+            raise RejectError(code, f"Canister {state.id.to_text()} is {state.status}; a controller can "
+                              "start it again with start_canister")
+
     def call_reservation_cycles(self) -> int:
         """What a call sets aside until its response has executed: the response's execution at
         the message instruction limit and its largest reply (interface spec: a call needs the
@@ -371,10 +378,7 @@ class Subnet:
         if state.module is not None:
             return execute_wasm_request(self, state, request)
         try:
-            if state.status != "running":
-                code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
-                raise RejectError(code, f"Canister {state.id.to_text()} is {state.status}; a controller can "
-                                  "start it again with start_canister")
+            self.require_running(state)
             if state.loaded is None or state.instance is None:
                 why = f" ({state.restore_error})" if state.restore_error else ""
                 raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,

@@ -72,10 +72,7 @@ def execute_request(subnet: Subnet, state: CanisterState, request: Request) -> t
     if isinstance(request.origin, SystemTaskOrigin):
         return _system_task(subnet, state, request)
     try:
-        if state.status != "running":
-            code = ErrorCode.CANISTER_STOPPED if state.status == "stopped" else ErrorCode.CANISTER_STOPPING
-            raise RejectError(code, f"Canister {state.id.to_text()} is {state.status}; a controller can "
-                              "start it again with start_canister")
+        subnet.require_running(state)
         kind = _method_kind(state, request.method)
         subnet.require_cycles(state, subnet.fees.execution_cycles(subnet.limits.instructions_per_update,
                                                                   subnet.subnet_size))
