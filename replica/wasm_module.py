@@ -2,9 +2,9 @@
 
 The IC keeps the module bytes exactly as given and reports their sha256 as the module hash, so a
 gzipped module's hash is that of the gzip file, as `sha256sum canister.wasm.gz` prints it
-(dfinity/ic a0c8c9a1de828d0881eeedf8764cc4b11d5f0fb7, rs/types/wasm_types/src/lib.rs:
+(dfinity/ic 002d5530aeb1ef1ed362d7f9c3c5529b8ec1cafe, rs/types/wasm_types/src/lib.rs:
 `CanisterModule::new` hashes the bytes it stores). Decoding follows the IC's
-rs/embedders/src/wasm_utils/decoding.rs (6cef1e985ca7ac9790bcab06f2cd3479dc1752d1): `\\0asm` is
+rs/embedders/src/wasm_utils/decoding.rs (01adcd3626c9a781a0f7f42ad059fab7d99f524b): `\\0asm` is
 wasm, `1f 8b 08` is gzip whose footer states the decoded size, which must match and be within the
 100 MiB limit; anything else is "unsupported canister module format".
 
@@ -89,20 +89,16 @@ def read_module(given: bytes) -> CanisterModule:
 
 
 def decode(given: bytes) -> bytes:
-    """The wasm binary in `given`, gunzipped if it is gzip, with the IC's checks and messages."""
-    if given.startswith(WASM_MAGIC):
-        size = len(given)
-    elif given.startswith(GZIP_MAGIC):
-        if len(given) < 16:
-            raise invalid_wasm("invalid Wasm module: gzip stream is too short")
-        size = int.from_bytes(given[-4:], "little")  # ISIZE, checked below against the real size
-    else:
-        raise invalid_wasm("unsupported canister module format: a module starts with \\0asm (wasm) or 1f 8b 08 "
-                           "(gzip); a Python canister class is named by replica.loader.ModuleRef instead")
-    if size > MAX_DECODED_MODULE_BYTES:
-        raise invalid_wasm(f"Wasm module size {size} exceeds the maximum allowed size of {MAX_DECODED_MODULE_BYTES}")
-    if given.startswith(WASM_MAGIC):
+    """The wasm binary in `given` (raw or gzip, see is_wasm), with the IC's checks and messages."""
+    if not given.startswith(GZIP_MAGIC):
+        if len(given) > MAX_DECODED_MODULE_BYTES:
+            raise invalid_wasm(too_large(len(given)))
         return given
+    if len(given) < 16:
+        raise invalid_wasm("invalid Wasm module: gzip stream is too short")
+    size = int.from_bytes(given[-4:], "little")  # the footer's ISIZE, checked below against the real size
+    if size > MAX_DECODED_MODULE_BYTES:
+        raise invalid_wasm(too_large(size))
     decoder = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         # At most one byte more than the footer promises: a gzip bomb is refused, not inflated.
@@ -112,3 +108,7 @@ def decode(given: bytes) -> bytes:
     if len(wasm) != size:
         raise invalid_wasm(f"specified uncompressed size {size} does not match extracted size {len(wasm)}")
     return wasm
+
+
+def too_large(size: int) -> str:
+    return f"Wasm module size {size} exceeds the maximum allowed size of {MAX_DECODED_MODULE_BYTES}"
