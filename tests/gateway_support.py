@@ -16,12 +16,26 @@ from icp_candid.candid import Types, encode
 from icp_identity import Identity
 from icp_principal import Principal
 
+from replica.certification import NetworkKeys
+from replica.gateway_endpoints import Endpoints
+from replica.gateway_state import CertifiedStateSource, IngressLedger, canister_ranges
 from replica.loader import ModuleRef
+from replica.network import Network
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTER_CLASS = "tests.canisters_for_tests.counter:Counter"
 COUNTER_DID = (REPO / "tests" / "canisters_for_tests" / "counter.did").read_text()
 START_TIMEOUT_S = 120
+
+
+def in_process_endpoints(network: Network, key_dir: Path) -> Endpoints:
+    """The gateway's endpoint logic on an in-process network, without HTTP; keys in `key_dir`."""
+    config = network.config
+    keys = NetworkKeys.load_or_create(key_dir)
+    ledger = IngressLedger()
+    ranges = canister_ranges(config.first_canister_index, config.canister_range_size)
+    return Endpoints(network, keys, CertifiedStateSource(network, keys, ledger, ranges), ledger,
+                     config.limits.ingress_message_bytes)
 
 
 @dataclass

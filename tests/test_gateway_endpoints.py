@@ -16,13 +16,12 @@ from nacl.signing import VerifyKey
 
 from cdk.principal import Principal
 from replica.auth import EnvelopeRejected
-from replica.certification import NetworkKeys
 from replica.config import NetworkConfig
-from replica.gateway_endpoints import Endpoints
-from replica.gateway_state import CertifiedStateSource, IngressLedger, canister_ranges
+from replica.gateway_state import IngressLedger
 from replica.hash_tree import lookup_path
 from replica.inprocess import LocalClient
 from replica.network import Network
+from tests.gateway_support import in_process_endpoints
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
 MINUTE_NS = 60 * 10**9
@@ -30,14 +29,9 @@ MINUTE_NS = 60 * 10**9
 
 @pytest.fixture
 def gateway(tmp_path):
-    config = NetworkConfig()
-    network = Network(None, config)
+    network = Network(None, NetworkConfig())
     counter = LocalClient(network).install(COUNTER, 0)
-    keys = NetworkKeys.load_or_create(tmp_path)
-    ledger = IngressLedger()
-    ranges = canister_ranges(config.first_canister_index, config.canister_range_size)
-    endpoints = Endpoints(network, keys, CertifiedStateSource(network, keys, ledger, ranges), ledger,
-                          config.limits.ingress_message_bytes)
+    endpoints = in_process_endpoints(network, tmp_path)
     network.start()
     yield endpoints, counter
     network.stop()

@@ -15,14 +15,13 @@ from icp_agent.agent import sign_request
 from icp_candid.candid import encode
 from icp_identity import Identity
 
-from replica.certification import NetworkKeys
 from replica.config import NetworkConfig
-from replica.gateway_endpoints import Endpoints
-from replica.gateway_state import CERTIFIED_TIME_REFRESH_NS, CertifiedStateSource, IngressLedger, canister_ranges
+from replica.gateway_state import CERTIFIED_TIME_REFRESH_NS
 from replica.hash_tree import lookup_path
 from replica.inprocess import LocalClient
 from replica.network import Network
 from replica.request_id import decode_uleb128
+from tests.gateway_support import in_process_endpoints
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
 MINUTE_NS = 60 * 10**9
@@ -31,14 +30,9 @@ LEAD_NS = 10 * MINUTE_NS  # far past what agents accept between a certificate's 
 
 @pytest.fixture
 def ahead(tmp_path):
-    config = NetworkConfig(genesis_time_ns=time.time_ns() + LEAD_NS)
-    network = Network(None, config)
+    network = Network(None, NetworkConfig(genesis_time_ns=time.time_ns() + LEAD_NS))
     counter = LocalClient(network).install(COUNTER, 0)
-    keys = NetworkKeys.load_or_create(tmp_path)
-    ledger = IngressLedger()
-    ranges = canister_ranges(config.first_canister_index, config.canister_range_size)
-    endpoints = Endpoints(network, keys, CertifiedStateSource(network, keys, ledger, ranges), ledger,
-                          config.limits.ingress_message_bytes)
+    endpoints = in_process_endpoints(network, tmp_path)
     network.start()
     yield network, endpoints, counter
     network.stop()
