@@ -24,7 +24,7 @@ from replica.wasm_module import MAX_DECODED_MODULE_BYTES
 CHUNK_BYTES = 1 * MiB
 CHUNK_STORE_BYTES = MAX_DECODED_MODULE_BYTES
 # What an upload_chunk costs the canister on an application subnet: "1/10th of a round" (dfinity/ic
-# d9202bc7f6d16b2777d4e092ee1b7ad5899aae2b, rs/config/src/subnet_config.rs,
+# 002d5530aeb1ef1ed362d7f9c3c5529b8ec1cafe, rs/config/src/subnet_config.rs,
 # DEFAULT_UPLOAD_CHUNK_INSTRUCTIONS), charged as an execution of that many instructions.
 UPLOAD_CHUNK_INSTRUCTIONS = 200_000_000
 
