@@ -48,8 +48,9 @@ Deliberate omissions, none of which changes the instruction count of canister co
 - Wasm-native stable memory (the IC maps stable memory into the module and replaces the ic0
   stable-memory imports with wasm functions). Here the host implements those imports, and
   charges them as the IC's system API cost table says.
-- The `canister counter_dirty_pages` / `canister counter_accessed_pages` globals and the
-  `count_clean_pages` function, which serve only that stable memory.
+- The `canister counter_dirty_pages`, `canister counter_accessed_pages` and `canister
+  stable_memory_size` globals and the `count_clean_pages` function, which serve only that
+  stable memory.
 - Active data segments stay in the module (the IC lifts them out and writes the pages itself);
   wasmtime applies them when it instantiates the module, with the same resulting memory.
 """
@@ -82,9 +83,10 @@ MAX_WASM64_MEMORY_BYTES = 6 << 30
 # (dfinity/ic rs/config/src/embedders.rs, DEFAULT_COST_TO_COMPILE_WASM_INSTRUCTION).
 COST_TO_COMPILE_WASM_INSTRUCTION = 6_000
 # Instructions of the functions the IC injects that are not injected here (count_clean_pages,
-# 45 instructions), and globals it adds (3 counters), so the compilation charge matches.
+# 45 instructions), and globals it adds (the instruction, dirty-page and accessed-page counters
+# and the stable memory size), so the compilation charge matches.
 _IC_ONLY_INSTRUCTIONS = 45
-_IC_INJECTED_GLOBALS = 3
+_IC_INJECTED_GLOBALS = 4
 
 
 class InstrumentationError(ValueError):

@@ -61,8 +61,8 @@ UNSUPPORTED_INSTRUCTIONS = frozenset(("table.grow", "table.set", "table.fill", "
 # Exports the IC itself adds when it instruments a module, which a canister may not export;
 # the write barrier's bitmap memory is added here.
 RESERVED_SYMBOLS = ("canister counter_instructions", "canister_start", "canister counter_dirty_pages",
-                    "canister counter_accessed_pages", "stable_memory", "stable_bytemap_memory",
-                    instrument.WRITE_BITMAP_EXPORT)
+                    "canister counter_accessed_pages", "canister stable_memory_size", "stable_memory",
+                    "stable_bytemap_memory", instrument.WRITE_BITMAP_EXPORT)
 SYSTEM_METHODS = ("canister_init", "canister_pre_upgrade", "canister_post_upgrade", "canister_inspect_message",
                   "canister_heartbeat", "canister_global_timer", "canister_on_low_wasm_memory")
 METHOD_KINDS = {"canister_update ": "update", "canister_query ": "query",
