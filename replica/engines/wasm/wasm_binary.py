@@ -287,6 +287,13 @@ def decode_instructions(code: bytes, pos: int = 0, until_end: bool = False
     """Decodes instructions from code[pos:] to the end (or, with `until_end`, through the first
     `end`: a constant expression, which has no blocks); returns mnemonics, start offsets (with
     the end offset appended) and the immediates instrumentation needs (see Body)."""
+    try:
+        return _decode_instructions(code, pos, until_end)
+    except IndexError:
+        raise WasmFormatError("code ends in the middle of an instruction") from None
+
+
+def _decode_instructions(code: bytes, pos: int, until_end: bool) -> tuple[list[str], list[int], dict[int, object]]:
     names: list[str] = []
     starts: list[int] = []
     immediates: dict[int, object] = {}
@@ -526,6 +533,10 @@ def parse_module(wasm: bytes) -> Module:
             _read_section(module, section)
         except IndexError:
             raise WasmFormatError(f"section {section.id} ends in the middle of an entry") from None
+    for type_index in module.functions + [i.type_index for i in module.imported_functions]:
+        if type_index >= len(module.types):
+            raise WasmFormatError(f"a function has type {type_index}, but the module declares "
+                                  f"{len(module.types)} types")
     if len(module.bodies) != len(module.functions):
         raise WasmFormatError(f"the function section declares {len(module.functions)} functions but the code "
                               f"section has {len(module.bodies)} bodies")
