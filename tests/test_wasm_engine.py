@@ -210,3 +210,15 @@ def test_an_instrumented_module_is_charged_the_ic_cost_table_plus_the_system_api
     )
     spun = call(instance, "spin", kind=Kind.QUERY, limit=10_000_000)
     assert spun.trap.error_code == "IC0522" and spun.instructions == 10_000_000
+
+
+def test_a_module_without_memory_runs_and_any_copy_into_it_traps():
+    wat = """(module
+      (import "ic0" "msg_reply" (func $reply))
+      (import "ic0" "msg_arg_data_copy" (func $copy (param i32 i32 i32)))
+      (func (export "canister_update nothing") (call $reply))
+      (func (export "canister_update copy") (call $copy (i32.const 0) (i32.const 0) (i32.const 1))))"""
+    instance = install(WasmEngine(None), wasmtime.wat2wasm(wat))
+    assert call(instance, "nothing").reply == b"" and instance.heap.size_bytes == 0
+    copy = call(instance, "copy", b"x").trap
+    assert copy.error_code == "IC0504" and "heap out of bounds" in copy.message

@@ -194,9 +194,7 @@ class WasmInstance:
             raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                               f"Wasm module cannot be instantiated: {e}") from None
         exports = {name: item for name, item in instance.exports(store).items()}
-        memory = exports.get("memory")
-        if not isinstance(memory, wasmtime.Memory):
-            raise RejectError(ErrorCode.CANISTER_INVALID_WASM, "Wasm module must export its memory as 'memory'")
+        memory = exports.get("memory")  # absent when the module declares no memory, as the IC allows
         counter = exports.get(COUNTER_EXPORT)
         if not isinstance(counter, wasmtime.Global):
             raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
@@ -207,8 +205,8 @@ class WasmInstance:
         self.store = store
         self.exports = exports
         self.table = exports.get(TABLE_EXPORT)
-        self.heap = Heap(store, memory, bitmap if isinstance(bitmap, wasmtime.Memory) else None,
-                         mutable_globals)
+        self.heap = Heap(store, memory if isinstance(memory, wasmtime.Memory) else None,
+                         bitmap if isinstance(bitmap, wasmtime.Memory) else None, mutable_globals)
         self.meter = Meter(store, counter)
         api.attach(self.heap, self.meter)
         self.api = api
@@ -360,7 +358,8 @@ class WasmInstance:
 
     def grow_to(self, size_bytes: int) -> None:
         missing = -(-size_bytes // WASM_PAGE_BYTES) - self.heap.size_pages
-        if missing > 0 and self.exports["memory"].grow(self.store, missing) < 0:
+        memory = self.exports.get("memory")
+        if missing > 0 and (memory is None or memory.grow(self.store, missing) < 0):
             raise RejectError(ErrorCode.CANISTER_OUT_OF_MEMORY,
                               f"a heap of {size_bytes} bytes does not fit this module's memory")
 

@@ -51,6 +51,16 @@ class _RawMemory:
         return _memory_data_size(self._context, self._memory)
 
 
+class _NoMemory:
+    """A module that declares no memory (the IC allows it): every access is out of bounds."""
+
+    def base(self) -> int:
+        return 0
+
+    def size(self) -> int:
+        return 0
+
+
 class HeapAccessError(Exception):
     """An access outside the wasm memory: the execution traps, as on the IC."""
 
@@ -65,10 +75,10 @@ class Journal:
 
 
 class Heap:
-    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory, bitmap: wasmtime.Memory | None,
+    def __init__(self, store: wasmtime.Store, memory: wasmtime.Memory | None, bitmap: wasmtime.Memory | None,
                  mutable_globals: list[wasmtime.Global]):
         self._store = store
-        self._memory = _RawMemory(store, memory)
+        self._memory = _RawMemory(store, memory) if memory is not None else _NoMemory()
         self._bitmap = _RawMemory(store, bitmap) if bitmap is not None else None
         self._globals = mutable_globals
         self.journal: Journal | None = None
