@@ -7,7 +7,7 @@ import wasmtime
 
 from replica.engines import Execution, Kind
 from replica.engines.wasm.engine import WasmEngine
-from replica.limits import DEFAULT_LIMITS, Limits, MiB
+from replica.limits import DEFAULT_LIMITS, GiB, Limits, MiB
 from tests.wasm_support import VIEW, call, hand_metered, hand_metered_engine, install
 
 # echo: replies with its argument. Its own code costs 10 instructions (the literal charge).
@@ -222,3 +222,22 @@ def test_a_module_without_memory_runs_and_any_copy_into_it_traps():
     assert call(instance, "nothing").reply == b"" and instance.heap.size_bytes == 0
     copy = call(instance, "copy", b"x").trap
     assert copy.error_code == "IC0504" and "heap out of bounds" in copy.message
+
+
+def test_a_memory64_heap_grows_to_6_gib_and_no_further(engine):
+    body = """
+    (func (export "canister_update grow") (local $r i64)
+      (call $msg_arg_data_copy (i64.const 0) (i64.const 0) (i64.const 8))
+      (local.set $r (call $try_grow (memory.grow (i64.load (i64.const 0))) (i64.load (i64.const 0))))
+      (i64.store (i64.const 0) (local.get $r))
+      (call $msg_reply_data_append (i64.const 0) (i64.const 8))
+      (call $msg_reply))"""
+    instance = install(engine, hand_metered(body, memory='(memory (export "memory") i64 1)', wasm64=True))
+    pages = 6 * 16384  # 6 GiB in 64 KiB pages
+
+    def grow(by: int) -> int:
+        return int.from_bytes(call(instance, "grow", by.to_bytes(8, "little")).reply, "little", signed=True)
+
+    assert grow(pages - 2) == 1  # to one page short of 6 GiB: memory.grow returns the old size
+    assert grow(1) == pages - 1 and instance.heap.size_bytes == 6 * GiB
+    assert grow(1) == -1 and instance.heap.size_bytes == 6 * GiB
