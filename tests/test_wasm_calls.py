@@ -334,3 +334,18 @@ def test_certified_data_set_by_an_update_is_in_the_state_tree_and_a_trap_keeps_t
     assert canister_subtree(info)[b"certified_data"] == b"root hash"
     assert wasm.update(canister, "certify", b"\xffrolled back").status == "rejected"
     assert wasm.network.canister_info(canister).certified_data == b"root hash"
+
+
+def test_a_python_canister_calls_a_wasm_canister_typed_by_its_candid_service(wasm):
+    counter = wasm.install("""
+      (@custom "icp:public candid:service" "service : { inc : () -> (nat) }")
+      (data (i32.const 0) "DIDL\\00\\01\\7d")
+      (global $count (mut i32) (i32.const 0))
+      (func (export "canister_update inc")
+        (global.set $count (i32.add (global.get $count) (i32.const 1)))
+        (i32.store8 (i32.const 7) (global.get $count))  ;; nat as LEB128: one byte below 128
+        (call $msg_reply_data_append (i32.const 0) (i32.const 8))
+        (call $msg_reply))""")
+    caller = wasm.client.install("tests.canisters_for_tests.caller:Caller", cycles=100 * T)
+    assert wasm.client.update(caller, "call_inc", counter).value == 1
+    assert wasm.client.update(caller, "call_inc", counter).value == 2
