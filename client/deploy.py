@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canisters.yblock.build import BuildError, ensure_built
 from cdk.candid import encode, parse_did
 from cdk.principal import Principal
 from client.agent import MANAGEMENT_DID, Canister, Canisters, TransportFailed
@@ -33,12 +34,18 @@ from replica.fees import FEE_SCHEDULES, FeeSchedule
 from replica.inprocess import CallFailed
 from replica.loader import ModuleRef
 from replica.state_store import atomic_write
+from sharding.dfx import YBLOCK_WASM
 from sharding.export import Export
 from sharding.partition import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 # The canister class behind each .did: installing code names a class on this simulated IC.
 CLASSES = {"head.did": "canisters.head.head:Head", "yblock.did": "canisters.yblock.yblock:YBlock"}
+# How the yblocks run: "wasm" installs dfx.json's wasm module (canisters/yblock/yblock.wasm, built
+# from C), metered by the replica as the IC meters it; "python" installs the Python class. The head
+# is a Python canister either way.
+ENGINES = ("wasm", "python")
+DEFAULT_ENGINE = "wasm"
 # What a canister's code is made of: its version is their hash, so changed code is upgraded, as
 # dfx upgrades a canister whose wasm changed.
 CODE_PACKAGES = ("canisters", "cdk")
@@ -50,6 +57,7 @@ class CanisterEntry:
     name: str
     did: Path
     class_path: str
+    wasm: Path | None = None  # dfx.json's "wasm": the module installed with the wasm engine
 
 
 def read_dfx(path: Path) -> dict[str, CanisterEntry]:
@@ -67,7 +75,8 @@ def read_dfx(path: Path) -> dict[str, CanisterEntry]:
     for name, entry in canisters.items():
         candid = entry.get("candid") if isinstance(entry, dict) else None
         if candid and Path(candid).name in CLASSES:
-            entries[name] = CanisterEntry(name, (path.parent / candid).resolve(), CLASSES[Path(candid).name])
+            wasm = (path.parent / entry["wasm"]).resolve() if entry.get("wasm") else None
+            entries[name] = CanisterEntry(name, (path.parent / candid).resolve(), CLASSES[Path(candid).name], wasm)
     return entries
 
 
@@ -195,6 +204,7 @@ class Deployer:
     parallel: int = 4
     progress: bool = True
     generate_allowlist: tuple[Principal, ...] | None = None  # the head's; None: anyone may generate
+    engine: str = DEFAULT_ENGINE  # how the yblocks run (ENGINES)
 
     @property
     def management(self) -> Canister:
@@ -267,14 +277,27 @@ class Deployer:
         self.ids.record(name, canister_id)  # at once: a later failure must not lose the canister
         return canister_id
 
+    def _code(self, entry: CanisterEntry) -> tuple[bytes, bytes, str]:
+        """The module to install for `entry`, its hash (as canister_status reports it) and its name."""
+        if self.engine == "wasm" and entry.wasm is not None:
+            try:
+                wasm = ensure_built(entry.wasm) if entry.wasm == YBLOCK_WASM else entry.wasm
+                module = wasm.read_bytes()
+            except (BuildError, OSError) as e:
+                raise UserError(f"cannot install the wasm module of {entry.name}: {e}; or deploy with "
+                                "--engine python") from None
+            return module, hashlib.sha256(module).digest(), wasm.name
+        ref = ModuleRef(entry.class_path, self.version)
+        return ref.to_wasm_module(), ref.module_hash, entry.class_path
+
     def _install(self, name: str, canister_id: Principal, init: dict[str, Any], mode: str | None = None) -> str:
         entry = self.entries[name]
-        module = ModuleRef(entry.class_path, self.version)
+        module, module_hash, code_name = self._code(entry)
         if mode is None:
             status = self.management.update("canister_status", {"canister_id": canister_id})
             if status["module_hash"] is None:
                 mode = "install"
-            elif status["module_hash"] != module.module_hash or not self._same_init(entry, canister_id, init):
+            elif status["module_hash"] != module_hash or not self._same_init(entry, canister_id, init):
                 mode = "upgrade"  # keeps stable memory, so the uploaded shard stays and is reloaded
             else:
                 return "unchanged"
@@ -282,21 +305,21 @@ class Deployer:
 
         def install(mode: str) -> None:
             self.management.update("install_code", {
-                "mode": {mode: None}, "canister_id": canister_id, "wasm_module": module.to_wasm_module(),
+                "mode": {mode: None}, "canister_id": canister_id, "wasm_module": module,
                 "arg": arg, "sender_canister_version": None})
 
         try:
             install(mode)
         except CallFailed as e:
             if mode != "upgrade":
-                raise UserError(f"installing {entry.class_path} on {name} ({canister_id}) failed: {e}") from None
+                raise UserError(f"installing {code_name} on {name} ({canister_id}) failed: {e}") from None
             # The new code cannot take over the old state (its post_upgrade trapped, e.g. on a shard
             # it no longer reads): start the canister afresh; its shard is uploaded again.
             try:
                 install("reinstall")
             except CallFailed as again:
                 raise UserError(f"neither upgrading ({e}) nor reinstalling ({again}) {name} ({canister_id}) "
-                                f"with {entry.class_path} worked") from None
+                                f"with {code_name} worked") from None
             mode = "reinstall"
         return {"install": "installed", "upgrade": "upgraded", "reinstall": "reinstalled"}[mode]
 

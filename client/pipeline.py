@@ -35,13 +35,14 @@ from cdk.candid import encode
 from cdk.principal import Principal
 from client.agent import LocalCanisters
 from client.catalog import cache_dir
-from client.deploy import CLASSES, CanisterEntry, CanisterIds, Deployer
+from client.deploy import CLASSES, DEFAULT_ENGINE, CanisterEntry, CanisterIds, Deployer
 from client.errors import UserError
 from client.head_client import Generation, GenerationOptions, Metrics, StreamEvent
 from replica.config import NetworkConfig
 from replica.cost_model import CostReport
 from replica.inprocess import CallFailed, LocalClient
 from replica.network import Network
+from sharding.dfx import YBLOCK_WASM
 from sharding.export import Export, ExportError, export_shards
 from sharding.model_spec import read_model_spec
 from sharding.partition import Constraints, Plan, PlanError, make_plan
@@ -143,8 +144,9 @@ class Deployment:
     @classmethod
     def create(cls, model_path: Path, constraints: Constraints = DEFAULT_CONSTRAINTS, strategy: str = "balanced-bytes",
                config: NetworkConfig = DEFAULT_NETWORK, shards_dir: Path | None = None,
-               progress: bool = False) -> Deployment:
-        """Plans, exports (into `shards_dir`, by default the cache) and deploys `model_path`."""
+               progress: bool = False, engine: str = DEFAULT_ENGINE) -> Deployment:
+        """Plans, exports (into `shards_dir`, by default the cache) and deploys `model_path`, with
+        yblocks run by `engine` (client.deploy.ENGINES)."""
         plan = _plan(model_path, constraints, strategy)
         directory = (shards_dir or cache_dir() / "shards") / f"{model_path.stem}-{plan.digest[:16]}"
         try:
@@ -153,11 +155,11 @@ class Deployment:
             raise UserError(str(e)) from None
         network = Network(None, config)
         client = LocalClient(network)
-        entries = {s.name: CanisterEntry(s.name, *_CODE["head" if s.role == "head" else "yblock"])
-                   for s in plan.shards}
+        entries = {s.name: CanisterEntry(s.name, *_CODE["head"]) if s.role == "head"
+                   else CanisterEntry(s.name, *_CODE["yblock"], wasm=YBLOCK_WASM) for s in plan.shards}
         with tempfile.TemporaryDirectory() as state:  # the network lives in memory, and so do its ids
             report = Deployer(LocalCanisters(client), CanisterIds.of(Path(state), "in-process"), entries,
-                              parallel=1, progress=progress).deploy(plan, export)
+                              parallel=1, progress=progress, engine=engine).deploy(plan, export)
         ids = {c.name: Principal.from_text(c.canister_id) for c in report.canisters}
         return cls(network, client, plan, export, ids["head"],
                    tuple(ids[s.name] for s in plan.shards if s.role != "head"))
@@ -221,10 +223,12 @@ class Deployment:
 
 def run_sharded(model_path: Path, constraints: Constraints, prompt: str,
                 options: GenerationOptions = DEFAULT_OPTIONS, strategy: str = "balanced-bytes",
-                on_text: Callable[[StreamEvent], None] | None = None, progress: bool = False) -> ShardedRun:
+                on_text: Callable[[StreamEvent], None] | None = None, progress: bool = False,
+                engine: str = DEFAULT_ENGINE) -> ShardedRun:
     """`icllama run` through the simulated IC: deploy `model_path` as planned under `constraints`
     (its `shards` and `shard_bytes` are `--shards` and `--shard-bytes`), then generate once."""
-    return Deployment.create(model_path, constraints, strategy, progress=progress).generate(prompt, options, on_text)
+    deployment = Deployment.create(model_path, constraints, strategy, progress=progress, engine=engine)
+    return deployment.generate(prompt, options, on_text)
 
 
 def _ok(reply: dict[str, Any]) -> Any:
