@@ -349,8 +349,9 @@ static int parse_config(parser *p, icl_shard *s, double *theta, double *linear_s
                         "2^24); this is not a model the wasm yblock can run");
         return -1;
     }
-    if (s->head_dim % 4 || s->rope_dim % 2 || s->rope_dim > s->head_dim || s->rope_dim < 2) {
-        icl_put(p->err, "head dimension and rope dimension must be multiples of 4 and 2, rope within the head");
+    if (s->head_dim % 4 || info->d_model % 4 || s->rope_dim % 2 || s->rope_dim > s->head_dim || s->rope_dim < 2) {
+        icl_put(p->err, "d_model and the head dimension must be multiples of 4, the rope dimension of 2 and within "
+                        "the head");
         return -1;
     }
     *linear_scale = 1.0;
@@ -527,8 +528,9 @@ static void matmul(const matrix *m, const float *x, int n_tokens, float *y, uint
 void icl_rms_norm(const float *x, const float *weight, int n_tokens, int d, float eps, float *out) {
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (size_t)t * d;
-        double sum = 0.0;
-        for (int i = 0; i < d; i++) sum += (double)(xt[i] * xt[i]); /* squares in f32, summed in f64: ggml */
+        double lane[4] = {0, 0, 0, 0}; /* squares in f32 (as ggml), summed in f64 in four lanes (d % 4 == 0) */
+        for (int i = 0; i < d; i++) lane[i % 4] += (double)(xt[i] * xt[i]);
+        double sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
         float scale = 1.0f / __builtin_sqrtf((float)(sum / d) + eps);
         for (int i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * scale * weight[i];
     }
@@ -569,7 +571,8 @@ static void rope(const icl_shard *s, float *x, int n_tokens, int n_heads, int po
 static float max_f(float a, float b) { return a > b ? a : b; }
 
 void icl_softmax_f16_scaled(float *p, int n) {
-    /* the max in four lanes (exact in any order); the sum in four lanes, then across them */
+    /* the max in four lanes (exact in any order); the sum in four lanes (position j in lane j % 4,
+       in order), then across them: canisters/llama/ordered_ops.py does the same in numpy */
     v4f max4 = {p[0], p[0], p[0], p[0]}, sum4 = {0, 0, 0, 0};
     int j = 0;
     for (; j + 4 <= n; j += 4) {
@@ -584,11 +587,11 @@ void icl_softmax_f16_scaled(float *p, int n) {
         store4(p + j, e);
         sum4 += e;
     }
-    float sum = (sum4[0] + sum4[1]) + (sum4[2] + sum4[3]);
-    for (; j < n; j++) {
+    for (; j < n; j++) { /* the tail in its lanes too: the order is lane j % 4, then across lanes */
         p[j] = icl_exp_f32(p[j] - max);
-        sum += p[j];
+        sum4[j % 4] += p[j];
     }
+    float sum = (sum4[0] + sum4[1]) + (sum4[2] + sum4[3]);
     for (j = 0; j + 4 <= n; j += 4) store4(p + j, round4_f16(load4(p + j) / sum) * 0x1p112f);
     for (; j < n; j++) p[j] = icl_round_f16(p[j] / sum) * 0x1p112f;
 }
