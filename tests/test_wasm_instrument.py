@@ -247,6 +247,10 @@ BARRIER = """
   (func (export "fill") (memory.fill (i32.const 100) (i32.const 9) (i32.const 9000)))
   (func (export "copy") (memory.copy (i32.const 40000) (i32.const 0) (i32.const 10)))
   (func (export "read") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "near_edge")
+    (i32.store (i32.const 4000) (i32.const 1))
+    (i32.store (i32.const 4090) (i32.const 2))
+    (i32.store (i32.const 4094) (i32.const 3)))
 )
 """
 
@@ -264,6 +268,13 @@ def test_write_barrier_reports_each_page_once_per_execution():
     run.call("writes", 100)
     assert len(run.first_writes) == 6
     assert run.call("read", 108)[0] == 2
+
+
+def test_a_store_leaving_the_last_marked_page_is_checked_again():
+    run = Run(BARRIER, write_barrier=True)
+    run.call("near_edge")
+    # 4000 marks page 0; 4090 is inside it (no bitmap read); 4094 reaches into page 1
+    assert run.first_writes == [(4000, 4), (4094, 4)]
 
 
 def test_write_barrier_covers_page_straddling_stores_and_bulk_writes():

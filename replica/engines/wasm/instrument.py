@@ -277,13 +277,17 @@ def _rewrite_body(raw: bytes, params: int, ctx: _Context) -> tuple[bytes, int]:
                 replace[position] = _store_barrier(ctx, barrier, name, operand.offset) + original
             elif name in _BULK_WRITES and operand == 0:
                 replace[position] = _bulk_barrier(ctx, barrier, name) + original
-    if ctx.bitmap_memory is not None and any(names[p] in wb.STORES or names[p] in _BULK_WRITES for p in replace):
+    uses_barrier = ctx.bitmap_memory is not None and any(
+        names[p] in wb.STORES or names[p] in _BULK_WRITES for p in replace)
+    if uses_barrier:
         new_locals += barrier.types
 
     out = bytearray(wb.uleb(body.local_entries + len(new_locals)))
     out += body.locals_raw
     for valtype in new_locals:
         out += b"\x01" + bytes([valtype])
+    if uses_barrier:  # no page is known to be marked when the function starts
+        out += _i64_const(_NO_PAGE) + _set(barrier.marked_page)
     last = 0
     for position in sorted(before.keys() | replace.keys()):
         out += code[starts[last]:starts[position]]
@@ -312,6 +316,15 @@ class _BarrierLocals:
         self.length32 = base + 9 if memory64 else base + 1
         self.value = {wb.I32: self.value32, wb.I64: base + 3, wb.F32: base + 5, wb.F64: base + 6,
                       wb.V128: base + 7}
+        # The start address (i64) of the page this invocation last found or made marked: a
+        # store inside it needs no bitmap read, since marks are cleared only between executions.
+        self.marked_page = base + len(self.types)
+        self.types.append(wb.I64)
+
+
+# A marked_page no store can fall inside: ea - it is above 4 GiB for every wasm32 address, and
+# for wasm64 only addresses far past the 6 GiB heap (whose stores trap) come near it.
+_NO_PAGE = -(1 << 62)
 
 
 def _get(index: int) -> bytes:
@@ -336,25 +349,29 @@ def _bitmap_byte(ctx: _Context) -> bytes:
 
 
 def _store_barrier(ctx: _Context, locals_: _BarrierLocals, name: str, offset: int) -> bytes:
-    """Code run in place of a store's operands: if the first or last page it writes is not
-    marked, tell the host; then put the operands back.
+    """Code run in place of a store's operands: unless the store lies inside the page last found
+    marked, read the bitmap bytes of the first and last page it writes and, if one is 0, tell the
+    host; then put the operands back.
 
     In wasm32 the address arithmetic is i32: if address + offset wraps past 4 GiB the store
     itself traps, so marking a wrong page first only saves one page too many."""
     valtype, width = wb.STORES[name]
-    value, effective = locals_.value[valtype], locals_.effective
+    value, effective, marked = locals_.value[valtype], locals_.effective, locals_.marked_page
     code = _set(value) + _tee(locals_.address)
     if ctx.memory64:  # i64.add; >> 12 (i64.shr_u) then i32.wrap_i64
         add, to_page, constant, to_i64 = b"\x7c", b"\x42\x0c\x88\xa7", _i64_const, b""
-    else:  # i32.add; >> 12 (i32.shr_u); i64.extend_i32_u for the host call
+    else:  # i32.add; >> 12 (i32.shr_u); i64.extend_i32_u
         add, to_page, constant, to_i64 = b"\x6a", b"\x41\x0c\x76", _i32_const, b"\xad"
     if offset:
         code += constant(offset) + add
-    code += _tee(effective) + to_page + _bitmap_byte(ctx)
+    # if (effective - marked) >u 4096 - width, i.e. the store is not inside the marked page:
+    code += _tee(effective) + to_i64 + _get(marked) + b"\x7d" + _i64_const(BARRIER_PAGE_BYTES - width) + b"\x56"
+    code += b"\x04\x40" + _get(effective) + to_page + _bitmap_byte(ctx)
     if width > 1:
         code += _get(effective) + constant(width - 1) + add + to_page + _bitmap_byte(ctx) + b"\x71"  # i32.and
     code += (b"\x45\x04\x40" + _get(effective) + to_i64 + _i64_const(width) + b"\x10" + ctx.first_write_range
              + b"\x0b")
+    code += _get(effective) + to_i64 + _i64_const(-BARRIER_PAGE_BYTES) + b"\x83" + _set(marked) + b"\x0b"
     return code + _get(locals_.address) + _get(value)
 
 
