@@ -42,6 +42,9 @@ the module reads the bytes of the first and last page written; if one is 0 it ca
 `first_write_range(address, bytes)`. memory.fill, memory.copy and memory.init call it for their
 destination range unless its (at most two) pages are marked. The host saves the old pages, sets
 their bytes to 1, and clears them when the execution ends, so a rollback costs the pages written.
+Each function invocation remembers the last page it found marked and skips the bitmap for
+stores inside it, so the host must clear marks only while no wasm function of the instance is
+running (between executions), never from inside a host call.
 The barrier's own instructions are not counted: they are not part of the canister's code.
 
 Deliberate omissions, none of which changes the instruction count of canister code:
