@@ -9,17 +9,37 @@ tests/test_replica_cost_model.py.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from cdk.meter import Work
 from replica.fees import CURRENT_FEES, REFERENCE_SUBNET_SIZE, FeeSchedule
 
 
 class Kernel(str, Enum):
-    SCALAR = "scalar"  # plain wasm f32 loops, as yllama.oc runs (no SIMD)
-    SIMD = "simd"  # wasm simd128 kernels, as llama.cpp's ggml-cpu builds for llama_cpp_canister
+    WASM = "wasm"  # icllama's own wasm simd128 kernels (canisters/kernels), measured: KERNEL_COSTS_PATH
+    GGML = "ggml"  # ggml's wasm simd128 kernels as llama_cpp_canister runs them, measured the same way
+    SIMD = "simd"  # ggml's kernels described by one constant fitted to llama_cpp_canister (below)
+    SCALAR = "scalar"  # plain wasm f32 loops, as yllama.oc runs (no SIMD), fitted to yllama.oc
+
+
+# --- measured: instructions per MAC of real wasm kernels ---------------------------------------
+# scripts/measure_kernel_costs.py compiles the kernels with zig cc, runs them instrumented as the IC
+# instruments canisters, and writes this table (per weight type: decode and prefill instructions
+# per MAC, and the instructions per activation element of quantizing a token's activations).
+KERNEL_COSTS_PATH = Path(__file__).resolve().parent / "kernel_costs.json"
+_MEASURED: dict = json.loads(KERNEL_COSTS_PATH.read_text())
+WASM_INSTRUCTIONS_PER_MAC: dict[str, float] = {t: v["decode"] for t, v in _MEASURED["icllama"].items()}
+GGML_INSTRUCTIONS_PER_MAC: dict[str, float] = {t: v["decode"] for t, v in _MEASURED["ggml"].items()}
+# Every matmul quantizes its input first (ggml's vec_dot_type): instructions per activation element,
+# the dearest of the kernels' quantizers (Q8_K's, for the k-quants)
+QUANTIZE_INSTRUCTIONS_PER_ELEMENT = {
+    Kernel.WASM: max(v["quantize_per_element"] for v in _MEASURED["icllama"].values()),
+    Kernel.GGML: max(v["quantize_per_element"] for v in _MEASURED["ggml"].values()),
+}
 
 
 # --- instructions per multiply-accumulate ---------------------------------------------------
@@ -72,7 +92,30 @@ SYSTEM_API_CALLS_PER_MESSAGE = 5  # msg_arg_data_size/copy, msg_reply_data_appen
 CANDID_INSTRUCTIONS_PER_BYTE = 2.0  # copy into wasm memory + decode into a Rust value
 
 
+class UnsupportedKernelType(ValueError):
+    """No measured kernel for this weight type."""
+
+
 def instructions_per_mac(weight_type: str, kernel: Kernel) -> float:
+    if kernel is Kernel.WASM:
+        try:
+            return WASM_INSTRUCTIONS_PER_MAC[weight_type]
+        except KeyError:
+            raise UnsupportedKernelType(
+                f"the wasm yblock has no kernel for {weight_type} weights (it multiplies "
+                f"{', '.join(WASM_INSTRUCTIONS_PER_MAC)}); run the model on the Python engine (--engine python), "
+                f"or re-quantize it to one of those types") from None
+    if kernel is Kernel.GGML:
+        if weight_type in ("F32", "F16") and weight_type not in GGML_INSTRUCTIONS_PER_MAC:
+            # attention's float products: ggml's f16/f32 dot products (vec.cpp) are not measured; our
+            # float kernels stand in (about 1% of a token's MACs at a context of 100)
+            return WASM_INSTRUCTIONS_PER_MAC[weight_type]
+        try:
+            return GGML_INSTRUCTIONS_PER_MAC[weight_type]
+        except KeyError:
+            raise UnsupportedKernelType(
+                f"ggml's wasm kernel for {weight_type} was not measured (measured: "
+                f"{', '.join(GGML_INSTRUCTIONS_PER_MAC)}); see scripts/measure_kernel_costs.py") from None
     if kernel is Kernel.SIMD:
         try:
             return SIMD_INSTRUCTIONS_PER_MAC[weight_type]
@@ -84,7 +127,13 @@ def instructions_per_mac(weight_type: str, kernel: Kernel) -> float:
     return SCALAR_F32_INSTRUCTIONS_PER_MAC
 
 
-def work_instructions(work: Work, kernel: Kernel = Kernel.SIMD) -> int:
+def quantize_instructions(kernel: Kernel, n_elements: int) -> int:
+    """Instructions to quantize `n_elements` activations before matmuls (none for the fitted kernels,
+    whose constants include everything, nor for f32 scalar loops)."""
+    return math.ceil(QUANTIZE_INSTRUCTIONS_PER_ELEMENT.get(kernel, 0.0) * n_elements)
+
+
+def work_instructions(work: Work, kernel: Kernel = Kernel.WASM) -> int:
     """The IC instructions that `work` would execute with the given matmul kernel."""
     total = work.raw_instructions
     total += sum(instructions_per_mac(t, kernel) * n for t, n in work.mac_counts.items())
@@ -108,7 +157,7 @@ class WorkCost:
 
 def cost_of_work(
     work: Work,
-    kernel: Kernel = Kernel.SIMD,
+    kernel: Kernel = Kernel.WASM,
     fees: FeeSchedule = CURRENT_FEES,
     subnet_size: int = REFERENCE_SUBNET_SIZE,
     messages: int = 1,

@@ -32,7 +32,14 @@ from canisters.yblock.shard_store import SHA256_INSTRUCTIONS_PER_BYTE
 from cdk.candid import Interface, encode, parse_did
 from cdk.meter import Work
 from replica.config import NetworkConfig
-from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
+from replica.cost_model import (
+    Kernel,
+    UnsupportedKernelType,
+    instructions_per_mac,
+    message_overhead_instructions,
+    quantize_instructions,
+    work_instructions,
+)
 from replica.fees import FEE_SCHEDULES, USD_PER_TRILLION_CYCLES
 from replica.limits import DEFAULT_LIMITS, GiB, Limits
 from replica.subnet import chain_rounds, rounds_for
@@ -59,7 +66,7 @@ class Constraints:
     shard_bytes: int = 2 * GiB  # on-chain weight bytes one canister may hold
     shards: int | None = None  # exactly this many canisters besides the head
     weight_format: str = "gguf"  # on-chain weights: the file's own types, or f32, or f16
-    kernel: str = "simd"  # matmul kernels: "scalar" (plain wasm) or "simd" (wasm simd128)
+    kernel: str = "wasm"  # matmul kernels: "wasm" (ours, measured), "ggml" (measured), "simd" (ggml, fitted), "scalar"
     heap: str = "wasm32"  # 4 GiB or 6 GiB of heap
     context: int | None = None  # KV positions per session; None: min(DEFAULT_CONTEXT, trained context)
     fees: str = "current"  # fee schedule: "current" or "2024"
@@ -234,6 +241,12 @@ class _Costing:
             if t.layer is not None:
                 self.by_layer.setdefault(t.layer, []).append(t)
         self.piece_work = functools.cache(self._piece_work)  # per piece and message size
+        for t in spec.tensors.values():  # a kernel for every matrix's type, or a clear refusal now
+            if len(t.shape) == 2:
+                try:
+                    instructions_per_mac(self.kernel_type(t), self.kernel)
+                except UnsupportedKernelType as e:
+                    raise PlanError(f"{t.name}: {e}") from None
 
     # --- what canisters hold ---------------------------------------------------------------------
     @property
@@ -419,7 +432,15 @@ class _Costing:
     def instructions(self, pieces: Sequence[_Piece], n_tokens: int, samples: bool) -> int:
         work = self.message_work(pieces, n_tokens, samples)
         overhead = message_overhead_instructions(self.request_bytes(n_tokens, samples))
-        return work_instructions(work, self.kernel) + overhead
+        return work_instructions(work, self.kernel) + self.quantize_instructions(pieces, n_tokens) + overhead
+
+    def quantize_instructions(self, pieces: Sequence[_Piece], n_tokens: int) -> int:
+        """The wasm kernels quantize each matmul's input first (ggml's vec_dot_type): per layer h
+        (for q, k, v), the attention (o), h (gate, up) and the ffn (down); the output's input once."""
+        c = self.config
+        per_layer = 2 * c.d_model + c.q_dim + c.d_ff
+        elements = sum(n_tokens * per_layer if p.layer is not None else c.d_model for p in pieces)
+        return quantize_instructions(self.kernel, elements)
 
     def _samples(self, pieces: Sequence[_Piece]) -> bool:
         """A canister with the whole output samples; row slices return logits and the head samples."""

@@ -15,7 +15,7 @@ from canisters.llama.meter import NullMeter
 from canisters.llama.model import LayerStack, OutputHead
 from canisters.llama.sampler import SamplingParams, sample
 from cdk.meter import Work
-from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
+from replica.cost_model import Kernel, message_overhead_instructions, quantize_instructions, work_instructions
 from replica.limits import DEFAULT_LIMITS, GiB, KiB
 from sharding.model_spec import ModelSpec, read_model_spec
 from sharding.partition import Constraints, Plan, PlanError, forward_work, make_plan
@@ -161,7 +161,14 @@ def test_counted_work_is_what_the_model_meters(models: dict[str, Path], name: st
             assert measured == counted
             figures = shard.decode if n_tokens == 1 else shard.prefill
             kernel = Kernel(plan.constraints.kernel)
+            # the wasm kernels also quantize each matmul's input: per layer h (q, k, v), the attention,
+            # h (gate, up) and the ffn; the output's input once
+            c = spec.config
+            quantized = n_tokens * (2 * c.d_model + c.q_dim + c.d_ff) * (shard.layers[1] - shard.layers[0]
+                                                                          if shard.layers else 0)
+            quantized += c.d_model if shard.output_rows else 0
             assert figures.instructions == (work_instructions(counted, kernel)
+                                            + quantize_instructions(kernel, quantized)
                                             + message_overhead_instructions(figures.request_bytes))
 
 
@@ -222,7 +229,7 @@ def test_activation_message_of_a_4096_wide_model_is_16_kib_plus_framing(tmp_path
 # --- every limit fails with a message naming it ---------------------------------------------------
 @pytest.mark.parametrize(("constraints", "message"), [
     (Constraints(weight_format="q3"), "--weight-format q3 is not one of gguf, f32, f16"),
-    (Constraints(kernel="avx"), "--kernel avx is not one of scalar, simd"),
+    (Constraints(kernel="avx"), "--kernel avx is not one of wasm, ggml, simd, scalar"),
     (Constraints(heap="wasm16"), "--heap wasm16 is not one of wasm32, wasm64"),
     (Constraints(fees="2019"), "--fees 2019 is not one of current, 2024"),
     (Constraints(subnet_nodes=7), "--nodes 7 is not one of 13, 34"),

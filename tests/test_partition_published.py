@@ -96,13 +96,13 @@ def test_yllama_latency_follows_the_simulators_rounds(yllama: Plan) -> None:
 
 
 def test_qwen25_05b_q8_0_tokens_per_40b_call_are_predicted() -> None:
-    plan = make_plan(preset_spec("qwen2.5-0.5b", "q8_0"), Constraints(context=100, shards=1))
+    plan = make_plan(preset_spec("qwen2.5-0.5b", "q8_0"), Constraints(context=100, shards=1, kernel="simd"))
     tokens_per_call = 40e9 / plan.totals.instructions_per_token
     assert within(tokens_per_call, 25), tokens_per_call
 
 
 def test_qwen3_17b_q4_k_m_instructions_per_token_are_predicted() -> None:
-    plan = make_plan(preset_spec("qwen3-1.7b", "q4_k_m"), Constraints(context=100, shards=1))
+    plan = make_plan(preset_spec("qwen3-1.7b", "q4_k_m"), Constraints(context=100, shards=1, kernel="simd"))
     assert within(plan.totals.instructions_per_token, 6.4e9), plan.totals.instructions_per_token
 
 
