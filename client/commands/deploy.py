@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from client.catalog import DEFAULT_MODEL
+from client.commands.engine_option import add_engine_argument
 from client.commands.plan import add_plan_arguments, plan_from_args
 
 
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dfx-json", type=Path,
                         help="the dfx.json the plan's canisters are written into (default: ./dfx.json if it exists, "
                              "else <state dir>/<network>/dfx.json)")
+    add_engine_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     deployer = Deployer(canisters, CanisterIds.of(target.state_dir, target.name), read_dfx(dfx_json),
                         cycles=args.with_cycles, version=code_version(), parallel=args.parallel,
-                        generate_allowlist=allowlist)
+                        generate_allowlist=allowlist, engine=args.engine)
     report = deployer.deploy(plan, export)
     for c in report.canisters:
         upload = c.upload

@@ -10,6 +10,7 @@ import json
 import sys
 
 from client.catalog import DEFAULT_MODEL, resolve_model
+from client.commands.engine_option import add_engine_argument
 from client.commands.generation_options import add_generation_arguments, options_from
 from client.commands.plan import add_constraint_arguments, constraints_from
 from client.head_client import StreamEvent
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run the model directly in this process, without the simulated IC (a baseline)")
     parser.add_argument("--json", action="store_true", help='print {"prompt_ids", "ids", "text", "metrics"}')
     add_constraint_arguments(parser)
+    add_engine_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Streamed in both cases: the first token's arrival splits prefill from decode speed.
     sharded = run_sharded(path, constraints_from(args), args.prompt, options, strategy=args.strategy,
-                          on_text=show, progress=not args.json)
+                          on_text=show, progress=not args.json, engine=args.engine)
     generation = sharded.generation
     metrics = {**dataclasses.asdict(sharded.network), "stop_reason": generation.stop_reason,
                "head": dataclasses.asdict(generation.metrics)}
