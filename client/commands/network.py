@@ -160,6 +160,11 @@ def _status(args: argparse.Namespace) -> int:
         print(f"state:     NOT BEING WRITTEN, rounds paused: {described['storage_fault']}")
     print(f"canisters ({len(described['canisters'])}):")
     for canister in described["canisters"]:
-        code = f"{canister['class']} {canister['version']}" if canister["class"] else "no code installed"
+        if canister["class"]:
+            code = f"{canister['class']} {canister['version']}"
+        elif canister["module_hash"]:
+            code = f"wasm module {canister['module_hash'][:16]}"
+        else:
+            code = "no code installed"
         print(f"  {canister['id']}  {canister['status']:8}  {canister['cycles']:>20,} cycles  {code}")
     return 0
