@@ -366,6 +366,16 @@ def test_decoder_names_every_opcode_as_wat_does():
     assert checked == len(wb.OPCODES) + len(wb.FC_OPCODES) + len(wb.FD_OPCODES) - 2
 
 
+def test_wat_samples_round_trip_byte_for_byte():
+    for text in (MIX, SIMD, MEMORY64, BARRIER):
+        wasm = wasmtime.wat2wasm(text)
+        module = wb.parse_module(wasm)
+        assert module.encode() == wasm
+        for body in module.bodies:
+            decoded = wb.decode_body(body)
+            assert decoded.starts[-1] == len(decoded.code)  # every instruction accounted for
+
+
 def test_round_trip_and_instrumentation_of_a_zig_built_c_module_with_simd(tmp_path):
     require_module("ziglang", "pip install ziglang")
     source = tmp_path / "kernel.c"
