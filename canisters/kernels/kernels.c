@@ -432,6 +432,67 @@ static float dot_block32_wasm(int wtype, const uint8_t *w, int n, Act a) {
     return sum_f32x4(acc) + accm;
 }
 
+#define ROWS 4 /* rows the wasm kernels multiply at once against one token */
+#define UNROLL _Pragma("clang loop unroll(full)") /* keeps per-row values in locals, not in memory */
+
+/* x0/x1 preloaded: the four-row kernels share them */
+static inline __attribute__((always_inline)) v128_t lanes_x(v128_t lo, v128_t hi, v128_t x0, v128_t x1, int small) {
+    v128_t p0 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(lo, x0), wasm_i16x8_extmul_high_i8x16(lo, x0));
+    v128_t p1 = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(hi, x1), wasm_i16x8_extmul_high_i8x16(hi, x1));
+    if (small) return wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_add(p0, p1));
+    return wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(p0), wasm_i32x4_extadd_pairwise_i16x8(p1));
+}
+
+/* ROWS rows (row_bytes apart) against one token, the same bits as dot_block32_wasm per row. Sharing
+ * the activations' loads and the loop's bookkeeping across rows is what the IC's count rewards: every
+ * local.get, address add and branch costs as much as a SIMD multiply. `wtype` is a constant at each
+ * call, so each type gets its own loop. */
+static inline __attribute__((always_inline)) void rows_block32_wasm(const int wtype, const uint8_t *w, size_t row_bytes,
+                                                                    int n, Act a, float *out, size_t out_stride) {
+    const v128_t low4 = wasm_i8x16_splat(15), eight = wasm_i8x16_splat(8);
+    const int bytes = wtype == ICL_Q8_0 ? 34 : wtype == ICL_Q4_0 ? 18 : 20;
+    const int qs = wtype == ICL_Q8_0 ? 2 : wtype == ICL_Q4_0 ? 2 : 4;
+    v128_t acc[ROWS];
+    float accm[ROWS];
+    const uint8_t *p[ROWS]; /* one pointer per row, stepped a block at a time: loads then take constant offsets */
+    UNROLL for (int r = 0; r < ROWS; r++) acc[r] = wasm_f32x4_splat(0.0f), accm[r] = 0.0f, p[r] = w + r * row_bytes;
+    const int8_t *x = a.q;
+    const float *xd = a.d, *xs = a.s;
+    for (const int8_t *end = x + n; x < end; x += QK, xd++, xs++) {
+        v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 16);
+        UNROLL for (int r = 0; r < ROWS; r++) {
+            v128_t lanes;
+            if (wtype == ICL_Q8_0) {
+                lanes = lanes_x(wasm_v128_load(p[r] + qs), wasm_v128_load(p[r] + qs + 16), x0, x1, 0);
+            } else {
+                v128_t q = wasm_v128_load(p[r] + qs);
+                v128_t lo = wasm_v128_and(q, low4), hi = wasm_u8x16_shr(q, 4);
+                if (wtype == ICL_Q4_0) lo = wasm_i8x16_sub(lo, eight), hi = wasm_i8x16_sub(hi, eight);
+                lanes = lanes_x(lo, hi, x0, x1, 1);
+            }
+            acc[r] = add_scaled(acc[r], lanes, half_at(p[r]) * *xd);
+            if (wtype == ICL_Q4_1) accm[r] += half_at(p[r] + 2) * *xs;
+            p[r] += bytes;
+        }
+    }
+    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_f32x4(acc[r]) + accm[r];
+}
+
+/* Rows r0..r1 of one token in groups of ROWS where the type has a ROWS kernel; 0 if it has none */
+static int rows_wasm(int wtype, const uint8_t *w, size_t row_bytes, int n, Act a, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + ROWS <= r1; r += ROWS) {
+        const uint8_t *rows = w + (size_t)r * row_bytes;
+        switch (wtype) {
+        case ICL_Q8_0: rows_block32_wasm(ICL_Q8_0, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q4_0: rows_block32_wasm(ICL_Q4_0, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q4_1: rows_block32_wasm(ICL_Q4_1, rows, row_bytes, n, a, y + r, 1); break;
+        default: return r;
+        }
+    }
+    return r;
+}
+
 /* 32 unsigned weights < 32 (as int8) against 32 int8 activations: their 8 i16 partial sums (each
  * of 4 products: |4 * 31 * 127| < 2^15) */
 static inline v128_t dot_u5x32_i16(v128_t lo, v128_t hi, const int8_t *x) {
@@ -651,6 +712,14 @@ static void matmul_rows_with(dot_fn dot, int wtype, const void *w, int n, const 
                              int ldy, int r0, int r1) {
     size_t row_bytes = icl_row_bytes(wtype, n), act_bytes = icl_act_row_bytes(wtype, n);
     if (row_bytes == 0) return;
+#ifdef ICL_WASM
+    /* groups of ROWS rows per token, then the rest row by row below */
+    int done = r0;
+    for (int t = 0; t < n_tokens; t++)
+        done = rows_wasm(wtype, (const uint8_t *)w, row_bytes, n, act_view(wtype, (const uint8_t *)xq + (size_t)t * act_bytes, n),
+                         y + (size_t)t * ldy, r0, r1);
+    r0 = done;
+#endif
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)r * row_bytes;
 #ifndef ICL_WASM
