@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from cdk.canister import Canister
 from cdk.principal import Principal
+from replica.canister_log import DEFAULT_LOG_MEMORY_LIMIT, CanisterLog
 from replica.chunk_store import ChunkStore
 from replica.engines.wasm.validation import CustomSection
 from replica.limits import DEFAULT_LIMITS, Limits
@@ -18,6 +19,8 @@ from replica.wasm_module import CanisterModule
 
 CanisterStatus = Literal["running", "stopping", "stopped"]
 DEFAULT_FREEZING_THRESHOLD_S = 2_592_000  # 30 days: the interface spec's default freezing_threshold
+DEFAULT_RESERVED_CYCLES_LIMIT = 5_000_000_000_000  # the interface's default reserved_cycles_limit
+LogVisibility = Literal["controllers", "public", "allowed_viewers"]
 
 
 @dataclass
@@ -26,6 +29,19 @@ class CanisterSettings:
     freezing_threshold_s: int = DEFAULT_FREEZING_THRESHOLD_S
     wasm64: bool = False
     wasm_memory_limit: int | None = None  # heap bytes; None means the architecture's maximum
+    # Kept and reported as given; this network guarantees every canister a core and memory anyway.
+    compute_allocation: int = 0  # percent of a core
+    memory_allocation: int = 0  # bytes; 0 is best-effort
+    reserved_cycles_limit: int = DEFAULT_RESERVED_CYCLES_LIMIT
+    log_visibility: LogVisibility = "controllers"
+    log_viewers: tuple[Principal, ...] = ()  # who may read the log under "allowed_viewers"
+    log_memory_limit: int = DEFAULT_LOG_MEMORY_LIMIT
+    wasm_memory_threshold: int = 0
+    environment_variables: tuple[tuple[str, str], ...] = ()  # (name, value), names unique
+
+    def may_read_logs(self, reader: Principal) -> bool:
+        return (self.log_visibility == "public" or reader in self.controllers
+                or (self.log_visibility == "allowed_viewers" and reader in self.log_viewers))
 
     def heap_limit(self, limits: Limits = DEFAULT_LIMITS) -> int:
         hard = limits.wasm64_heap_bytes if self.wasm64 else limits.wasm32_heap_bytes
@@ -47,6 +63,10 @@ class CanisterState:
     heap_bytes: int = 0
     global_timer_ns: int = 0  # a wasm canister's timer (ic0.global_timer_set); 0 is inactive
     certified_data: bytes = b""  # a wasm canister's ic0.certified_data_set, published in the state tree
+    version: int = 0  # canister_version: counts code, settings and status changes and update executions
+    history: list[dict[str, Any]] = field(default_factory=list)  # the last changes, as ic.did `change`s
+    changes_total: int = 0  # every change ever recorded, also those dropped from `history`
+    log: CanisterLog = field(default_factory=CanisterLog)
     queue: deque[Request | Response] = field(default_factory=deque)
     call_contexts: dict[int, CallContext] = field(default_factory=dict)
     reserved_for_responses: dict[int, int] = field(default_factory=dict)  # call id -> cycles set aside
@@ -56,6 +76,11 @@ class CanisterState:
     storage_remainder_ns: int = 0
     restore_error: str | None = None  # why a restart could not rebuild the heap, if it failed
     ic: Any = None  # the runtime's IC handle, shared by every instance of this canister's code
+
+    def keep_logs(self, messages: list[bytes], timestamp_nanos: int) -> None:
+        """An execution's debug_print and trap messages, added to the canister's bounded log."""
+        for message in messages:
+            self.log.append(timestamp_nanos, message, self.settings.log_memory_limit)
 
     def new_id(self) -> int:
         self.next_id += 1

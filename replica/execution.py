@@ -88,6 +88,7 @@ class CanisterContext(IC):
         self._time_ns = 0
         self._accepted = 0
         self._rejected: str | None = None
+        self.logs: list[bytes] = []  # this execution's debug_print messages
         self._heap: heap.HeapSnapshot | None = None  # the heap as the last execution left it ...
         self._heap_of: object = None  # ... for this instance
         # Set by the first execution of a message whose changes were kept (see Subnet).
@@ -115,6 +116,7 @@ class CanisterContext(IC):
         self._time_ns = self._env.time_ns()
         self._accepted = 0
         self._rejected = None
+        self.logs = []
 
     # --- the IC API canister code sees -------------------------------------------------------
     def caller(self) -> Principal:
@@ -216,6 +218,12 @@ class CanisterContext(IC):
 
     def trap(self, message: str) -> NoReturn:
         raise Trap(message)
+
+    def debug_print(self, message: str) -> None:
+        """ic0.debug_print: a line for the canister's log (kept even if the execution traps)."""
+        data = message.encode()
+        self._work.copied(len(data))
+        self.logs.append(data)
 
     def reject(self, message: str) -> None:
         if self._mode != "update" or self._context is None or self._rejected is not None \
@@ -356,6 +364,10 @@ class Executor:
                     f"Canister {canister.id.to_text()} exceeded its Wasm memory limit of {limit} bytes "
                     f"(it would use {heap_after}); free state, or raise wasm_memory_limit with "
                     "update_settings (at most 4 GiB for wasm32, 6 GiB for wasm64)")
+        if mode != "query":  # a non-replicated query's prints are not kept (interface spec)
+            canister.keep_logs(ctx.logs + ([trap.message.encode()] if trap is not None else []), ctx.time())
+        if trap is None and not discard_state and mode == "update":
+            canister.version += 1  # every successful update execution counts (interface spec)
         rejected: Reject | None = None
         before: PreExecutionState | None = None
         if trap is not None or discard_state:

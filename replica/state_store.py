@@ -35,7 +35,7 @@ from typing import Any
 
 from cdk.candid import decode
 from cdk.principal import Principal
-from replica import wasm_state
+from replica import management_state, wasm_state
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.errors import RejectError
 from replica.execution import CanisterContext
@@ -185,6 +185,7 @@ class StateStore:
             "stable_pages": s.stable.pages,
             "stable_chunks": {str(i): name for i, name in sorted(files.items())},
             "wasm": wasm,  # module, heap and globals of a wasm canister
+            "management": management_state.to_json(s),  # other settings, version, history, log
         }
 
     # --- restore -----------------------------------------------------------------------------
@@ -222,6 +223,7 @@ class StateStore:
             wasm_memory_limit=entry["wasm_memory_limit"])
         state = CanisterState(canister_id, settings, entry["cycles"], stable, status=entry["status"],
                               install_arg=bytes.fromhex(entry["install_arg"]))
+        management_state.restore(state, entry.get("management"))
         state.ic = CanisterContext(state, subnet)
         subnet.canisters[canister_id] = state
         for name in entry.get("wasm_chunks", []):

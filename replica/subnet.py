@@ -610,8 +610,7 @@ class Subnet:
     def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes) -> QueryResult:
         try:
             if canister_id == MANAGEMENT:
-                raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
-                                  "the management canister has no query methods; call it with an update")
+                return self.management.query(sender, method_name, arg)
             state = self.canister(canister_id)
             if state.status != "running":
                 raise RejectError(ErrorCode.CANISTER_STOPPED,

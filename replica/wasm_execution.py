@@ -132,6 +132,11 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     context.trace.cycles += cycles
     context.instructions += outcome.instructions
     state.heap_bytes = outcome.heap_bytes
+    # ic0.trap logged its own message; another trap's reason is logged here, as the IC does.
+    explicit = outcome.trap is None or outcome.trap.error_code == ErrorCode.CANISTER_CALLED_TRAP.text
+    state.keep_logs(outcome.logs + ([] if explicit else [outcome.trap.message.encode()]), message.time_ns)
+    if outcome.trap is None and message.kind is not Kind.QUERY:
+        state.version += 1  # every successful update execution counts (interface spec)
     if outcome.trap is None:
         context.cycles_available -= outcome.cycles_accepted
         state.cycles += outcome.cycles_accepted - outcome.cycles_burned
