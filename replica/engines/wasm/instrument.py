@@ -49,13 +49,18 @@ The barrier's own instructions are not counted: they are not part of the caniste
 
 Deliberate omissions, none of which changes the instruction count of canister code:
 - Wasm-native stable memory (the IC maps stable memory into the module and replaces the ic0
-  stable-memory imports with wasm functions). Here the host implements those imports, and
-  charges them as the IC's system API cost table says.
+  stable-memory imports with wasm functions). Here the host implements those imports and
+  charges them (system_api.py).
 - The `canister counter_dirty_pages`, `canister counter_accessed_pages` and `canister
   stable_memory_size` globals and the `count_clean_pages` function, which serve only that
   stable memory.
 - Active data segments stay in the module (the IC lifts them out and writes the pages itself);
   wasmtime applies them when it instantiates the module, with the same resulting memory.
+
+One deliberate difference: in a memory64 module the IC passes the length of table.fill and
+table.copy to its i64 decrement function even for a table of 32-bit indices, which would not
+validate (and the IC refuses those instructions anyway); here the length is read at the
+table's own width. The charge is the same.
 """
 
 from __future__ import annotations
