@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from client.agent import resolve_network
+from client.agent import NetworkTarget, resolve_network
+from client.commands.deploy import dfx_json_path
 from tests.gateway_support import REPO
 
 pytestmark = pytest.mark.network
@@ -79,3 +80,13 @@ def test_status_stop_deploy_and_generate_agree_from_another_directory(running, t
     stopped = icllama("stop", cwd=elsewhere)
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == f"stopped the network at {record['url']} (state dir {state}) (pid {record['pid']})\n"
+
+
+def test_deploy_writes_dfx_json_into_a_project_or_beside_the_ids(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = NetworkTarget("local", "http://127.0.0.1:4943", tmp_path / ".icllama")
+    assert dfx_json_path(None, target) == tmp_path / ".icllama" / "local" / "dfx.json"  # no project here
+    (tmp_path / "dfx.json").write_text("{}")
+    assert dfx_json_path(None, target) == Path("dfx.json")  # a project's own
+    assert dfx_json_path(tmp_path / "other.json", target) == tmp_path / "other.json"

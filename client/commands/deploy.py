@@ -55,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
     canisters = RemoteCanisters(connect(target.url, identity))
     model = resolve_model(args.model)
     _, plan = plan_from_args(args)
-    # A project's dfx.json gets the plan's canisters; elsewhere they go beside the canister ids,
-    # never into a new file in whatever directory this runs from.
-    dfx_json = args.dfx_json or (Path("dfx.json") if Path("dfx.json").is_file()
-                                 else target.state_dir / target.name / "dfx.json")
+    dfx_json = dfx_json_path(args.dfx_json, target)
     try:
         names = write_dfx(plan, dfx_json)
     except (DfxError, OSError) as e:
@@ -80,6 +77,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"deployed in {time.perf_counter() - start:.1f} s ({report.bytes_uploaded:,} bytes uploaded); ids in "
           f"{deployer.ids.path}. Generate with: icllama generate -p \"...\"", file=sys.stderr)
     return 0
+
+
+def dfx_json_path(given: Path | None, target) -> Path:
+    """Where deploy writes the plan's canisters: the given file; a project's ./dfx.json; else beside
+    the canister ids, never into a new file in whatever directory deploy runs from."""
+    if given is not None:
+        return given
+    return Path("dfx.json") if Path("dfx.json").is_file() else target.state_dir / target.name / "dfx.json"
 
 
 def _principal(text: str):
