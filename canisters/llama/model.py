@@ -43,6 +43,12 @@ def round_f16(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
+def silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """SwiGLU's silu(gate) * up."""
+    with np.errstate(over="ignore"):  # exp(-gate) -> inf for very negative gates gives silu = -0, as it should
+        return gate / (1.0 + np.exp(-gate)) * up
+
+
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, meter: Meter) -> np.ndarray:
     meter.elementwise(4 * x.size)
     return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
@@ -247,9 +253,7 @@ class LayerStack:
         h = rms_norm(x, w.ffn_norm, cfg.rms_eps, meter)
         gate, up = w.w_gate.matmul(h, meter), w.w_up.matmul(h, meter)
         meter.elementwise(5 * gate.size)
-        with np.errstate(over="ignore"):  # exp(-gate) -> inf for very negative gates gives silu = -0, as it should
-            silu = gate / (1.0 + np.exp(-gate))
-        x = x + w.w_down.matmul(silu * up, meter)
+        x = x + w.w_down.matmul(silu_times(gate, up), meter)
         meter.elementwise(2 * x.size)  # the two residual adds
         return x
 
