@@ -478,21 +478,6 @@ static inline __attribute__((always_inline)) void rows_block32_wasm(const int wt
     UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_f32x4(acc[r]) + accm[r];
 }
 
-/* Rows r0..r1 of one token in groups of ROWS where the type has a ROWS kernel; 0 if it has none */
-static int rows_wasm(int wtype, const uint8_t *w, size_t row_bytes, int n, Act a, float *y, int r0, int r1) {
-    int r = r0;
-    for (; r + ROWS <= r1; r += ROWS) {
-        const uint8_t *rows = w + (size_t)r * row_bytes;
-        switch (wtype) {
-        case ICL_Q8_0: rows_block32_wasm(ICL_Q8_0, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q4_0: rows_block32_wasm(ICL_Q4_0, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q4_1: rows_block32_wasm(ICL_Q4_1, rows, row_bytes, n, a, y + r, 1); break;
-        default: return r;
-        }
-    }
-    return r;
-}
-
 /* 32 unsigned weights < 32 (as int8) against 32 int8 activations: their 8 i16 partial sums (each
  * of 4 products: |4 * 31 * 127| < 2^15) */
 static inline v128_t dot_u5x32_i16(v128_t lo, v128_t hi, const int8_t *x) {
@@ -576,6 +561,134 @@ static float dot_k_wasm(int wtype, const uint8_t *w, int n, Act a) {
         acc[b % 4] -= (half_at(blk + 2) * a.d[b]) * (float)summs;
     }
     return sum_lanes(acc);
+}
+
+/* ROWS rows of Q4_K or Q5_K (`five`) against one token, the same bits as dot_k_wasm per row. Shared
+ * across the rows: the activations' loads and Q8_K's pair sums of bsums (for the mins). Per row, the
+ * 12 bytes of 6-bit scales and mins are unpacked four at a time in 32-bit words into one vector of
+ * eight i16 scales and one of eight i16 mins; the mins' term is then one i32x4.dot_i16x8_s. */
+static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, const uint8_t *w, size_t row_bytes,
+                                                               int n, Act a, float *out, size_t out_stride) {
+    const int bytes = five ? 176 : 144, qoff = five ? 48 : 16;
+    const v128_t low4 = wasm_i8x16_splat(15), one = wasm_i8x16_splat(1);
+    float acc[ROWS][4];
+    UNROLL for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    const uint8_t *p[ROWS];
+    UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
+    for (int b = 0; b < n / QK_K; b++) {
+        const int8_t *x = a.q + QK_K * b;
+        const int16_t *bs = a.bsums + 16 * b;
+        /* the eight pair sums bsums[2j] + bsums[2j+1] (|each| <= 32 * 127: they fit i16) */
+        v128_t pairs = wasm_i16x8_narrow_i32x4(wasm_i32x4_extadd_pairwise_i16x8(wasm_v128_load(bs)),
+                                               wasm_i32x4_extadd_pairwise_i16x8(wasm_v128_load(bs + 8)));
+        float xd = a.d[b];
+        UNROLL for (int r = 0; r < ROWS; r++) {
+            const uint8_t *blk = p[r];
+            uint32_t s0 = le32_at(blk + 4), s1 = le32_at(blk + 8), s2 = le32_at(blk + 12);
+            uint32_t sc_lo = s0 & 0x3F3F3F3Fu, mn_lo = s1 & 0x3F3F3F3Fu;
+            uint32_t sc_hi = (s2 & 0x0F0F0F0Fu) | ((s0 >> 2) & 0x30303030u);
+            uint32_t mn_hi = ((s2 >> 4) & 0x0F0F0F0Fu) | ((s1 >> 2) & 0x30303030u);
+            v128_t packed = wasm_u32x4_make(sc_lo, sc_hi, mn_lo, mn_hi);
+            v128_t sc = wasm_u16x8_extend_low_u8x16(packed), mn = wasm_u16x8_extend_high_u8x16(packed);
+            const uint8_t *qs = blk + qoff;
+            v128_t qh0 = wasm_i32x4_splat(0), qh1 = qh0;
+            if (five) qh0 = wasm_v128_load(blk + 16), qh1 = wasm_v128_load(blk + 32);
+            v128_t total = wasm_i32x4_splat(0);
+            /* sub-blocks 2c and 2c + 1 (the lane index of a scale must be a constant: four copies) */
+#define K4_PAIR(c)                                                                                                   \
+    do {                                                                                                             \
+        v128_t q0 = wasm_v128_load(qs + 32 * (c)), q1 = wasm_v128_load(qs + 32 * (c) + 16);                           \
+        v128_t lo0 = wasm_v128_and(q0, low4), lo1 = wasm_v128_and(q1, low4);                                         \
+        v128_t hi0 = wasm_u8x16_shr(q0, 4), hi1 = wasm_u8x16_shr(q1, 4);                                             \
+        if (five) {                                                                                                  \
+            lo0 = wasm_v128_or(lo0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh0, 2 * (c)), one), 4));            \
+            lo1 = wasm_v128_or(lo1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh1, 2 * (c)), one), 4));            \
+            hi0 = wasm_v128_or(hi0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh0, 2 * (c) + 1), one), 4));        \
+            hi1 = wasm_v128_or(hi1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh1, 2 * (c) + 1), one), 4));        \
+        }                                                                                                            \
+        v128_t s_lo = dot_u5x32_i16(lo0, lo1, x + 64 * (c)), s_hi = dot_u5x32_i16(hi0, hi1, x + 64 * (c) + 32);     \
+        total = wasm_i32x4_add(total, wasm_i32x4_dot_i16x8(s_lo, wasm_i16x8_splat(wasm_i16x8_extract_lane(sc, 2 * (c))))); \
+        total = wasm_i32x4_add(total,                                                                                \
+                               wasm_i32x4_dot_i16x8(s_hi, wasm_i16x8_splat(wasm_i16x8_extract_lane(sc, 2 * (c) + 1)))); \
+    } while (0)
+            K4_PAIR(0);
+            K4_PAIR(1);
+            K4_PAIR(2);
+            K4_PAIR(3);
+#undef K4_PAIR
+            int sumi = hsum_i32x4(total), summs = hsum_i32x4(wasm_i32x4_dot_i16x8(mn, pairs));
+            acc[r][b % 4] += (half_at(blk) * xd) * (float)sumi;
+            acc[r][b % 4] -= (half_at(blk + 2) * xd) * (float)summs;
+            p[r] += bytes;
+        }
+    }
+    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_lanes(acc[r]);
+}
+
+/* ROWS rows of Q6_K against one token, the same bits as dot_k_wasm per row: each 16 elements' products
+ * (q - 32) * x summed in i16 pairs (|2 * 32 * 127| < 2^15) and scaled by one i32x4.dot_i16x8_s with
+ * their int8 scale; the activations' loads are shared across the rows. */
+static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *w, size_t row_bytes, int n, Act a,
+                                                                 float *out, size_t out_stride) {
+    const v128_t low4 = wasm_i8x16_splat(15), three = wasm_i8x16_splat(3), m32 = wasm_i8x16_splat(32);
+    float acc[ROWS][4];
+    UNROLL for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    const uint8_t *p[ROWS];
+    UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
+    for (int b = 0; b < n / QK_K; b++) {
+        const int8_t *x = a.q + QK_K * b;
+        float xd = a.d[b];
+        UNROLL for (int r = 0; r < ROWS; r++) {
+            const uint8_t *blk = p[r];
+            v128_t scales = wasm_v128_load(blk + 192);
+            v128_t sc[2] = {wasm_i16x8_extend_low_i8x16(scales), wasm_i16x8_extend_high_i8x16(scales)};
+            v128_t total = wasm_i32x4_splat(0);
+            /* elements 128h + 32t + 16half + i (i < 16) have scale 8h + 2t + half */
+#define Q6_GROUP(v, t, h, half)                                                                                     \
+    do {                                                                                                            \
+        v128_t xv = wasm_v128_load(x + 128 * (h) + 32 * (t) + 16 * (half));                                         \
+        v128_t q = wasm_i8x16_sub(v, m32);                                                                          \
+        v128_t prod = wasm_i16x8_add(wasm_i16x8_extmul_low_i8x16(q, xv), wasm_i16x8_extmul_high_i8x16(q, xv));     \
+        total = wasm_i32x4_add(total, wasm_i32x4_dot_i16x8(prod, wasm_i16x8_splat(wasm_i16x8_extract_lane(sc[h], 2 * (t) + (half))))); \
+    } while (0)
+#define Q6_QUARTER(h, half)                                                                                         \
+    do {                                                                                                            \
+        const uint8_t *ql = blk + 64 * (h) + 16 * (half), *qh = blk + 128 + 32 * (h) + 16 * (half);              \
+        v128_t l0 = wasm_v128_load(ql), l1 = wasm_v128_load(ql + 32), hb = wasm_v128_load(qh);                      \
+        Q6_GROUP(wasm_v128_or(wasm_v128_and(l0, low4), wasm_i8x16_shl(wasm_v128_and(hb, three), 4)), 0, h, half);  \
+        Q6_GROUP(wasm_v128_or(wasm_v128_and(l1, low4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 2), three), 4)), 1, h, half); \
+        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l0, 4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 4), three), 4)), 2, h, half); \
+        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l1, 4), wasm_i8x16_shl(wasm_u8x16_shr(hb, 6), 4)), 3, h, half);      \
+    } while (0)
+            Q6_QUARTER(0, 0);
+            Q6_QUARTER(0, 1);
+            Q6_QUARTER(1, 0);
+            Q6_QUARTER(1, 1);
+#undef Q6_QUARTER
+#undef Q6_GROUP
+            acc[r][b % 4] += (half_at(blk + 208) * xd) * (float)hsum_i32x4(total);
+            p[r] += 210;
+        }
+    }
+    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_lanes(acc[r]);
+}
+
+/* Rows r0..r1 of one token in groups of ROWS where the type has a ROWS kernel; 0 if it has none */
+static int rows_wasm(int wtype, const uint8_t *w, size_t row_bytes, int n, Act a, float *y, int r0, int r1) {
+    int r = r0;
+    for (; r + ROWS <= r1; r += ROWS) {
+        const uint8_t *rows = w + (size_t)r * row_bytes;
+        switch (wtype) {
+        case ICL_Q8_0: rows_block32_wasm(ICL_Q8_0, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q4_0: rows_block32_wasm(ICL_Q4_0, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q4_1: rows_block32_wasm(ICL_Q4_1, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q4_K: rows_k4_wasm(0, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q5_K: rows_k4_wasm(1, rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q6_K: rows_q6_k_wasm(rows, row_bytes, n, a, y + r, 1); break;
+        default: return r;
+        }
+    }
+    return r;
 }
 
 /* f16 lanes sign-extended to i32, to f32: exact for finite values (as half_to_f32) */
