@@ -20,7 +20,18 @@ from replica.wasm_module import CanisterModule
 CanisterStatus = Literal["running", "stopping", "stopped"]
 DEFAULT_FREEZING_THRESHOLD_S = 2_592_000  # 30 days: the interface spec's default freezing_threshold
 DEFAULT_RESERVED_CYCLES_LIMIT = 5_000_000_000_000  # the interface's default reserved_cycles_limit
-LogVisibility = Literal["controllers", "public", "allowed_viewers"]
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Who may read something of a canister (its log, status or snapshots), besides controllers."""
+
+    kind: Literal["controllers", "public", "allowed_viewers"] = "controllers"
+    viewers: tuple[Principal, ...] = ()  # under "allowed_viewers"
+
+    def allows(self, reader: Principal, controllers: list[Principal]) -> bool:
+        return (self.kind == "public" or reader in controllers
+                or (self.kind == "allowed_viewers" and reader in self.viewers))
 
 
 @dataclass
@@ -33,15 +44,13 @@ class CanisterSettings:
     compute_allocation: int = 0  # percent of a core
     memory_allocation: int = 0  # bytes; 0 is best-effort
     reserved_cycles_limit: int = DEFAULT_RESERVED_CYCLES_LIMIT
-    log_visibility: LogVisibility = "controllers"
-    log_viewers: tuple[Principal, ...] = ()  # who may read the log under "allowed_viewers"
+    minimum_incoming_canister_call_cycles: int = 0
+    log_visibility: Visibility = Visibility()
     log_memory_limit: int = DEFAULT_LOG_MEMORY_LIMIT
+    snapshot_visibility: Visibility = Visibility()
+    status_visibility: Visibility = Visibility()
     wasm_memory_threshold: int = 0
     environment_variables: tuple[tuple[str, str], ...] = ()  # (name, value), names unique
-
-    def may_read_logs(self, reader: Principal) -> bool:
-        return (self.log_visibility == "public" or reader in self.controllers
-                or (self.log_visibility == "allowed_viewers" and reader in self.log_viewers))
 
     def heap_limit(self, limits: Limits = DEFAULT_LIMITS) -> int:
         hard = limits.wasm64_heap_bytes if self.wasm64 else limits.wasm32_heap_bytes

@@ -20,6 +20,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from replica import system_canisters
 from replica.certification import NetworkKeys
 from replica.gateway import Gateway
 from replica.gateway_endpoints import Endpoints
@@ -137,8 +138,10 @@ def _serve(state_dir: Path, gateway: Gateway, host: str, config: NetworkConfig, 
     except ValueError as error:
         raise NetworkStartError(str(error)) from None
     network = Network(state_dir, config)
+    system_canisters.host(network, keys.subnet_id)
     ledger = IngressLedger()
-    ranges = canister_ranges(config.first_canister_index, config.canister_range_size)
+    ranges = canister_ranges(config.first_canister_index, config.canister_range_size,
+                             system_canisters.system_canister_ids())
     state = CertifiedStateSource(network, keys, ledger, ranges)
     endpoints = Endpoints(network, keys, state, ledger, config.limits.ingress_message_bytes)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -124,9 +124,11 @@ class IngressLedger:
             self._versions.pop(first_byte, None)
 
 
-def canister_ranges(first_index: int, size: int) -> list[tuple[bytes, bytes]]:
-    """The subnet's one canister id range, as (lowest, highest) principal bytes."""
-    return [(_canister_id(first_index), _canister_id(first_index + size - 1))]
+def canister_ranges(first_index: int, size: int, hosted: Sequence[Principal] = ()) -> list[tuple[bytes, bytes]]:
+    """The subnet's canister id range, as (lowest, highest) principal bytes, and a range of one
+    id for each canister `hosted` outside it (the system canisters at their mainnet ids), sorted."""
+    own = (_canister_id(first_index), _canister_id(first_index + size - 1))
+    return sorted([own] + [(c.bytes, c.bytes) for c in hosted if not own[0] <= c.bytes <= own[1]])
 
 
 def _canister_id(index: int) -> bytes:

@@ -20,7 +20,7 @@ from cdk.principal import Principal
 from replica import execution
 from replica.api_types import IngressMessage, IngressRejected, QueryResult
 from replica.canister_log import RECORD_OVERHEAD_BYTES
-from replica.canister_state import CanisterSettings, CanisterState
+from replica.canister_state import CanisterSettings, CanisterState, Visibility
 from replica.chunk_store import UPLOAD_CHUNK_INSTRUCTIONS
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.loader import LoadedClass, ModuleRef, load_class
@@ -41,7 +41,7 @@ _INGRESS_ALLOWED = {
 }
 _QUERIES = {"canister_status", "fetch_canister_logs"}
 _CONTROLLERS_ONLY = {"install_code", "update_settings", "start_canister", "stop_canister",
-                     "canister_status", "delete_canister", "uninstall_code"}
+                     "delete_canister", "uninstall_code"}
 MAX_HISTORY_CHANGES = 20  # the interface spec: at least the 20 most recent changes remain
 MAX_ALLOWED_VIEWERS = 10  # the interface spec's longest allowed_viewers list
 MAX_COMPUTE_ALLOCATION = 100  # percent
@@ -112,11 +112,7 @@ class ManagementCanister:
             args = self._decode(method_name, arg)
             target = self.subnet.canister(args["canister_id"])
             if method_name == "canister_status":
-                if sender not in target.settings.controllers:
-                    raise RejectError(ErrorCode.CANISTER_INVALID_CONTROLLER,
-                                      f"Only controllers of canister {target.id.to_text()} can call ic00 method "
-                                      f"canister_status; ask a controller to add {sender.to_text()} with "
-                                      "update_settings")
+                _check_status_reader(target, sender)
                 value = self._status_of(target)
             else:
                 value = self._logs_of(target, sender, args.get("filter"))
@@ -125,11 +121,12 @@ class ManagementCanister:
             return QueryResult(None, int(e.reject.reject_code), e.reject.message, e.reject.error_code)
 
     def _logs_of(self, target: CanisterState, reader: Principal, filter_arg: dict | None) -> dict:
-        if not target.settings.may_read_logs(reader):
+        if not target.settings.log_visibility.allows(reader, target.settings.controllers):
             raise RejectError(ErrorCode.CANISTER_REJECTED_MESSAGE,
                               f"Caller {reader.to_text()} is not allowed to query ic00 method fetch_canister_logs "
                               f"of canister {target.id.to_text()}: its log_visibility is "
-                              f"{target.settings.log_visibility}; a controller can change that with update_settings")
+                              f"{target.settings.log_visibility.kind}; a controller can change that with "
+                              "update_settings")
         if filter_arg is None:
             records = target.log.select()
         else:
@@ -157,8 +154,9 @@ class ManagementCanister:
         target: CanisterState | None = None
         if "canister_id" in args:
             target = self.subnet.canister(args["canister_id"])
-            if (request.method in _CONTROLLERS_ONLY and caller not in target.settings.controllers
-                    and not (request.method == "canister_status" and caller == target.id)):
+            if request.method == "canister_status" and caller != target.id:
+                _check_status_reader(target, caller)
+            if request.method in _CONTROLLERS_ONLY and caller not in target.settings.controllers:
                 raise RejectError(ErrorCode.CANISTER_INVALID_CONTROLLER,
                                   f"Only controllers of canister {target.id.to_text()} can call ic00 method "
                                   f"{request.method}; ask a controller to add {caller.to_text()} with "
@@ -291,8 +289,11 @@ class ManagementCanister:
                 "memory_allocation": s.memory_allocation,
                 "freezing_threshold": s.freezing_threshold_s,
                 "reserved_cycles_limit": s.reserved_cycles_limit,
-                "log_visibility": _visibility_value(s),
+                "minimum_incoming_canister_call_cycles": s.minimum_incoming_canister_call_cycles,
+                "log_visibility": _visibility_value(s.log_visibility),
                 "log_memory_limit": s.log_memory_limit,
+                "snapshot_visibility": _visibility_value(s.snapshot_visibility),
+                "status_visibility": _visibility_value(s.status_visibility),
                 "wasm_memory_limit": s.heap_limit(self.subnet.limits),
                 "wasm_memory_threshold": s.wasm_memory_threshold,
                 "environment_variables": [{"name": n, "value": v} for n, v in s.environment_variables],
@@ -447,6 +448,7 @@ class ManagementCanister:
         _bounded(given, "memory_allocation", MAX_MEMORY_ALLOCATION, "bytes")
         _bounded(given, "freezing_threshold", 2**64 - 1, "seconds")
         _bounded(given, "reserved_cycles_limit", 2**128 - 1, "cycles")
+        _bounded(given, "minimum_incoming_canister_call_cycles", 2**128 - 1, "cycles")
         _bounded(given, "wasm_memory_limit", 2**48 - 1, "bytes")
         _bounded(given, "wasm_memory_threshold", 2**64 - 1, "bytes")
         log_memory_limit = given.get("log_memory_limit")
@@ -454,14 +456,6 @@ class ManagementCanister:
             raise RejectError(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
                               f"log_memory_limit {log_memory_limit} cannot hold a single log record; give at "
                               f"least {RECORD_OVERHEAD_BYTES} bytes (the default is 4096)")
-        visibility, viewers = base.log_visibility, base.log_viewers
-        if given.get("log_visibility") is not None:
-            ((visibility, listed),) = given["log_visibility"].items()
-            viewers = tuple(listed or ())
-            if len(viewers) > MAX_ALLOWED_VIEWERS:
-                raise RejectError(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
-                                  f"log_visibility allowed_viewers can list at most {MAX_ALLOWED_VIEWERS} principals, "
-                                  f"{len(viewers)} were given")
         variables = base.environment_variables
         if given.get("environment_variables") is not None:
             variables = tuple((v["name"], v["value"]) for v in given["environment_variables"])
@@ -483,9 +477,12 @@ class ManagementCanister:
             compute_allocation=pick("compute_allocation", base.compute_allocation),
             memory_allocation=pick("memory_allocation", base.memory_allocation),
             reserved_cycles_limit=pick("reserved_cycles_limit", base.reserved_cycles_limit),
-            log_visibility=visibility,
-            log_viewers=viewers,
+            minimum_incoming_canister_call_cycles=pick("minimum_incoming_canister_call_cycles",
+                                                       base.minimum_incoming_canister_call_cycles),
+            log_visibility=_visibility(given, "log_visibility", base.log_visibility),
             log_memory_limit=pick("log_memory_limit", base.log_memory_limit),
+            snapshot_visibility=_visibility(given, "snapshot_visibility", base.snapshot_visibility),
+            status_visibility=_visibility(given, "status_visibility", base.status_visibility),
             wasm_memory_threshold=pick("wasm_memory_threshold", base.wasm_memory_threshold),
             environment_variables=variables,
         )
@@ -498,10 +495,30 @@ def _bounded(given: dict, name: str, maximum: int, unit: str) -> None:
                           f"{name} must be at most {maximum} {unit}; {value} was given")
 
 
-def _visibility_value(settings: CanisterSettings) -> dict:
-    if settings.log_visibility == "allowed_viewers":
-        return {"allowed_viewers": list(settings.log_viewers)}
-    return {settings.log_visibility: None}
+def _visibility(given: dict, name: str, current: Visibility) -> Visibility:
+    if given.get(name) is None:
+        return current
+    ((kind, listed),) = given[name].items()
+    viewers = tuple(listed or ())
+    if len(viewers) > MAX_ALLOWED_VIEWERS:
+        raise RejectError(ErrorCode.INVALID_MANAGEMENT_PAYLOAD,
+                          f"{name} allowed_viewers can list at most {MAX_ALLOWED_VIEWERS} principals, "
+                          f"{len(viewers)} were given")
+    return Visibility(kind, viewers)
+
+
+def _visibility_value(visibility: Visibility) -> dict:
+    if visibility.kind == "allowed_viewers":
+        return {"allowed_viewers": list(visibility.viewers)}
+    return {visibility.kind: None}
+
+
+def _check_status_reader(target: CanisterState, reader: Principal) -> None:
+    if not target.settings.status_visibility.allows(reader, target.settings.controllers):
+        raise RejectError(ErrorCode.CANISTER_INVALID_CONTROLLER,
+                          f"Only controllers of canister {target.id.to_text()} can call ic00 method canister_status "
+                          f"(its status_visibility is {target.settings.status_visibility.kind}); ask a controller to "
+                          f"add {reader.to_text()} with update_settings")
 
 
 def _creation_details(settings: CanisterSettings) -> dict:

@@ -12,9 +12,14 @@ from typing import Any
 from cdk.candid import Interface, decode, encode, parse_did
 from cdk.principal import Principal
 from replica.canister_log import CanisterLog, LogRecord
-from replica.canister_state import CanisterState
+from replica.canister_state import CanisterState, Visibility
 
 _MANAGEMENT_DID = Path(__file__).parent / "management.did"
+
+
+_PLAIN_SETTINGS = ("compute_allocation", "memory_allocation", "reserved_cycles_limit",
+                   "minimum_incoming_canister_call_cycles", "log_memory_limit", "wasm_memory_threshold")
+_VISIBILITIES = ("log_visibility", "snapshot_visibility", "status_visibility")
 
 
 @cache
@@ -32,13 +37,8 @@ def history_size(state: CanisterState) -> int:
 def to_json(state: CanisterState) -> dict[str, Any]:
     s = state.settings
     return {
-        "compute_allocation": s.compute_allocation,
-        "memory_allocation": s.memory_allocation,
-        "reserved_cycles_limit": s.reserved_cycles_limit,
-        "log_visibility": s.log_visibility,
-        "log_viewers": [p.to_text() for p in s.log_viewers],
-        "log_memory_limit": s.log_memory_limit,
-        "wasm_memory_threshold": s.wasm_memory_threshold,
+        **{name: getattr(s, name) for name in _PLAIN_SETTINGS},
+        **{name: _visibility_json(getattr(s, name)) for name in _VISIBILITIES},
         "environment_variables": [list(pair) for pair in s.environment_variables],
         "version": state.version,
         "history": encode([_change_list_type()], [state.history]).hex(),  # Candid: the ic.did types as they are
@@ -53,17 +53,12 @@ def restore(state: CanisterState, saved: dict[str, Any] | None) -> None:
     existed leaves the defaults."""
     if saved is None:
         return
-    state.settings = replace(
-        state.settings,
-        compute_allocation=saved["compute_allocation"],
-        memory_allocation=saved["memory_allocation"],
-        reserved_cycles_limit=saved["reserved_cycles_limit"],
-        log_visibility=saved["log_visibility"],
-        log_viewers=tuple(Principal.from_text(p) for p in saved["log_viewers"]),
-        log_memory_limit=saved["log_memory_limit"],
-        wasm_memory_threshold=saved["wasm_memory_threshold"],
-        environment_variables=tuple((name, value) for name, value in saved["environment_variables"]),
-    )
+    # A field this network's older checkpoints lack keeps its default.
+    fields = {name: saved[name] for name in _PLAIN_SETTINGS if name in saved}
+    fields.update({name: _visibility_from(saved[name]) for name in _VISIBILITIES if isinstance(saved.get(name), list)})
+    if "environment_variables" in saved:
+        fields["environment_variables"] = tuple((name, value) for name, value in saved["environment_variables"])
+    state.settings = replace(state.settings, **fields)
     state.version = saved["version"]
     (state.history,) = decode([_change_list_type()], bytes.fromhex(saved["history"]))
     state.changes_total = saved["changes_total"]
@@ -72,3 +67,11 @@ def restore(state: CanisterState, saved: dict[str, Any] | None) -> None:
     for record in records:
         state.log.records.append(record)
         state.log.size_bytes += record.size_bytes
+
+
+def _visibility_json(visibility: Visibility) -> list[Any]:
+    return [visibility.kind, [p.to_text() for p in visibility.viewers]]
+
+
+def _visibility_from(saved: list[Any]) -> Visibility:
+    return Visibility(saved[0], tuple(Principal.from_text(p) for p in saved[1]))
