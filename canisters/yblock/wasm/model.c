@@ -485,7 +485,7 @@ size_t icl_kv_bytes(const icl_shard *s, int n_ctx) {
    Scratch: the buffers of one call, carved from the caller's memory */
 
 typedef struct {
-    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores, *row; /* row: a query group, a cached row */
+    float *h, *q, *k, *v, *attn, *gate, *up, *out, *scores; /* scores: the attention's scratch */
     uint8_t *xq;
 } buffers;
 
@@ -495,14 +495,14 @@ static uint64_t round_up(uint64_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
    buffers. */
 static uint64_t carve(const icl_shard *s, int n_tokens, uint8_t *base, buffers *b) {
     uint64_t n = (uint64_t)n_tokens, qd = (uint64_t)s->n_head * s->head_dim, kvd = (uint64_t)s->n_head_kv * s->head_dim;
-    uint64_t group = (uint64_t)(s->n_head / s->n_head_kv), d = (uint64_t)s->info.d_model;
+    uint64_t d = (uint64_t)s->info.d_model;
     struct {
         float **slot;
         uint64_t floats;
     } parts[] = {
         {&b->h, n * d}, {&b->q, n * qd}, {&b->k, n * kvd}, {&b->v, n * kvd}, {&b->attn, n * qd},
         {&b->gate, n * (uint64_t)s->d_ff}, {&b->up, n * (uint64_t)s->d_ff}, {&b->out, n * d},
-        {&b->scores, group * (uint64_t)s->info.n_ctx}, {&b->row, (group + 1) * (uint64_t)s->head_dim},
+        {&b->scores, icl_attention_scratch_floats(s->n_head, s->n_head_kv, s->head_dim, s->info.n_ctx)},
     };
     uint64_t used = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -610,6 +610,12 @@ static inline __attribute__((always_inline)) void row_f16_scaled(float *row, con
     for (int i = 0; i < hd; i += 4) store4(row + i, load4_f16_scaled(cached + i));
 }
 
+/* The same from a cache of f32 holding f16 values (the Python path's): scaling by 2^-112 is exact. */
+static inline __attribute__((always_inline)) void row_f32_scaled(float *row, const float *cached, int hd) {
+    UNROLL_FULL
+    for (int i = 0; i < hd; i += 4) store4(row + i, load4(cached + i) * 0x1p-112f);
+}
+
 /* q . k: the products exact, summed in four lanes. */
 static inline __attribute__((always_inline)) float dot(const float *k, const float *q, int hd) {
     v4f acc = {0, 0, 0, 0};
@@ -624,44 +630,60 @@ static inline __attribute__((always_inline)) void add_scaled(float *out, float p
     for (int i = 0; i < hd; i += 4) store4(out + i, load4(out + i) + p * load4(v + i));
 }
 
-/* Causal grouped-query attention of q over the cache's positions 0..pos+t for query t, for query
-   heads of hd dimensions. Each cached row is converted once for all the query heads that share
-   it; q (already f16) and the probabilities carry 2^112 for load4_f16_scaled. Inlined for each
-   common head size, so that the loops over a head unroll. */
-static inline __attribute__((always_inline)) void attention_of(const icl_shard *s, const uint16_t *k_cache,
-                                                               const uint16_t *v_cache, int n_ctx, int pos,
-                                                               int n_tokens, const buffers *b, int hd) {
-    int group = s->n_head / s->n_head_kv, qd = s->n_head * hd;
+size_t icl_attention_scratch_floats(int n_head, int n_head_kv, int head_dim, int n_ctx) {
+    size_t group = (size_t)(n_head / n_head_kv);
+    return group * (size_t)n_ctx + (group + 1) * (size_t)head_dim;
+}
+
+/* See icl_attention. Each cached row is converted once for all the query heads that share it; q
+   and the probabilities carry 2^112 for the scaled rows. Inlined for each common head size, so
+   that the loops over a head unroll. */
+static inline __attribute__((always_inline)) void attention_of(const float *q_all, const void *k_cache,
+                                                               const void *v_cache, int cache_f32, int n_head,
+                                                               int n_head_kv, int hd, int n_ctx, int pos,
+                                                               int n_tokens, float *out_all, float *scratch) {
+    int group = n_head / n_head_kv, qd = n_head * hd;
     float scale = 1.0f / __builtin_sqrtf((float)hd);
-    float *q_scaled = b->row, *row = b->row + group * hd;
-    for (int kvh = 0; kvh < s->n_head_kv; kvh++) {
-        const uint16_t *keys = k_cache + (size_t)kvh * n_ctx * hd, *values = v_cache + (size_t)kvh * n_ctx * hd;
+    float *scores = scratch, *q_scaled = scratch + (size_t)group * n_ctx, *row = q_scaled + group * hd;
+    for (int kvh = 0; kvh < n_head_kv; kvh++) {
+        size_t head = (size_t)kvh * n_ctx * hd;
         for (int t = 0; t < n_tokens; t++) {
             int visible = pos + t + 1;
-            const float *q = b->q + (size_t)t * qd + (size_t)kvh * group * hd;
-            float *out = b->attn + (size_t)t * qd + (size_t)kvh * group * hd;
+            const float *q = q_all + (size_t)t * qd + (size_t)kvh * group * hd;
+            float *out = out_all + (size_t)t * qd + (size_t)kvh * group * hd;
             for (int i = 0; i < group * hd; i += 4) store4(q_scaled + i, load4(q + i) * 0x1p112f);
             for (int j = 0; j < visible; j++) {
-                row_f16_scaled(row, keys + (size_t)j * hd, hd);
-                for (int g = 0; g < group; g++) b->scores[(size_t)g * n_ctx + j] = dot(row, q_scaled + g * hd, hd) * scale;
+                if (cache_f32) row_f32_scaled(row, (const float *)k_cache + head + (size_t)j * hd, hd);
+                else row_f16_scaled(row, (const uint16_t *)k_cache + head + (size_t)j * hd, hd);
+                for (int g = 0; g < group; g++) scores[(size_t)g * n_ctx + j] = dot(row, q_scaled + g * hd, hd) * scale;
             }
-            for (int g = 0; g < group; g++) icl_softmax_f16_scaled(b->scores + (size_t)g * n_ctx, visible);
+            for (int g = 0; g < group; g++) icl_softmax_f16_scaled(scores + (size_t)g * n_ctx, visible);
             for (int i = 0; i < group * hd; i += 4) store4(out + i, (v4f){0, 0, 0, 0});
             for (int j = 0; j < visible; j++) {
-                row_f16_scaled(row, values + (size_t)j * hd, hd);
-                for (int g = 0; g < group; g++) add_scaled(out + g * hd, b->scores[(size_t)g * n_ctx + j], row, hd);
+                if (cache_f32) row_f32_scaled(row, (const float *)v_cache + head + (size_t)j * hd, hd);
+                else row_f16_scaled(row, (const uint16_t *)v_cache + head + (size_t)j * hd, hd);
+                for (int g = 0; g < group; g++) add_scaled(out + g * hd, scores[(size_t)g * n_ctx + j], row, hd);
             }
         }
     }
 }
 
-static void attention(const icl_shard *s, const uint16_t *k_cache, const uint16_t *v_cache, int n_ctx, int pos,
-                      int n_tokens, const buffers *b) {
-    switch (s->head_dim) {
-    case 64: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, 64); break;
-    case 128: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, 128); break;
-    default: attention_of(s, k_cache, v_cache, n_ctx, pos, n_tokens, b, s->head_dim);
+void icl_attention(const float *q, const void *k_cache, const void *v_cache, int cache_f32, int n_head, int n_head_kv,
+                   int head_dim, int n_ctx, int pos, int n_tokens, float *out, float *scratch) {
+#ifdef __wasm__
+    (void)cache_f32; /* the canister's cache is f16; f32 caches are the native Python path's */
+#define CACHE_F32(hd) attention_of(q, k_cache, v_cache, 0, n_head, n_head_kv, hd, n_ctx, pos, n_tokens, out, scratch)
+#else
+#define CACHE_F32(hd)                                                                                               \
+    (cache_f32 ? attention_of(q, k_cache, v_cache, 1, n_head, n_head_kv, hd, n_ctx, pos, n_tokens, out, scratch)      \
+               : attention_of(q, k_cache, v_cache, 0, n_head, n_head_kv, hd, n_ctx, pos, n_tokens, out, scratch))
+#endif
+    switch (head_dim) {
+    case 64: CACHE_F32(64); break;
+    case 128: CACHE_F32(128); break;
+    default: CACHE_F32(head_dim);
     }
+#undef CACHE_F32
 }
 
 static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_t *v_cache, int n_ctx, int pos,
@@ -692,7 +714,7 @@ static void block(const icl_shard *s, const layer *l, uint16_t *k_cache, uint16_
             }
         }
 
-    attention(s, k_cache, v_cache, n_ctx, pos, n_tokens, b);
+    icl_attention(b->q, k_cache, v_cache, 0, s->n_head, s->n_head_kv, hd, n_ctx, pos, n_tokens, b->attn, b->scores);
     matmul(&l->wo, b->attn, n_tokens, b->out, b->xq);
     for (size_t i = 0; i < nd; i++) x[i] += b->out[i];
 
