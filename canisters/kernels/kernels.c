@@ -582,6 +582,11 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
         v128_t pairs = wasm_i16x8_narrow_i32x4(wasm_i32x4_extadd_pairwise_i16x8(wasm_v128_load(bs)),
                                                wasm_i32x4_extadd_pairwise_i16x8(wasm_v128_load(bs + 8)));
         float xd = a.d[b];
+        v128_t x16[32]; /* the token's 256 activations widened to i16, shared by the rows */
+        UNROLL for (int k = 0; k < 16; k++) {
+            v128_t xv = wasm_v128_load(x + 16 * k);
+            x16[2 * k] = wasm_i16x8_extend_low_i8x16(xv), x16[2 * k + 1] = wasm_i16x8_extend_high_i8x16(xv);
+        }
         UNROLL for (int r = 0; r < ROWS; r++) {
             const uint8_t *blk = p[r];
             uint32_t s0 = le32_at(blk + 4), s1 = le32_at(blk + 8), s2 = le32_at(blk + 12);
@@ -594,7 +599,12 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
             v128_t qh0 = wasm_i32x4_splat(0), qh1 = qh0;
             if (five) qh0 = wasm_v128_load(blk + 16), qh1 = wasm_v128_load(blk + 32);
             v128_t total = wasm_i32x4_splat(0);
-            /* sub-blocks 2c and 2c + 1 (the lane index of a scale must be a constant: four copies) */
+            /* sub-blocks 2c and 2c + 1 (the lane index of a scale must be a constant: four copies). The
+             * weights are widened to i16 and dotted with the token's widened activations: LLVM turns
+             * extmul of values it knows to be 0..31 into shuffles and i16 multiplies, dearer here. */
+#define K4_HALF(q, k) \
+    wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_u16x8_extend_low_u8x16(q), x16[k]), \
+                   wasm_i32x4_dot_i16x8(wasm_u16x8_extend_high_u8x16(q), x16[(k) + 1]))
 #define K4_PAIR(c)                                                                                                   \
     do {                                                                                                             \
         v128_t q0 = wasm_v128_load(qs + 32 * (c)), q1 = wasm_v128_load(qs + 32 * (c) + 16);                           \
@@ -606,16 +616,17 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
             hi0 = wasm_v128_or(hi0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh0, 2 * (c) + 1), one), 4));        \
             hi1 = wasm_v128_or(hi1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(qh1, 2 * (c) + 1), one), 4));        \
         }                                                                                                            \
-        v128_t s_lo = dot_u5x32_i16(lo0, lo1, x + 64 * (c)), s_hi = dot_u5x32_i16(hi0, hi1, x + 64 * (c) + 32);     \
-        total = wasm_i32x4_add(total, wasm_i32x4_dot_i16x8(s_lo, wasm_i16x8_splat(wasm_i16x8_extract_lane(sc, 2 * (c))))); \
-        total = wasm_i32x4_add(total,                                                                                \
-                               wasm_i32x4_dot_i16x8(s_hi, wasm_i16x8_splat(wasm_i16x8_extract_lane(sc, 2 * (c) + 1)))); \
+        v128_t d_lo = wasm_i32x4_add(K4_HALF(lo0, 8 * (c)), K4_HALF(lo1, 8 * (c) + 2));                             \
+        v128_t d_hi = wasm_i32x4_add(K4_HALF(hi0, 8 * (c) + 4), K4_HALF(hi1, 8 * (c) + 6));                         \
+        total = wasm_i32x4_add(total, wasm_i32x4_mul(d_lo, wasm_i32x4_splat(wasm_u16x8_extract_lane(sc, 2 * (c))))); \
+        total = wasm_i32x4_add(total, wasm_i32x4_mul(d_hi, wasm_i32x4_splat(wasm_u16x8_extract_lane(sc, 2 * (c) + 1)))); \
     } while (0)
             K4_PAIR(0);
             K4_PAIR(1);
             K4_PAIR(2);
             K4_PAIR(3);
 #undef K4_PAIR
+#undef K4_HALF
             int sumi = hsum_i32x4(total), summs = hsum_i32x4(wasm_i32x4_dot_i16x8(mn, pairs));
             acc[r][b % 4] += (half_at(blk) * xd) * (float)sumi;
             acc[r][b % 4] -= (half_at(blk + 2) * xd) * (float)summs;
