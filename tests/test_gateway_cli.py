@@ -49,7 +49,9 @@ def test_background_start_status_stop(tmp_path):
 
         status = icllama("status", "--state-dir", str(state))
         assert status.returncode == 0, status.stderr
-        assert record["url"] in status.stdout and "round:" in status.stdout and "canisters (0)" in status.stdout
+        assert record["url"] in status.stdout and "round:" in status.stdout and "canisters (2)" in status.stdout
+        # a new network hosts only the system canisters icp-cli asks for, at their mainnet ids
+        assert "rkp4c-7iaaa-aaaaa-aaaca-cai" in status.stdout and "um5iw-rqaaa-aaaaq-qaaba-cai" in status.stdout
     finally:
         stopped = icllama("stop", "--state-dir", str(state))
     assert stopped.returncode == 0, stopped.stderr

@@ -53,26 +53,43 @@ MOTOKO_NPM_VERSION = "4.10.0"
 MOTOKO_DIR = Path(__file__).resolve().parent / "motoko"
 
 
-def motoko_package() -> Path:
-    """The installed npm package `motoko` (its directory), installed on first use."""
+def npm_package(name: str, version: str) -> Path:
+    """The directory of npm package `name`@`version`, installed into the cache on first use."""
     from client.catalog import cache_dir
 
-    require_tool("node", "install Node.js 18 or newer (apt-get install nodejs npm)")
     npm = require_tool("npm", "install npm (apt-get install npm)")
-    target = cache_dir() / "npm" / f"motoko-{MOTOKO_NPM_VERSION}"
-    package = target / "node_modules" / "motoko"
+    target = cache_dir() / "npm" / f"{name.replace('/', '+')}-{version}"
+    package = target / "node_modules" / name
     if (package / "package.json").is_file():
         return package
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".motoko."))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".install."))
     result = subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(staging),
-                             f"motoko@{MOTOKO_NPM_VERSION}"], capture_output=True, text=True)
+                             f"{name}@{version}"], capture_output=True, text=True)
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        missing(f"npm could not install motoko@{MOTOKO_NPM_VERSION}: {result.stderr.strip()[-1000:]}")
+        missing(f"npm could not install {name}@{version}: {result.stderr.strip()[-1000:]}")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # complete or absent: a second test run never sees half an install
     return package
+
+
+def motoko_package() -> Path:
+    """The installed npm package `motoko` (its directory), installed on first use."""
+    require_tool("node", "install Node.js 18 or newer (apt-get install nodejs npm)")
+    return npm_package("motoko", MOTOKO_NPM_VERSION)
+
+
+# icp-cli, the IC's command-line client, as npm ships its Linux x64 binary.
+ICP_CLI_NPM = ("@icp-sdk/icp-cli-linux-x64", "1.5.0")
+
+
+def icp_cli() -> Path:
+    """The icp-cli executable, installed from npm on first use."""
+    binary = npm_package(*ICP_CLI_NPM) / "bin" / "icp"
+    if not os.access(binary, os.X_OK):
+        missing(f"{ICP_CLI_NPM[0]}@{ICP_CLI_NPM[1]} has no executable bin/icp (is this Linux x64?)")
+    return binary
 
 
 def compile_motoko(names: list[str], public_metadata: tuple[str, ...] = ("candid:service",)) -> dict[str, bytes]:

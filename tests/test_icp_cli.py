@@ -1,0 +1,130 @@
+"""icp-cli 1.5.0 (the npm binary, unchanged) against `icllama start` running as a subprocess.
+
+It reaches the network by URL with the root key from /api/v2/status (so it never starts a
+network of its own), from a home directory of its own (identities, settings) and with telemetry
+off (it reaches nothing on the internet). Its default identity is anonymous, which the network's
+cycles ledger funds as icp-cli's own local network does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from tests.gateway_support import start_network, stop_network
+from tests.toolchains import compile_motoko, icp_cli
+
+pytestmark = pytest.mark.network
+
+CREATION_FEE = 500_000_000_000  # an application subnet's canister creation fee (13 nodes)
+DEFAULT_CREATE_CYCLES = 2_000_000_000_000  # icp canister create --cycles default
+ANONYMOUS_CYCLES = 1_000 * 10**12  # what the network's cycles ledger gives anonymous
+LEDGER_FEE = 100_000_000
+
+
+class Icp:
+    def __init__(self, binary: Path, home: Path, url: str, root_key: str):
+        self.binary, self.home, self.url, self.root_key = binary, home, url, root_key
+
+    def run(self, *args: str, identity: str | None = None, check: bool = True,
+            on_network: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "HOME": str(self.home), "DO_NOT_TRACK": "1", "NO_COLOR": "1"}
+        command = [str(self.binary), *args] + (["-n", self.url, "-k", self.root_key] if on_network else [])
+        if identity is not None:
+            command += ["--identity", identity]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=self.home)
+        if check and result.returncode != 0:
+            raise AssertionError(f"icp {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
+
+    def status(self, canister: str) -> dict:
+        return json.loads(self.run("canister", "status", canister, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    running = start_network(tmp_path_factory.mktemp("icp-cli-network"))
+    yield running
+    stop_network(running)
+
+
+@pytest.fixture(scope="module")
+def icp(network, tmp_path_factory) -> Icp:
+    binary = icp_cli()
+    with urllib.request.urlopen(f"{network.url}/api/v2/status", timeout=10) as response:
+        root_key = cbor2.loads(response.read())["root_key"].hex()
+    return Icp(binary, tmp_path_factory.mktemp("icp-cli-home"), network.url, root_key)
+
+
+@pytest.fixture(scope="module")
+def logger_wasm() -> bytes:
+    return compile_motoko(["logger"])["logger"]
+
+
+@pytest.fixture(scope="module")
+def canister(icp) -> str:
+    created = icp.run("canister", "create", "--detached")
+    match = re.search(r"Created canister with ID (\S+)", created.stdout + created.stderr)
+    assert match, created.stdout + created.stderr
+    return match.group(1)
+
+
+def test_create_draws_cycles_from_the_cycles_ledger(icp, canister):
+    status = icp.status(canister)
+    assert status["status"] == "Running" and status["module_hash"] is None
+    assert status["settings"]["controllers"] == ["2vxsx-fae"]  # the anonymous identity that created it
+    assert int(status["cycles"].replace("_", "")) == DEFAULT_CREATE_CYCLES - CREATION_FEE
+    balance = icp.run("cycles", "balance").stdout
+    assert f"{ANONYMOUS_CYCLES - DEFAULT_CREATE_CYCLES - LEDGER_FEE:_} cycles" in balance
+
+
+def test_status_and_settings_show_every_setting(icp, canister):
+    shown = icp.run("canister", "settings", "show", canister).stdout
+    for line in ["Compute allocation: 0", "Memory allocation: 0", "Freezing threshold: 2_592_000",
+                 "Reserved cycles limit: 5_000_000_000_000", "Log memory limit: 4_096",
+                 "Log visibility: Controllers", "Snapshot visibility: Controllers",
+                 "Status visibility: Controllers", "Wasm memory threshold: 0"]:
+        assert line in shown, shown
+
+
+def test_install_call_without_candid_and_logs(icp, canister, logger_wasm, tmp_path):
+    wasm = tmp_path / "logger.wasm"
+    wasm.write_bytes(logger_wasm)
+    icp.run("canister", "install", canister, "--wasm", str(wasm))
+    assert icp.status(canister)["module_hash"] == "0x" + hashlib.sha256(logger_wasm).hexdigest()
+    # No --candid: icp-cli types the call from the canister's public candid:service metadata.
+    assert icp.run("canister", "call", canister, "greet", '("world")').stdout.strip() == '("Hello, world!")'
+    stats = icp.run("canister", "call", canister, "stats", "()").stdout
+    assert stats.strip() == '(record { greeted = 1 : nat; last_word = "bye" })'  # field names, not hashes
+    failed = icp.run("canister", "call", canister, "fail", '("boom")', check=False)
+    assert failed.returncode != 0 and "trapped explicitly: boom" in failed.stderr
+    logs = icp.run("canister", "logs", canister).stdout.splitlines()
+    assert [line.split("]: ", 1)[1] for line in logs] == ["greeting world", "about to fail", "boom"]
+    assert [int(line[1:].split(".")[0]) for line in logs] == [0, 1, 2]  # idx
+
+
+def test_only_controllers_read_status_and_logs(icp, canister):
+    icp.run("identity", "new", "stranger", "--storage", "plaintext", on_network=False)
+    refused = icp.run("canister", "logs", canister, identity="stranger", check=False)
+    assert refused.returncode != 0 and "not allowed to query ic00 method fetch_canister_logs" in refused.stderr
+    public = icp.run("canister", "status", canister, identity="stranger").stdout
+    # icp-cli falls back to the public state tree: controllers and module hash, no settings.
+    assert "controller: 2vxsx-fae" in public and "Freezing threshold" not in public
+
+
+def test_stop_and_start(icp, canister):
+    icp.run("canister", "stop", canister)
+    assert icp.status(canister)["status"] == "Stopped"
+    refused = icp.run("canister", "call", canister, "greet", '("again")', check=False)
+    assert refused.returncode != 0 and "stopped" in refused.stderr.lower()
+    icp.run("canister", "start", canister)
+    assert icp.status(canister)["status"] == "Running"
+    assert icp.run("canister", "call", canister, "greet", '("again")').stdout.strip() == '("Hello, again!")'
