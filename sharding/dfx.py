@@ -54,5 +54,8 @@ def write_dfx(plan: Plan, path: Path) -> list[str]:
     networks = config.setdefault("networks", {})
     networks["local"] = {**networks.get("local", {}), "bind": LOCAL_BIND}
     config.setdefault("version", 1)
+    # A project file keeps its mode, or gets dfx's usual 0644 (atomic_write's temporary is 0600).
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     atomic_write(path, (json.dumps(config, indent=2) + "\n").encode())
+    path.chmod(mode)
     return names

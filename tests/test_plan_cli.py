@@ -100,6 +100,10 @@ def test_write_dfx_creates_and_updates_keeping_other_entries(model: Path, tmp_pa
     assert run([str(model), "--shards", "2", "--write-dfx", str(dfx)], capsys)[0] == 0
     assert sorted(json.loads(dfx.read_text())["canisters"]) == ["frontend", "head", "yblock_0", "yblock_1"]
     assert [p.name for p in dfx.parent.iterdir()] == ["dfx.json"]  # no temporary left behind
+    assert dfx.stat().st_mode & 0o777 == 0o644  # a project file's mode, not the temporary's 0600
+    dfx.chmod(0o664)
+    assert run([str(model), "--shards", "2", "--write-dfx", str(dfx)], capsys)[0] == 0
+    assert dfx.stat().st_mode & 0o777 == 0o664
 
 
 def test_write_dfx_in_the_project_root_names_the_did_files_as_dfx_does(model: Path, tmp_path: Path,
