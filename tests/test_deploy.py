@@ -41,9 +41,8 @@ YBLOCK_DID = REPO / "canisters" / "yblock" / "yblock.did"
 PROMPT = "Once upon a time the cat"
 N_TOKENS = 12
 SYNTHETIC = SyntheticSpec(d_model=512, d_ff=1536, n_layer=4, n_head=8, n_head_kv=4, seed=6)
-# A served network keeps its virtual time within a minute of the wall clock (agents check
-# certificate times), so past that lead a round takes its virtual duration of real time. An
-# upload takes a round per chunk: rounds of 50 ms keep these tests from waiting on the clock.
+# Rounds of 50 ms of virtual time, so that a served network's idle rounds, which pass in real
+# time, come often.
 FAST_ROUNDS = ("--round-seconds", "0.05")
 
 
