@@ -9,6 +9,7 @@ import pytest
 
 from replica.engines import Callback, Callbacks, Kind
 from replica.engines.wasm.engine import WasmEngine
+from replica.limits import Limits, MiB
 from tests.wasm_support import CANISTER_ID, CONTROLLER, VIEW, call, hand_metered, hand_metered_engine, install
 
 ALL_KINDS = ["I", "G", "U", "RQ", "NRQ", "Ry", "Rt", "C", "F", "T"]
@@ -260,3 +261,20 @@ def test_cycles_burn_no_environment_variables_no_caller_info_and_unsimulated_fun
     assert env.error_code == "IC0504" and "no environment variable b'HOME' is set" in env.message
     cost = call(instance, "cost").trap  # the module installed; the call says what is missing
     assert cost.error_code == "IC0502" and "ic0.cost_call is not available" in cost.message
+
+
+def test_stable_memory_a_message_may_touch_is_limited_and_upgrades_may_touch_more():
+    engine = hand_metered_engine(limits=Limits(stable_access_bytes_per_message=MiB,
+                                               stable_access_bytes_per_upgrade=4 * MiB))
+    body = """
+    (func $write_2_mib
+      (drop (call $stable64_grow (i64.const 32)))
+      (call $stable64_write (i64.const 0) (i64.const 0) (i64.const 1048576))
+      (call $stable64_write (i64.const 1048576) (i64.const 0) (i64.const 1048576)))
+    (export "canister_post_upgrade" (func $write_2_mib))
+    (func (export "canister_update write") (call $write_2_mib) (call $msg_reply))
+    """
+    instance = install(engine, hand_metered(body, memory='(memory (export "memory") 17)'))
+    assert call(instance, "", kind=Kind.POST_UPGRADE).trap is None
+    over = call(instance, "write").trap
+    assert over.error_code == "IC0524" and "over the limit of 1048576" in over.message

@@ -182,7 +182,7 @@ class WasmInstance:
     def _build(self) -> None:
         store = wasmtime.Store(self.engine.engine)
         store.set_limits(memory_size=self.heap_limit)  # a grow past it returns -1, as on the IC
-        api = SystemApi(self.stable, self.compiled.wasm64, self.engine.limits.stable_access_bytes_per_message)
+        api = SystemApi(self.stable, self.compiled.wasm64, self.engine.limits)
         linker = wasmtime.Linker(self.engine.engine)
         for name, kind, function in self._host_functions():
             linker.define_func("__", name, kind, function)

@@ -27,6 +27,7 @@ from wasmtime import _ffi  # the C API, for the counter global (see Meter)
 from replica.engines import Callback, Callbacks, CanisterView, Execution, Kind, OutgoingCall
 from replica.engines.wasm.memory import Heap, HeapAccessError
 from replica.errors import ErrorCode, Reject, RejectCode
+from replica.limits import Limits
 from replica.stable_memory import StableMemory, StableMemoryError
 
 if TYPE_CHECKING:
@@ -233,10 +234,10 @@ class SystemApi:
     """The `ic0` functions of one canister instance. `begin` prepares it for an execution and
     `end` hands over what the execution produced."""
 
-    def __init__(self, stable: StableMemory, wasm64: bool, stable_access_limit: int):
+    def __init__(self, stable: StableMemory, wasm64: bool, limits: Limits):
         self.stable = stable
         self.wasm64 = wasm64
-        self.stable_access_limit = stable_access_limit
+        self.limits = limits
         self._reset(Execution(Kind.START, 0, 0), None)
 
     def attach(self, heap: Heap, meter: Meter) -> None:
@@ -266,6 +267,10 @@ class SystemApi:
         self.logs: list[bytes] = []
         self.log_bytes = 0
         self.stable_accessed = 0
+        # Upgrades may touch more stable memory than messages (the IC's resource limits).
+        self.stable_access_limit = (self.limits.stable_access_bytes_per_upgrade
+                                    if execution.kind in (Kind.PRE_UPGRADE, Kind.POST_UPGRADE)
+                                    else self.limits.stable_access_bytes_per_message)
 
     def begin(self, execution: Execution, view: CanisterView) -> None:
         self._reset(execution, view)
