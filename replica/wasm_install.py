@@ -59,6 +59,7 @@ def canister_view(subnet: Subnet, target: CanisterState) -> CanisterView:
         controllers=tuple(c.bytes for c in target.settings.controllers),
         cycle_balance=target.cycles,
         status=target.status,
+        version=target.version,
         wasm_memory_limit=target.settings.wasm_memory_limit or 0,
         global_timer_ns=target.global_timer_ns,
     )

@@ -104,6 +104,8 @@ def test_install_call_without_candid_and_logs(icp, canister, logger_wasm, tmp_pa
     assert icp.run("canister", "call", canister, "greet", '("world")').stdout.strip() == '("Hello, world!")'
     stats = icp.run("canister", "call", canister, "stats", "()").stdout
     assert stats.strip() == '(record { greeted = 1 : nat; last_word = "bye" })'  # field names, not hashes
+    # ic0.canister_version: 1 for the install, 1 for the update that greeted (not the query)
+    assert icp.run("canister", "call", canister, "version", "()").stdout.strip() == "(2 : nat64)"
     failed = icp.run("canister", "call", canister, "fail", '("boom")', check=False)
     assert failed.returncode != 0 and "trapped explicitly: boom" in failed.stderr
     logs = icp.run("canister", "logs", canister).stdout.splitlines()

@@ -20,4 +20,9 @@ persistent actor Logger {
   public query func stats() : async { greeted : Nat; last_word : Text } {
     { greeted = greeted; last_word = "bye" }
   };
+
+  // ic0.canister_version: what canister_status reports as `version`.
+  public query func version() : async Nat64 {
+    Prim.canisterVersion()
+  };
 };
