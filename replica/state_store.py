@@ -6,6 +6,7 @@ Layout:
   canister_ids.json      dfx-style {"name": {"local": "<canister id>"}} for named canisters
   stable/<canister id>/  stable memory, one file per written 1 MiB chunk, named <chunk>-<round>.bin
   chunks/<canister id>/  the wasm chunk store, one file per chunk, named <sha256>.bin
+  modules/, heap/        wasm canisters' modules and heaps (replica/wasm_state.py)
   keys/                  the network's keys (the HTTP gateway stores its BLS key here)
 
 Every file is written atomically (temp file, fsync, rename, fsync of the directory). A checkpoint
@@ -15,7 +16,8 @@ or the new checkpoint whole. A checkpoint that fails (disk full, read-only, I/O 
 OSError and changes nothing the store or the subnet remembers, so it can simply be tried again.
 
 A restart restores each canister's class, version, settings, cycles, status and stable memory.
-The heap is not saved: it is rebuilt by constructing the class and running its post_upgrade with
+A wasm canister's heap and globals are saved too and come back exactly. A Python class's heap
+is not saved: it is rebuilt by constructing the class and running its post_upgrade with
 the argument of the last install or upgrade, as if the canister had been upgraded to the same
 code without running pre_upgrade. Queued messages, calls in flight and the ingress history are
 not kept. Unlike a restarted `dfx start` (which keeps the whole replicated state), heap state that
