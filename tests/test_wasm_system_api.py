@@ -226,7 +226,14 @@ STABLE = """
 
 def test_stable_memory_32_and_64_bit(engine):
     instance = install(engine, hand_metered(STABLE))
-    reply = call(instance, "stable32").reply
+    outcome = call(instance, "stable32")
+    reply = outcome.reply
+    assert outcome.instructions == (
+        500 + 20  # stable_grow, stable_size
+        + 20 + 4 + 1000  # stable_write: overhead, 1 per byte, one new dirty 4 KiB page
+        + 20 + 4  # stable_read
+        + 500 + 20  # stable64_grow, stable64_size
+        + 500 + 32 * 50 + 500)  # msg_reply_data_append, msg_reply
     assert reply[:8] == (0).to_bytes(4, "little") + (2).to_bytes(4, "little")
     assert reply[12:16] == (0x01020304).to_bytes(4, "little")
     assert reply[16:32] == (2).to_bytes(8, "little") + (3).to_bytes(8, "little")

@@ -267,6 +267,7 @@ class SystemApi:
         self.logs: list[bytes] = []
         self.log_bytes = 0
         self.stable_accessed = 0
+        self.stable_dirty: set[int] = set()  # 4 KiB stable pages written by this execution
         # Upgrades may touch more stable memory than messages (the IC's resource limits).
         self.stable_access_limit = (self.limits.stable_access_bytes_per_upgrade
                                     if execution.kind in (Kind.PRE_UPGRADE, Kind.POST_UPGRADE)
@@ -598,7 +599,11 @@ class SystemApi:
         self._write(name, dst, data)
 
     def _stable_write(self, name: str, offset: int, src: int, size: int) -> None:
-        self._enter(name, size)
+        # The replica also charges each 4 KiB stable page this execution writes for the first time
+        # (charge_for_stable_write in linker.rs; DEFAULT_DIRTY_PAGE_OVERHEAD, see replica/limits.py).
+        pages = set(range(offset // 4096, (offset + size - 1) // 4096 + 1)) - self.stable_dirty if size else set()
+        self._enter(name, size + len(pages) * self.limits.stable_dirty_page_instructions)
+        self.stable_dirty |= pages
         self._stable_access(size)
         data = self._read(name, src, size)
         try:
