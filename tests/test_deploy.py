@@ -373,7 +373,7 @@ def test_smollm2_four_shards_over_http_with_both_agents(tmp_path, smollm2_path):
         assert len(ids) == 5
         generated = json.loads(cli("generate", "-p", prompt, "-n", str(n), "--chat", "--json", *options))
         assert generated["ids"] == reference
-        assert "Paris" in generated["text"]
+        assert generated["text"].startswith("L'Étoile, la")  # llama.cpp's answer (ggml's numerics)
         answer = ic_py_script_chat(network.url, ids["head"].to_text(), pem, prompt, n)
         assert answer == reference
     finally:

@@ -158,4 +158,4 @@ def test_smollm2_chat_through_the_head_is_the_chat_of_one_process(smollm2_path: 
     run = Deployment.create(smollm2_path, Constraints(shards=4), shards_dir=shards_dir).generate(question, options)
     local = run_unsharded(smollm2_path, question, options)
     assert run.generation.prompt_ids == local.prompt_ids and run.generation.ids == local.ids
-    assert run.generation.text == local.text and "Paris" in run.generation.text
+    assert run.generation.text == local.text and run.generation.text.startswith("L'Étoile, la")  # llama.cpp's answer

@@ -5,11 +5,10 @@
 - `quantized`: the raw GGUF bytes are kept. Resident memory: the raw bytes. Two implementations:
   - native (`NativeQuantizedWeight`), when the C extension canisters/llama/_qmatmul.c is built
     (`pip install -e .` does it) and covers the type (`NATIVE_TYPES`): the bytes stay in GGUF's
-    row layout, and a product of up to `NATIVE_MAX_TOKENS` tokens reads them directly, decoding
-    blocks in registers, on `THREADS` threads. This is the fast path for decoding: it reads the
-    0.56-1.06 bytes per weight of the file instead of 4; SmolLM2 Q4_1 decodes at 96-100 tok/s
-    against 34 for `dequantize` (see _qmatmul.c). Larger batches decode `block_rows` rows at a time into
-    an f32 scratch for BLAS, which wins there.
+    row layout, and a product of any batch reads them directly with integer dot products
+    (canisters/kernels), on `THREADS` threads. This is the fast path: it reads the 0.56-1.06 bytes
+    per weight of the file instead of 4; SmolLM2 Q4_1 decodes at 96-100 tok/s against 34 for
+    `dequantize` (see _qmatmul.c).
   - numpy (`QuantizedWeight`), otherwise (no compiler at install, `ICLLAMA_NATIVE=0`, or a type
     the kernels lack): the bytes are repacked at load into a planar layout of the same size, and
     each use decodes `block_rows` rows at a time into the scratch for BLAS, plus uint8
@@ -75,10 +74,6 @@ NATIVE_TYPES: frozenset[GGMLQuantizationType] = frozenset(
 )
 # Threads of the native kernels (ICLLAMA_THREADS overrides).
 THREADS = _thread_count()
-# Up to this many tokens the native kernel multiplies from the raw bytes; beyond, decoding row blocks
-# to f32 once for BLAS wins. Measured by benchmarks/bench_qmatmul.py: Q4_1 1536x576 241 vs 479 us at 16
-# tokens, 507 vs 545 at 24, 684 vs 636 at 32; Q4_K 4096x4096 wins to 32 tokens.
-NATIVE_MAX_TOKENS = 16
 
 
 class Strategy(str, Enum):
@@ -275,22 +270,12 @@ class NativeQuantizedWeight(_KeptQuantized):
 
     def matmul(self, x: np.ndarray, meter: Meter) -> np.ndarray:
         n_in, n_out = self._metered(x, meter)
+        # Every batch size through the integer kernel: each output is then the same bits whatever the
+        # batch (8-bit activations turn any other rounding into flipped steps downstream), and it is
+        # faster than decoding rows for BLAS (SmolLM2's 1536 x 576 Q4_1 at 64 tokens: 16 ms, 452)
         x = np.ascontiguousarray(x)
         y = np.empty((x.shape[0], n_out), dtype=np.float32)
-        if x.shape[0] <= NATIVE_MAX_TOKENS:
-            _native.matmul(self._raw, self._ggml_type.value, n_in, x, y, THREADS)
-            return y
-        # Decoding is one pass per weight against BLAS's n_tokens, so it runs on this thread alone: handing
-        # the cores back and forth between our pool and OpenBLAS's, both of which spin while idle, cost more
-        # (SmolLM2, 64-token prefill: 142 ms this way, 159 ms decoding on 2 threads).
-        prepared = act_quant.for_blas(x, self._ggml_type)
-        scratch = np.empty((self._block_rows, n_in), dtype=np.float32)
-        for start in range(0, n_out, self._block_rows):
-            stop = min(start + self._block_rows, n_out)
-            _native.dequantize(self._raw[start:stop], self._ggml_type.value, n_in, scratch[: stop - start])
-            np.matmul(prepared.values, scratch[: stop - start].T, out=y[:, start:stop])
-        if prepared.block_sums is not None:
-            y += act_quant.min_correction(prepared, act_quant.block_mins(self._raw, self._ggml_type))
+        _native.matmul(self._raw, self._ggml_type.value, n_in, x, y, THREADS)
         return y
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
