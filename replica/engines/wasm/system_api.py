@@ -155,17 +155,19 @@ _MODE_NAMES = {
 }
 
 
+# The spec's context code of each kind of execution, (replicated, non-replicated); callbacks
+# and cleanups of a composite query are the non-replicated ones.
+_CONTEXT_CODES = {
+    Kind.START: ("s", "s"), Kind.INIT: ("I", "I"), Kind.POST_UPGRADE: ("I", "I"), Kind.PRE_UPGRADE: ("G", "G"),
+    Kind.UPDATE: ("U", "U"), Kind.QUERY: ("RQ", "NRQ"), Kind.COMPOSITE_QUERY: ("CQ", "CQ"),
+    Kind.REPLY: ("Ry", "CRy"), Kind.REJECT: ("Rt", "CRt"), Kind.CLEANUP: ("C", "CC"),
+    Kind.INSPECT_MESSAGE: ("F", "F"), Kind.HEARTBEAT: ("T", "T"), Kind.GLOBAL_TIMER: ("T", "T"),
+}
+
+
 def context_code(execution: Execution) -> str:
     """The spec's context code of an execution (the key into the allowed-contexts table)."""
-    kind = execution.kind
-    composite = not execution.replicated
-    return {
-        Kind.START: "s", Kind.INIT: "I", Kind.POST_UPGRADE: "I", Kind.PRE_UPGRADE: "G", Kind.UPDATE: "U",
-        Kind.QUERY: "RQ" if execution.replicated else "NRQ", Kind.COMPOSITE_QUERY: "CQ",
-        Kind.REPLY: "CRy" if composite else "Ry", Kind.REJECT: "CRt" if composite else "Rt",
-        Kind.CLEANUP: "CC" if composite else "C", Kind.INSPECT_MESSAGE: "F",
-        Kind.HEARTBEAT: "T", Kind.GLOBAL_TIMER: "T",
-    }[kind]
+    return _CONTEXT_CODES[execution.kind][0 if execution.replicated else 1]
 
 
 class ExecutionTrap(Exception):
