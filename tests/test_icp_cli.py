@@ -34,13 +34,17 @@ class Icp:
     def __init__(self, binary: Path, home: Path, url: str, root_key: str):
         self.binary, self.home, self.url, self.root_key = binary, home, url, root_key
 
-    def run(self, *args: str, identity: str | None = None, check: bool = True,
-            on_network: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, identity: str | None = None, check: bool = True, on_network: bool = True,
+            project: Path | None = None) -> subprocess.CompletedProcess:
+        """`icp args`, on this network by URL (unless `on_network` is False), or in `project`,
+        whose icp.yaml names the network."""
         env = {**os.environ, "HOME": str(self.home), "DO_NOT_TRACK": "1", "NO_COLOR": "1"}
-        command = [str(self.binary), *args] + (["-n", self.url, "-k", self.root_key] if on_network else [])
+        by_url = on_network and project is None
+        command = [str(self.binary), *args] + (["-n", self.url, "-k", self.root_key] if by_url else [])
         if identity is not None:
             command += ["--identity", identity]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=self.home)
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180,
+                                cwd=project or self.home)
         if check and result.returncode != 0:
             raise AssertionError(f"icp {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return result
@@ -130,3 +134,23 @@ def test_stop_and_start(icp, canister):
     icp.run("canister", "start", canister)
     assert icp.status(canister)["status"] == "Running"
     assert icp.run("canister", "call", canister, "greet", '("again")').stdout.strip() == '("Hello, again!")'
+
+
+def test_deploy_a_project_then_redeploy_as_an_upgrade(icp, logger_wasm):
+    # A project names this network as its `local` one (a connected network: icp-cli starts none).
+    project = icp.home / "project"
+    project.mkdir()
+    (project / "logger.wasm").write_bytes(logger_wasm)
+    (project / "icp.yaml").write_text(
+        f"networks:\n  - name: local\n    mode: connected\n    url: {icp.url}\n    root-key: {icp.root_key}\n"
+        "canisters:\n  - name: logger\n    build:\n      steps:\n        - type: pre-built\n"
+        "          path: logger.wasm\n")
+
+    def in_project(*args: str) -> str:
+        result = icp.run(*args, project=project)
+        return result.stdout + result.stderr
+
+    assert re.search(r"Created canister logger with ID \S+", in_project("deploy"))
+    assert in_project("canister", "call", "logger", "greet", '("project")').strip() == '("Hello, project!")'
+    in_project("deploy")  # the module is installed already: an upgrade that keeps the Motoko heap
+    assert "greeted = 1 : nat" in in_project("canister", "call", "logger", "stats", "()")
