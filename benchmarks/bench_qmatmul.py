@@ -9,9 +9,7 @@
    "hot" multiplies the same matrix every time, so it stays in cache where it fits; "cold" cycles
    through copies of it filling COLD_BYTES, so each product reads its weights from memory, as
    decoding a model does.
-2. Batches: NativeQuantizedWeight.matmul through the kernel against its other path (decoding row
-   blocks to f32 for BLAS), by number of tokens: where weights.NATIVE_MAX_TOKENS comes from.
-3. SmolLM2 decode and prefill through benchmarks/bench_model.py: weights `quantized` (native, 2 and 1
+2. SmolLM2 decode and prefill through benchmarks/bench_model.py: weights `quantized` (native, 2 and 1
    threads; and the numpy fallback, ICLLAMA_NATIVE=0) and `dequantize`, each in its own process
    (printed first).
 """
@@ -31,9 +29,8 @@ from gguf.constants import GGMLQuantizationType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from canisters.llama import _qmatmul, quants, weights  # noqa: E402
-from canisters.llama.meter import NullMeter  # noqa: E402
-from canisters.llama.weights import NativeQuantizedWeight, QuantizedWeight  # noqa: E402
+from canisters.llama import _qmatmul, quants  # noqa: E402
+from canisters.llama.weights import QuantizedWeight  # noqa: E402
 from cdk.meter import Work  # noqa: E402
 from tests.synthetic_tensors import random_tensor_bytes  # noqa: E402
 
@@ -80,15 +77,6 @@ def blas(dense, x) -> None:
     np.matmul(x, dense.T)
 
 
-def weight_matmul(weight: NativeQuantizedWeight, x: np.ndarray, max_tokens: int) -> None:
-    """weight.matmul(x), with the kernel used up to `max_tokens` tokens and the BLAS path beyond."""
-    saved, weights.NATIVE_MAX_TOKENS = weights.NATIVE_MAX_TOKENS, max_tokens
-    try:
-        weight.matmul(x, NullMeter())
-    finally:
-        weights.NATIVE_MAX_TOKENS = saved
-
-
 def matrix(ggml_type: GGMLQuantizationType, n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     raw = random_tensor_bytes(ggml_type, (n_in, n_out), np.random.default_rng(0))
     return raw, quants.dequantize(raw, ggml_type, (n_in, n_out))
@@ -115,20 +103,6 @@ def bench_matvec() -> None:
             del denses
             print(f"{n_out:>6}x{n_in:<6} {ggml_type.name:>5} {hot[0]:9.1f} {hot[1]:7.1f} {hot[2]:9.1f} {hot[3]:9.1f}"
                   f"  {cold[0]:9.1f} {cold[1]:7.1f} {cold[2]:9.1f}  {cold[2] / cold[1]:14.2f}x")
-
-
-def bench_batches() -> None:
-    print(f"\nbatches, us: NativeQuantizedWeight.matmul by the kernel ({weights.THREADS} threads) vs decoding row "
-          f"blocks for BLAS; NATIVE_MAX_TOKENS = {weights.NATIVE_MAX_TOKENS}")
-    for ggml_type, n_out, n_in in ((T.Q4_1, 1536, 576), (T.Q4_K, 4096, 4096)):
-        raw, _ = matrix(ggml_type, n_out, n_in)
-        weight = NativeQuantizedWeight(ggml_type, (n_in, n_out), raw)
-        for n in BATCHES:
-            x = np.random.default_rng(2).standard_normal((n, n_in), dtype=np.float32)
-            kernel = best_us(weight_matmul, weight, x, n)
-            decoded = best_us(weight_matmul, weight, x, 0)
-            faster = "kernel" if kernel < decoded else "BLAS"
-            print(f"  {ggml_type.name} {n_out}x{n_in} n={n:3}  kernel {kernel:9.1f}  BLAS {decoded:9.1f}  -> {faster}")
 
 
 def bench_model(model: str, llama_cpp_python: str | None) -> None:
@@ -158,7 +132,6 @@ def main() -> None:
     if not args.no_model:
         bench_model(args.model, args.llama_cpp_python)
     bench_matvec()
-    bench_batches()
 
 
 if __name__ == "__main__":
