@@ -120,6 +120,7 @@ _NOT_SIMULATED = {
     "cost_sign_with_schnorr": _EVERYWHERE + " s", "cost_vetkd_derive_key": _EVERYWHERE + " s",
 }
 _CONTEXTS.update(_NOT_SIMULATED)
+_ALLOWED = {name: frozenset(codes.split()) for name, codes in _CONTEXTS.items()}
 
 # Fixed overhead per call in instructions (system_api_complexity.rs, overhead::new).
 _OVERHEAD: dict[str, int] = {
@@ -294,7 +295,7 @@ class SystemApi:
 
     def _enter(self, name: str, copied_bytes: int = 0) -> None:
         """Checks that `name` may run here, then charges it (as the replica: charge first)."""
-        if self.code not in _CONTEXTS[name].split():
+        if self.code not in _ALLOWED[name]:
             raise self._violation(f'"ic0_{name}" cannot be executed in {self.mode_name} mode')
         self._charge(_OVERHEAD[name] + copied_bytes)
 
