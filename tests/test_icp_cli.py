@@ -19,6 +19,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from replica.loader import ModuleRef
 from tests.gateway_support import start_network, stop_network
 from tests.toolchains import compile_motoko, icp_cli
 
@@ -154,3 +155,13 @@ def test_deploy_a_project_then_redeploy_as_an_upgrade(icp, logger_wasm):
     assert in_project("canister", "call", "logger", "greet", '("project")').strip() == '("Hello, project!")'
     in_project("deploy")  # the module is installed already: an upgrade that keeps the Motoko heap
     assert "greeted = 1 : nat" in in_project("canister", "call", "logger", "stats", "()")
+
+
+def test_a_python_canister_class_is_called_by_its_published_interface(icp, tmp_path):
+    module = tmp_path / "counter.wasm"  # the Python class's install descriptor, in the place of a module
+    module.write_bytes(ModuleRef("tests.canisters_for_tests.counter:Counter", "1").to_wasm_module())
+    created = icp.run("canister", "create", "--detached", "-q").stdout.strip()
+    icp.run("canister", "install", created, "--wasm", str(module), "--args", "(5 : nat)")
+    # Typed from the class's .did, published as its public candid:service metadata.
+    assert icp.run("canister", "call", created, "inc", "()").stdout.strip() == "(6 : nat)"
+    assert icp.run("canister", "call", created, "echo", '(blob "abc")').stdout.strip() == '(blob "abc")'
