@@ -263,8 +263,12 @@ class Subnet:
 
     # --- rounds ------------------------------------------------------------------------------
     def has_work(self) -> bool:
+        """Whether a round has something to do. A due global timer counts (so an idle served
+        network still fires it); heartbeats do not (they run in the rounds that run anyway)."""
+        now = self.time_ns()
         return bool(self.pending_ingress or self.released
-                    or any(s.queue or s.status == "stopping" for s in self.canisters.values()))
+                    or any(s.queue or s.status == "stopping" or 0 < s.global_timer_ns <= now
+                           for s in self.canisters.values()))
 
     def execute_round(self) -> None:
         self.round += 1

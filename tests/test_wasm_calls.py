@@ -349,3 +349,14 @@ def test_a_python_canister_calls_a_wasm_canister_typed_by_its_candid_service(was
     caller = wasm.client.install("tests.canisters_for_tests.caller:Caller", cycles=100 * T)
     assert wasm.client.update(caller, "call_inc", counter).value == 1
     assert wasm.client.update(caller, "call_inc", counter).value == 2
+
+
+def test_a_due_timer_is_work_for_an_idle_network(wasm):
+    canister = wasm.install(TIMERS)
+    network = wasm.network
+    assert network.run_until_idle() == 0  # the timer is 3 s ahead: nothing to do yet
+    with network.lock:
+        network.subnet.pass_idle_rounds(network.subnet.time_ns() + 5 * 10**9)  # idle time passes
+    assert network.run_until_idle() >= 1  # the due timer runs a round by itself
+    reply = network.query(wasm.client.sender, canister, "counts", b"").reply
+    assert int.from_bytes(reply[4:], "little") >= 1
