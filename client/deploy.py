@@ -28,6 +28,7 @@ from canisters.yblock.build import BuildError, ensure_built
 from cdk.candid import encode, parse_did
 from cdk.principal import Principal
 from client.agent import MANAGEMENT_DID, Canister, Canisters, TransportFailed
+from client.engine_choice import DEFAULT_ENGINE
 from client.errors import UserError
 from client.upload import CanisterShardTarget, HeldBytesDiffer, ShardFile, UploadResult, UploadsFailed, upload_shards
 from replica.fees import FEE_SCHEDULES, FeeSchedule
@@ -41,11 +42,6 @@ from sharding.partition import Plan
 ROOT = Path(__file__).resolve().parents[1]
 # The canister class behind each .did: installing code names a class on this simulated IC.
 CLASSES = {"head.did": "canisters.head.head:Head", "yblock.did": "canisters.yblock.yblock:YBlock"}
-# How the yblocks run: "wasm" installs dfx.json's wasm module (canisters/yblock/yblock.wasm, built
-# from C), metered by the replica as the IC meters it; "python" installs the Python class. The head
-# is a Python canister either way.
-ENGINES = ("wasm", "python")
-DEFAULT_ENGINE = "wasm"
 # What a canister's code is made of: its version is their hash, so changed code is upgraded, as
 # dfx upgrades a canister whose wasm changed.
 CODE_PACKAGES = ("canisters", "cdk")
@@ -204,7 +200,7 @@ class Deployer:
     parallel: int = 4
     progress: bool = True
     generate_allowlist: tuple[Principal, ...] | None = None  # the head's; None: anyone may generate
-    engine: str = DEFAULT_ENGINE  # how the yblocks run (ENGINES)
+    engine: str = DEFAULT_ENGINE  # how the yblocks run (client.engine_choice)
 
     @property
     def management(self) -> Canister:

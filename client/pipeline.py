@@ -35,7 +35,8 @@ from cdk.candid import encode
 from cdk.principal import Principal
 from client.agent import LocalCanisters
 from client.catalog import cache_dir
-from client.deploy import CLASSES, DEFAULT_ENGINE, CanisterEntry, CanisterIds, Deployer
+from client.deploy import CLASSES, CanisterEntry, CanisterIds, Deployer
+from client.engine_choice import DEFAULT_ENGINE
 from client.errors import UserError
 from client.head_client import Generation, GenerationOptions, Metrics, StreamEvent
 from replica.config import NetworkConfig

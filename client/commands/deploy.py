@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from client.catalog import DEFAULT_MODEL
-from client.commands.engine_option import add_engine_argument
 from client.commands.plan import add_plan_arguments, plan_from_args
+from client.engine_choice import add_engine_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dfx-json", type=Path,
                         help="the dfx.json the plan's canisters are written into (default: ./dfx.json if it exists, "
                              "else <state dir>/<network>/dfx.json)")
-    add_engine_argument(parser)
+    add_engine_argument(parser, default=None, default_text="what `icllama start --engine` chose for the local "
+                                                          "network, else wasm")
     parser.set_defaults(func=run)
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from client.agent import RemoteCanisters, connect, resolve_network
     from client.catalog import resolve_model
     from client.deploy import CanisterIds, Deployer, code_version, read_dfx
+    from client.engine_choice import network_engine
     from client.errors import UserError
     from client.identity import IdentityStore
     from sharding.dfx import DfxError, write_dfx
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     deployer = Deployer(canisters, CanisterIds.of(target.state_dir, target.name), read_dfx(dfx_json),
                         cycles=args.with_cycles, version=code_version(), parallel=args.parallel,
-                        generate_allowlist=allowlist, engine=args.engine)
+                        generate_allowlist=allowlist, engine=args.engine or network_engine(target.state_dir))
     report = deployer.deploy(plan, export)
     for c in report.canisters:
         upload = c.upload

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from client.engine_choice import DEFAULT_ENGINE, add_engine_argument, record_engine_once_serving
 from client.errors import UserError
 from client.local_network import DEFAULT_STATE_DIR, LocalNetwork, find_local_network, is_icllama_process, running_from
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="pace rounds to the wall clock instead of running them as fast as possible")
     start.add_argument("--round-seconds", type=float, default=1.0,
                        help="virtual (and, with --realtime, wall) duration of one round (default 1.0)")
+    add_engine_argument(start, default_text=f"{DEFAULT_ENGINE}; `icllama deploy` to this network installs it")
     start.set_defaults(func=_start)
 
     stop = subparsers.add_parser("stop", help="stop the network started from a state directory")
@@ -62,6 +64,7 @@ def _start(args: argparse.Namespace) -> int:
     from replica.network import NetworkConfig
 
     config = NetworkConfig(round_duration_ns=round(args.round_seconds * 1e9))
+    record_engine_once_serving(args.state_dir.resolve(), args.engine)
     try:
         run_network(args.state_dir, args.host, args.port, config, args.realtime, args.clean)
     except NetworkStartError as error:
@@ -77,7 +80,7 @@ def _start_background(args: argparse.Namespace) -> int:
                         f"stop it with `icllama stop --state-dir {args.state_dir}` or use another --state-dir")
     state_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "client.cli", "start", "--host", args.host, "--port", str(args.port),
-               "--state-dir", str(state_dir), "--round-seconds", str(args.round_seconds)]
+               "--state-dir", str(state_dir), "--round-seconds", str(args.round_seconds), "--engine", args.engine]
     command += ["--realtime"] * args.realtime + ["--clean"] * args.clean
     # The child writes a log of its own, which becomes network.log once it serves: a start that
     # fails never mixes into (or appends to) the log of an earlier or concurrent network.

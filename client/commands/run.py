@@ -10,9 +10,9 @@ import json
 import sys
 
 from client.catalog import DEFAULT_MODEL, resolve_model
-from client.commands.engine_option import add_engine_argument
 from client.commands.generation_options import add_generation_arguments, options_from
 from client.commands.plan import add_constraint_arguments, constraints_from
+from client.engine_choice import add_engine_argument
 from client.head_client import StreamEvent
 from client.pipeline import run_sharded, run_unsharded
 
