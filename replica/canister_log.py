@@ -49,10 +49,11 @@ class CanisterLog:
         while self.records and self.size_bytes > limit:
             self.size_bytes -= self.records.popleft().size_bytes
 
-    def clear(self) -> None:
-        """Empties the log; indexes go on counting (the IC never reuses an index)."""
-        self.records.clear()
-        self.size_bytes = 0
+    def clear(self, before_idx: int | None = None) -> None:
+        """Drops every record, or those older than `before_idx`; indexes go on counting (the IC
+        never reuses an index)."""
+        while self.records and (before_idx is None or self.records[0].idx < before_idx):
+            self.size_bytes -= self.records.popleft().size_bytes
 
     def select(self, by: str | None = None, start: int = 0, end: int = 0) -> list[LogRecord]:
         """The records, all or those whose `by` ("by_idx" or "by_timestamp_nanos") lies in [start, end]."""

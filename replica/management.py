@@ -366,14 +366,15 @@ class ManagementCanister:
                               f"Canister {target.id.to_text()} has no code to upgrade; install it first")
         self.subnet.require_cycles(target, self.subnet.fees.execution_cycles(
             self.subnet.limits.instructions_per_install, self.subnet.subnet_size))
+        first_new_log = target.log.next_idx
         if module is not None:
             instructions = install_wasm(self.subnet, target, module, mode, arg, caller, upgrade_options)
         else:
             assert loaded is not None
             instructions = install(self.subnet, target, loaded, mode, arg, caller,
                                    bool(upgrade_options.get("skip_pre_upgrade")))
-        if mode == "reinstall":
-            target.log.clear()  # the interface spec: logs persist across upgrades, not reinstalls
+        if mode == "reinstall":  # the interface spec: logs persist across upgrades, not reinstalls
+            target.log.clear(before_idx=first_new_log)  # what the new code's init printed stays
         self._record(target, request, request_args, {"code_deployment": {
             "mode": {mode: None}, "module_hash": target.module_hash}})
         request.trace.instructions += instructions

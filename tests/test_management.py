@@ -173,9 +173,9 @@ def test_logs_keep_prints_and_traps_of_replicated_executions_only(client):
         client.update(manager, "log", "second", True)  # printed, then trapped: both kept
     client.query(manager, "log_query", "not kept")  # a non-replicated query's print is not kept
     client.update(manager, "log_query", "kept")  # the same query run replicated is
-    assert logs_query(client, manager) == [(0, b"first"), (1, b"second"),
-                                            (2, f"Canister {manager.to_text()} trapped explicitly: "
-                                                "trapped after 'second'".encode()), (3, b"kept")]
+    assert logs_query(client, manager) == [(0, b"installed"), (1, b"first"), (2, b"second"),
+                                            (3, f"Canister {manager.to_text()} trapped explicitly: "
+                                                "trapped after 'second'".encode()), (4, b"kept")]
     assert logs_query(client, manager, filter_={"by_idx": {"start": 1, "end": 2}})[0][0] == 1
     assert len(logs_query(client, manager, filter_={"by_idx": {"start": 1, "end": 2}})) == 2
 
@@ -186,7 +186,7 @@ def test_the_log_is_bounded_by_log_memory_limit_dropping_the_oldest(client):
     for i in range(10):
         client.update(manager, "log", f"line {i:02d} " + "x" * 20, False)  # 16 + 28 bytes each
     kept = logs_query(client, manager)
-    assert [idx for idx, _ in kept] == [8, 9]  # the newest that fit in 100 bytes; idx goes on counting
+    assert [idx for idx, _ in kept] == [9, 10]  # the newest that fit in 100 bytes; idx goes on counting
     assert status(client, manager)["memory_metrics"]["log_memory_store_size"] == 2 * (RECORD_OVERHEAD_BYTES + 28)
 
 
@@ -196,20 +196,20 @@ def test_log_visibility_decides_who_reads_the_log(client):
     with pytest.raises(CallFailed, match="not allowed to query ic00 method fetch_canister_logs"):
         logs_query(client, manager, sender=VIEWER)
     update_settings(client, manager, log_visibility={"allowed_viewers": [VIEWER]})
-    assert logs_query(client, manager, sender=VIEWER) == [(0, b"secret")]
+    assert logs_query(client, manager, sender=VIEWER) == [(0, b"installed"), (1, b"secret")]
     with pytest.raises(CallFailed):
         logs_query(client, manager, sender=STRANGER)
     update_settings(client, manager, log_visibility={"public": None})
-    assert logs_query(client, manager, sender=STRANGER) == [(0, b"secret")]
+    assert logs_query(client, manager, sender=STRANGER)[-1] == (1, b"secret")
 
 
 def test_logs_survive_upgrades_not_reinstalls(client):
     manager = client.install(MANAGER)
     client.update(manager, "log", "before", False)
     client.install_code(manager, MANAGER, mode="upgrade")
-    assert logs_query(client, manager) == [(0, b"before")]
+    assert logs_query(client, manager) == [(0, b"installed"), (1, b"before")]
     client.install_code(manager, MANAGER, mode="reinstall")
-    assert logs_query(client, manager) == []
+    assert logs_query(client, manager) == [(2, b"installed")]  # only what the new code's init printed
 
 
 def test_fetch_canister_logs_is_a_query_only(client):
@@ -244,5 +244,5 @@ def test_settings_version_history_and_logs_survive_a_restart(tmp_path):
     restarted = LocalClient(Network(tmp_path, NetworkConfig(genesis_time_ns=1_700_000_000 * 10**9)))
     after = status(restarted, manager)
     assert after["settings"] == before["settings"] and after["version"] == before["version"]
-    assert logs_query(restarted, manager, sender=VIEWER) == [(0, b"remember me")]
+    assert logs_query(restarted, manager, sender=VIEWER) == [(0, b"installed"), (1, b"remember me")]
     assert restarted.update(restarted.install(MANAGER), "info", manager, 5).value[:2] == before_info[:2]

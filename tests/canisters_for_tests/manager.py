@@ -25,6 +25,9 @@ def _describe(change: dict[str, Any]) -> str:
 class Manager(Canister):
     DID = "manager.did"
 
+    def init(self) -> None:
+        self.ic.debug_print("installed")
+
     @update
     async def info(self, target: Principal, changes: int | None) -> Info:
         result = await self.ic.call(MANAGEMENT, "canister_info",
