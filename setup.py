@@ -46,6 +46,18 @@ setup(
             depends=["canisters/kernels/kernels.c", "canisters/kernels/kernels.h"],  # included by _qmatmul.c
             extra_compile_args=["-O3", "-ffp-contract=off"],
             optional=True,
-        )
+        ),
+        # The wasm yblock's model C, natively: a plain shared library that canisters/llama/native_ops.py
+        # loads with ctypes, so the Python path computes the canister's float order (no Python API here).
+        Extension(
+            "canisters.llama._model_ops",
+            sources=["canisters/yblock/wasm/model.c", "canisters/yblock/wasm/icl_math.c",
+                     "canisters/yblock/wasm/gguf.c", "canisters/kernels/kernels.c"],
+            depends=["canisters/yblock/wasm/model.h", "canisters/yblock/wasm/model_ops.h",
+                     "canisters/yblock/wasm/icl_math.h", "canisters/yblock/wasm/gguf.h",
+                     "canisters/yblock/wasm/icl_text.h", "canisters/kernels/kernels.h"],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-std=c11"],
+            optional=True,
+        ),
     ]
 )

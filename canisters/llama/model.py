@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from canisters.llama import native_ops
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import GGUFFile
 from canisters.llama.meter import Meter
@@ -44,14 +45,13 @@ def round_f16(x: np.ndarray) -> np.ndarray:
 
 
 def silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """SwiGLU's silu(gate) * up."""
-    with np.errstate(over="ignore"):  # exp(-gate) -> inf for very negative gates gives silu = -0, as it should
-        return gate / (1.0 + np.exp(-gate)) * up
+    """SwiGLU's silu(gate) * up, in the wasm yblock's float order (native_ops)."""
+    return native_ops.silu_times(gate, up)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, meter: Meter) -> np.ndarray:
     meter.elementwise(4 * x.size)
-    return x * (1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)) * weight
+    return native_ops.rms_norm(x, weight, eps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ class LayerStack:
         v_cache[:, pos : pos + n] = round_f16(v.reshape(n, cfg.n_head_kv, cfg.head_dim).transpose(1, 0, 2))
         meter.copied(2 * k.nbytes)
 
-        attn = self._attention(q, k_cache[:, : pos + n], v_cache[:, : pos + n], pos, meter)
+        attn = self._attention(q, k_cache, v_cache, pos, meter)
         x = x + w.wo.matmul(attn, meter)
 
         # Feed-forward: SwiGLU.
@@ -257,29 +257,18 @@ class LayerStack:
         meter.elementwise(2 * x.size)  # the two residual adds
         return x
 
-    def _attention(self, q: np.ndarray, keys: np.ndarray, values: np.ndarray, pos: int, meter: Meter) -> np.ndarray:
-        """Causal grouped-query attention of q (n, n_head, head_dim) over cached keys/values."""
+    def _attention(self, q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos: int, meter: Meter
+                   ) -> np.ndarray:
+        """Causal grouped-query attention of q (n, n_head, head_dim) over one layer's cache, filled up to
+        position pos + n - 1. As llama.cpp computes it: q and the probabilities rounded to f16 for their
+        products with the f16 cache (ggml's vec_dot_type for an F16 matrix, canisters/kernels/kernels.h),
+        with the sums in the wasm yblock's order (native_ops), so that the two compute the same bits."""
         cfg = self.config
-        n, n_ctx = q.shape[0], keys.shape[1]
-        group = cfg.n_head // cfg.n_head_kv
-        # Query heads that share a kv head are stacked so each kv head is one batched matmul.
-        qg = q.reshape(n, cfg.n_head_kv, group, cfg.head_dim).transpose(1, 2, 0, 3)
-        # q and the probabilities are rounded to f16 before their products with the f16 cache, as ggml
-        # converts a matmul's f32 operand to an F16 matrix's vec_dot_type (canisters/kernels/kernels.h)
-        qg = round_f16(qg.reshape(cfg.n_head_kv, group * n, cfg.head_dim))
-        scores = (qg @ keys.transpose(0, 2, 1)) * np.float32(1.0 / np.sqrt(cfg.head_dim))
-        if n > 1:  # query i sits at position pos+i and sees keys 0..pos+i
-            future = np.arange(n_ctx)[None, :] > (pos + np.arange(n))[:, None]
-            scores = scores.reshape(cfg.n_head_kv, group, n, n_ctx)
-            scores[:, :, future] = -np.inf
-            scores = scores.reshape(cfg.n_head_kv, group * n, n_ctx)
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs = round_f16(scores / scores.sum(axis=-1, keepdims=True))
-        out = probs @ values
-        meter.macs("F32", 2 * n * n_ctx * cfg.n_head * cfg.head_dim)
-        meter.elementwise(4 * probs.size)
-        meter.touched(keys.nbytes + values.nbytes)
-        out = out.reshape(cfg.n_head_kv, group, n, cfg.head_dim).transpose(2, 0, 1, 3)
+        n, seen = q.shape[0], pos + q.shape[0]
+        out = native_ops.attention(q, k_cache, v_cache, pos, cfg.n_head_kv)
+        meter.macs("F32", 2 * n * seen * cfg.n_head * cfg.head_dim)
+        meter.elementwise(4 * n * cfg.n_head * seen)
+        meter.touched(2 * cfg.n_head_kv * seen * cfg.head_dim * 4)
         return out.reshape(n, cfg.q_dim)
 
 
