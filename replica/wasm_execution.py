@@ -19,7 +19,7 @@ from replica.cost_model import CostReport
 from replica.engines import Callbacks, Execution, Kind, Outcome
 from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.messages import CallContext, CanisterOrigin, OutgoingCall, Request, Response
-from replica.wasm_install import canister_view
+from replica.wasm_install import canister_view, keep_logs
 
 MANAGEMENT = Principal.management()
 
@@ -132,9 +132,7 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     context.trace.cycles += cycles
     context.instructions += outcome.instructions
     state.heap_bytes = outcome.heap_bytes
-    # ic0.trap logged its own message; another trap's reason is logged here, as the IC does.
-    explicit = outcome.trap is None or outcome.trap.error_code == ErrorCode.CANISTER_CALLED_TRAP.text
-    state.keep_logs(outcome.logs + ([] if explicit else [outcome.trap.message.encode()]), message.time_ns)
+    keep_logs(state, outcome, message.time_ns)
     if outcome.trap is None and message.kind is not Kind.QUERY:
         state.version += 1  # every successful update execution counts (interface spec)
     if outcome.trap is None:

@@ -571,9 +571,8 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
                                                                int n, Act a, float *out, size_t out_stride) {
     const int bytes = five ? 176 : 144, qoff = five ? 48 : 16;
     const v128_t low4 = wasm_i8x16_splat(15), one = wasm_i8x16_splat(1);
-    float acc[ROWS][4];
-    UNROLL for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
-    const uint8_t *p[ROWS];
+    float acc[ROWS][4] = {{0}};
+    const uint8_t *p[ROWS]; /* one pointer per row, stepped a super-block at a time */
     UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
     for (int b = 0; b < n / QK_K; b++) {
         const int8_t *x = a.q + QK_K * b;
@@ -642,9 +641,8 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
 static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *w, size_t row_bytes, int n, Act a,
                                                                  float *out, size_t out_stride) {
     const v128_t low4 = wasm_i8x16_splat(15), three = wasm_i8x16_splat(3), m32 = wasm_i8x16_splat(32);
-    float acc[ROWS][4];
-    UNROLL for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
-    const uint8_t *p[ROWS];
+    float acc[ROWS][4] = {{0}};
+    const uint8_t *p[ROWS]; /* one pointer per row, stepped a super-block at a time */
     UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
     for (int b = 0; b < n / QK_K; b++) {
         const int8_t *x = a.q + QK_K * b;
@@ -818,7 +816,7 @@ ICL_AVX2 static float dot_float_avx2(int wtype, const uint8_t *w, int n, Act a) 
     return sum_lanes_avx2(acc);
 }
 
-ICL_AVX2 static float dot_avx2(int wtype, const uint8_t *w, int n, Act a) {
+ICL_AVX2 __attribute__((unused)) static float dot_avx2(int wtype, const uint8_t *w, int n, Act a) {
     switch (wtype) {
     case ICL_Q8_0: case ICL_Q4_0: case ICL_Q4_1: return dot_block32_avx2(wtype, w, n, a);
     case ICL_F32: case ICL_F16: return n % 4 ? dot_row_portable(wtype, w, n, a) : dot_float_avx2(wtype, w, n, a);

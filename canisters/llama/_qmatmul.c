@@ -176,21 +176,11 @@ static void decode_q5_1(const uint8_t *src, int64_t n, float *out) {
     }
 }
 
-/* ggml's get_scale_min_k4: 12 bytes -> eight 6-bit scales and eight 6-bit mins */
-static void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((s[j + 8] & 0x0F) | ((s[j] >> 6) << 4));
-        mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-    }
-}
-
 static void decode_q4_k(const uint8_t *src, int64_t n, float *out) {
     for (int64_t b = 0; b < n; b++, src += 144, out += 256) {
         float d = f16_at(src), dmin = f16_at(src + 2);
-        uint8_t sc[8], mn[8];
-        k4_scales(src + 4, sc, mn);
+        int sc[8], mn[8]; /* kernels.c's scale_min_k4 */
+        scale_min_k4(src + 4, sc, mn);
         for (int c = 0; c < 4; c++) {
             const uint8_t *qs = src + 16 + 32 * c;
             float d_lo = d * (float)sc[2 * c], m_lo = dmin * (float)mn[2 * c];
@@ -208,8 +198,8 @@ static void decode_q4_k(const uint8_t *src, int64_t n, float *out) {
 static void decode_q5_k(const uint8_t *src, int64_t n, float *out) {
     for (int64_t b = 0; b < n; b++, src += 176, out += 256) {
         float d = f16_at(src), dmin = f16_at(src + 2);
-        uint8_t sc[8], mn[8];
-        k4_scales(src + 4, sc, mn);
+        int sc[8], mn[8]; /* kernels.c's scale_min_k4 */
+        scale_min_k4(src + 4, sc, mn);
         const uint8_t *qh = src + 16;
         for (int c = 0; c < 4; c++) {
             const uint8_t *qs = src + 48 + 32 * c;
@@ -459,9 +449,9 @@ AVX2_INLINE static void dequantize_k4(const Job *j, int64_t r0, int64_t r1, int 
         float *out = j->y + r * j->n_in;
         for (int64_t b = 0; b < j->n_blocks; b++, blk += j->kernel->type_size, out += 256) {
             float d = f16c_at(blk), dmin = f16c_at(blk + 2);
-            uint8_t sc[8], mn[8];
+            int sc[8], mn[8]; /* kernels.c's scale_min_k4 */
             __m256i high[4];
-            k4_scales(blk + 4, sc, mn);
+            scale_min_k4(blk + 4, sc, mn);
             if (five)
                 for (int k = 0; k < 4; k++) high[k] = u8x8_at(blk + 16 + 8 * k);
             for (int c = 0; c < 4; c++) {
