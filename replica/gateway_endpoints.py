@@ -43,7 +43,8 @@ class Network(Protocol):
     def submit(self, message: IngressMessage) -> None: ...
     def status(self, request_id: bytes) -> RequestStatus | None: ...
     def wait(self, request_id: bytes, timeout_s: float) -> RequestStatus | None: ...
-    def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes) -> QueryResult: ...
+    def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes,
+              certificate: bytes | None = None) -> QueryResult: ...
     def round_number(self) -> int: ...
     def canister_info(self, canister_id: Principal) -> CanisterInfo: ...
 
@@ -209,7 +210,12 @@ class Endpoints:
         effective = parse_principal(effective_text, "the effective canister id in the URL")
         request = self._authenticate(body, "query")
         self._check_effective_canister(request, effective)
-        result = self.network.query(request.sender, request.canister_id, request.method_name, request.arg)
+        # The data certificate a query may read (ic0.data_certificate_copy): the canister's
+        # certified data and the time, signed as of the state the query runs on.
+        certificate = self.state.current().certificate(
+            [(b"canister", request.canister_id.bytes, b"certified_data"), (b"time",)])
+        result = self.network.query(request.sender, request.canister_id, request.method_name, request.arg,
+                                    certificate)
         if result.reply is not None:
             response = {"status": "replied", "reply": {"arg": result.reply}}
         else:

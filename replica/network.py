@@ -115,9 +115,10 @@ class Network:
                     return status
                 self._round_done.wait(remaining)
 
-    def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes) -> QueryResult:
+    def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes,
+              certificate: bytes | None = None) -> QueryResult:
         with self._lock:
-            return self._subnet.query(sender, canister_id, method, arg)
+            return self._subnet.query(sender, canister_id, method, arg, certificate)
 
     # --- time and rounds ---------------------------------------------------------------------
     def time_ns(self) -> int:

@@ -611,7 +611,9 @@ class Subnet:
                 state.memory_bytes, rounds * self.config.round_duration_ns, self.subnet_size))
 
     # --- queries -----------------------------------------------------------------------------
-    def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes) -> QueryResult:
+    def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes,
+              certificate: bytes | None = None) -> QueryResult:
+        """A query from outside; `certificate` is the data certificate a wasm query may read."""
         try:
             if canister_id == MANAGEMENT:
                 return self.management.query(sender, method_name, arg)
@@ -620,7 +622,7 @@ class Subnet:
                 raise RejectError(ErrorCode.CANISTER_STOPPED,
                                   f"Canister {canister_id.to_text()} is {state.status}; it answers no queries")
             if state.module is not None:
-                return wasm_query(self, state, sender, method_name, arg)
+                return wasm_query(self, state, sender, method_name, arg, certificate)
             if state.loaded is None or state.instance is None:
                 raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
                                   f"Canister {canister_id.to_text()} has no code installed")

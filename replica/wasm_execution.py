@@ -216,25 +216,27 @@ def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) ->
                               f"did not accept the call to {msg.method}", 4)
 
 
-def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes) -> QueryResult:
+def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
+          certificate: bytes | None = None) -> QueryResult:
     """A non-replicated query (or composite query): it runs on the canister's current state and
-    changes nothing."""
-    reply, reject = _query_call(subnet, state, sender, method, arg, depth=1)
+    changes nothing. It may read `certificate` (ic0.data_certificate_*), if one is given."""
+    reply, reject = _query_call(subnet, state, sender, method, arg, depth=1, certificate=certificate)
     if reject is not None:
         return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
     return QueryResult(reply, None, None, None)
 
 
 def _query_call(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
-                depth: int) -> tuple[bytes | None, Reject | None]:
+                depth: int, certificate: bytes | None = None) -> tuple[bytes | None, Reject | None]:
     exports = state.instance.compiled.exports
     if f"canister_composite_query {method}" in exports:
-        return _composite_query(subnet, state, sender, method, arg, depth)
+        return _composite_query(subnet, state, sender, method, arg, depth, certificate)
     if f"canister_query {method}" not in exports:
         return None, Reject.of(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                f"Canister {state.id.to_text()} has no query method '{method}'")
     message = Execution(Kind.QUERY, subnet.limits.instructions_per_query, subnet.time_ns(), method=method,
-                        arg=arg, caller=sender.bytes, replicated=False, reply_limit=subnet.limits.query_reply_bytes)
+                        arg=arg, caller=sender.bytes, replicated=False, certificate=certificate,
+                        reply_limit=subnet.limits.query_reply_bytes)
     if state.free_round > subnet.round:  # its last execution still runs (DTS): the query sees the state before it
         outcome = state.instance.execute_before_last_commit(message, canister_view(subnet, state))
     else:
@@ -251,7 +253,7 @@ def _answer_of(state: CanisterState, method: str, reply: bytes | None, reject: R
 
 
 def _composite_query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
-                     depth: int) -> tuple[bytes | None, Reject | None]:
+                     depth: int, certificate: bytes | None) -> tuple[bytes | None, Reject | None]:
     """A composite query: it calls queries of other canisters and its callbacks run at once, as
     they answer, all on one state of this canister that is thrown away at the end."""
     instance = state.instance
@@ -265,7 +267,7 @@ def _composite_query(subnet: Subnet, state: CanisterState, sender: Principal, me
     reply: bytes | None = None
     reject: Reject | None = None
     with instance.composite_scope():
-        outcome = run(Execution(Kind.COMPOSITE_QUERY, limit, 0, method=method, arg=arg))
+        outcome = run(Execution(Kind.COMPOSITE_QUERY, limit, 0, method=method, arg=arg, certificate=certificate))
         pending = list(outcome.calls)
         while True:
             if outcome.trap is not None and reply is None and reject is None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 import time
 
+import cbor2
 import pytest
 import wasmtime
+from icp_agent.agent import sign_request
+from icp_identity import Identity
 
 from cdk.candid import decode, encode
 from cdk.candid.types import T as CandidT
@@ -17,8 +20,10 @@ from cdk.principal import Principal
 from replica.api_types import IngressMessage, IngressRejected
 from replica.config import NetworkConfig
 from replica.gateway_state import _canister_subtree as canister_subtree
+from replica.hash_tree import lookup_path
 from replica.inprocess import MANAGEMENT, LocalClient
 from replica.network import Network
+from tests.gateway_support import in_process_endpoints
 from tests.wasm_support import ic0_imports
 
 COUNTER = "tests.canisters_for_tests.counter:Counter"
@@ -32,7 +37,8 @@ IMPORTS = ic0_imports(
     "msg_arg_data_size", "msg_arg_data_copy", "msg_reply_data_append", "msg_reply", "msg_reject", "trap",
     "msg_reject_code", "msg_reject_msg_size", "msg_reject_msg_copy", "call_new", "call_on_cleanup",
     "call_data_append", "call_perform", "msg_method_name_size", "msg_method_name_copy", "accept_message", "time",
-    "global_timer_set", "certified_data_set")
+    "global_timer_set", "certified_data_set", "data_certificate_present", "data_certificate_size",
+    "data_certificate_copy")
 
 CALLER = """
 (table 3 funcref)
@@ -360,3 +366,28 @@ def test_a_due_timer_is_work_for_an_idle_network(wasm):
     assert network.run_until_idle() >= 1  # the due timer runs a round by itself
     reply = network.query(wasm.client.sender, canister, "counts", b"").reply
     assert int.from_bytes(reply[4:], "little") >= 1
+
+
+def test_a_query_through_the_gateway_reads_a_data_certificate_of_its_certified_data(wasm, tmp_path):
+    canister = wasm.install("""
+      (func (export "canister_update certify")
+        (call $msg_arg_data_copy (i32.const 0) (i32.const 0) (call $msg_arg_data_size))
+        (call $certified_data_set (i32.const 0) (call $msg_arg_data_size))
+        (call $msg_reply))
+      (func (export "canister_query certificate") (local $n i32)
+        (if (i32.eqz (call $data_certificate_present)) (then (call $msg_reply) (return)))
+        (local.set $n (call $data_certificate_size))
+        (call $data_certificate_copy (i32.const 0) (i32.const 0) (local.get $n))
+        (call $msg_reply_data_append (i32.const 0) (local.get $n))
+        (call $msg_reply))""")
+    assert wasm.update(canister, "certify", b"root hash").status == "replied"
+    assert wasm.network.query(wasm.client.sender, canister, "certificate", b"").reply == b""  # none given
+    endpoints = in_process_endpoints(wasm.network, tmp_path)
+    identity = Identity(anonymous=True)
+    _, body = sign_request({"request_type": "query", "sender": identity.sender().bytes,
+                            "ingress_expiry": time.time_ns() + 60 * 10**9, "canister_id": canister.bytes,
+                            "method_name": "certificate", "arg": b""}, identity)
+    reply = cbor2.loads(endpoints.query(canister.to_text(), body).body)["reply"]["arg"]
+    certificate = cbor2.loads(reply)
+    assert lookup_path([b"canister", canister.bytes, b"certified_data"], certificate["tree"]).value == b"root hash"
+    assert lookup_path([b"time"], certificate["tree"]).outcome == "found" and len(certificate["signature"]) == 48
