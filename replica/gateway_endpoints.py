@@ -44,7 +44,7 @@ class Network(Protocol):
     def status(self, request_id: bytes) -> RequestStatus | None: ...
     def wait(self, request_id: bytes, timeout_s: float) -> RequestStatus | None: ...
     def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes,
-              certificate: bytes | None = None) -> QueryResult: ...
+              certificate: Callable[[], bytes] | None = None) -> QueryResult: ...
     def round_number(self) -> int: ...
     def canister_info(self, canister_id: Principal) -> CanisterInfo: ...
 
@@ -211,9 +211,12 @@ class Endpoints:
         request = self._authenticate(body, "query")
         self._check_effective_canister(request, effective)
         # The data certificate a query may read (ic0.data_certificate_copy): the canister's
-        # certified data and the time, signed as of the state the query runs on.
-        certificate = self.state.current().certificate(
-            [(b"canister", request.canister_id.bytes, b"certified_data"), (b"time",)])
+        # certified data and the time, signed as of the state the query runs on. Made only for a
+        # canister that reads it.
+        def certificate() -> bytes:
+            return self.state.current().certificate(
+                [(b"canister", request.canister_id.bytes, b"certified_data"), (b"time",)])
+
         result = self.network.query(request.sender, request.canister_id, request.method_name, request.arg,
                                     certificate)
         if result.reply is not None:

@@ -16,6 +16,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cdk.principal import Principal
@@ -116,7 +117,7 @@ class Network:
                 self._round_done.wait(remaining)
 
     def query(self, sender: Principal, canister_id: Principal, method: str, arg: bytes,
-              certificate: bytes | None = None) -> QueryResult:
+              certificate: Callable[[], bytes] | None = None) -> QueryResult:
         with self._lock:
             return self._subnet.query(sender, canister_id, method, arg, certificate)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -612,8 +612,8 @@ class Subnet:
 
     # --- queries -----------------------------------------------------------------------------
     def query(self, sender: Principal, canister_id: Principal, method_name: str, arg: bytes,
-              certificate: bytes | None = None) -> QueryResult:
-        """A query from outside; `certificate` is the data certificate a wasm query may read."""
+              certificate: Callable[[], bytes] | None = None) -> QueryResult:
+        """A query from outside; `certificate` makes the data certificate a wasm query may read."""
         try:
             if canister_id == MANAGEMENT:
                 return self.management.query(sender, method_name, arg)

@@ -10,6 +10,7 @@ once no call is outstanding; a trapping callback runs the call's cleanup callbac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -217,10 +218,12 @@ def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) ->
 
 
 def query(subnet: Subnet, state: CanisterState, sender: Principal, method: str, arg: bytes,
-          certificate: bytes | None = None) -> QueryResult:
+          certificate: Callable[[], bytes] | None = None) -> QueryResult:
     """A non-replicated query (or composite query): it runs on the canister's current state and
-    changes nothing. It may read `certificate` (ic0.data_certificate_*), if one is given."""
-    reply, reject = _query_call(subnet, state, sender, method, arg, depth=1, certificate=certificate)
+    changes nothing. If the module reads a data certificate, `certificate()` makes it."""
+    reads = certificate is not None and "data_certificate_copy" in state.instance.compiled.ic0_imports
+    reply, reject = _query_call(subnet, state, sender, method, arg, depth=1,
+                                certificate=certificate() if reads else None)
     if reject is not None:
         return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
     return QueryResult(reply, None, None, None)

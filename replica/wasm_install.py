@@ -65,6 +65,13 @@ def canister_view(subnet: Subnet, target: CanisterState) -> CanisterView:
     )
 
 
+def keep_logs(target: CanisterState, outcome: Outcome, time_ns: int) -> None:
+    """An execution's debug_print messages, and the reason it trapped, into the canister's log
+    (ic0.trap logged its own message already)."""
+    explicit = outcome.trap is None or outcome.trap.error_code == ErrorCode.CANISTER_CALLED_TRAP.text
+    target.keep_logs(outcome.logs + ([] if explicit else [outcome.trap.message.encode()]), time_ns)
+
+
 def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, mode: str, arg: bytes,
                  caller: Principal, upgrade_options: dict) -> int:
     """Installs, reinstalls or upgrades `target` to `module`; returns the instructions used."""
@@ -86,6 +93,7 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
 
     def failed(outcome: Outcome, step: str) -> RejectError:
         charge(used)
+        keep_logs(target, outcome, subnet.time_ns())
         target.stable.chunks, target.stable.pages = dict(stable_before[0]), stable_before[1]
         if heap_before is not None:
             old_instance.load(*heap_before)  # what pre_upgrade changed goes back too
@@ -104,6 +112,7 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
             used += outcome.instructions
             if outcome.trap is not None:
                 raise failed(outcome, "canister_pre_upgrade")
+            keep_logs(target, outcome, subnet.time_ns())
         if keep:
             kept_memory = old_instance.memory_image()
     elif mode == "reinstall":
@@ -118,6 +127,7 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     used += outcome.instructions
     if outcome.trap is not None:
         raise failed(outcome, f"canister_{hook.value}")
+    keep_logs(target, outcome, subnet.time_ns())
     charge(used)
     target.instance = instance
     target.module = module

@@ -70,6 +70,7 @@ class CompiledModule:
     module: wasmtime.Module
     wasm64: bool
     exports: frozenset[str]
+    ic0_imports: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class WasmEngine:
                 atomic_write(path, module.serialize())
         memories = [e.type for e in module.exports if isinstance(e.type, wasmtime.MemoryType)]
         return CompiledModule(module, bool(memories) and memories[0].is_64,
-                              frozenset(e.name for e in module.exports))
+                              frozenset(e.name for e in module.exports),
+                              frozenset(i.name for i in module.imports if i.module == "ic0"))
 
     def instantiate(self, wasm: bytes, stable: StableMemory, view: CanisterView,
                     kept_memory: tuple[bytes, list[Any]] | None = None) -> tuple[WasmInstance, Outcome]:
