@@ -114,8 +114,8 @@ def test_install_call_without_candid_and_logs(icp, canister, logger_wasm, tmp_pa
     failed = icp.run("canister", "call", canister, "fail", '("boom")', check=False)
     assert failed.returncode != 0 and "trapped explicitly: boom" in failed.stderr
     logs = icp.run("canister", "logs", canister).stdout.splitlines()
-    assert [line.split("]: ", 1)[1] for line in logs] == ["greeting world", "about to fail", "boom"]
-    assert [int(line[1:].split(".")[0]) for line in logs] == [0, 1, 2]  # idx
+    assert [line.split("]: ", 1)[1] for line in logs] == ["installed", "greeting world", "about to fail", "boom"]
+    assert [int(line[1:].split(".")[0]) for line in logs] == [0, 1, 2, 3]  # idx
 
 
 def test_only_controllers_read_status_and_logs(icp, canister):

@@ -5,6 +5,7 @@ import Prim "mo:⛔";
 
 persistent actor Logger {
   var greeted : Nat = 0;
+  Prim.debugPrint("installed");  // runs in canister_init (and again in post_upgrade)
 
   public func greet(name : Text) : async Text {
     greeted += 1;
