@@ -11,10 +11,7 @@ filled here from numpy's f16 cast. Each dot product is called once per row, as g
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,7 @@ from gguf.quants import dequantize as gguf_dequantize
 from benchmarks.bench_wasm_kernels import N_IN, N_ROWS, counted, metered
 from canisters.kernels.build import zig_command
 from client import catalog
-from tests.refdata import SDIST_NAME, SDIST_REQUIREMENT, SDIST_SHA256
+from tests.refdata import SDIST_NAME, extract_from_sdist
 from tests.synthetic_tensors import random_tensor_bytes
 
 T = GGMLQuantizationType
@@ -45,33 +42,9 @@ TABLE = "ggml_table_f32_f16"
 def ggml_source() -> Path:
     """llama.cpp's ggml/ directory from the pinned sdist (fetched and extracted once)."""
     root = catalog.cache_dir() / "refdata" / f"ggml-{SDIST_NAME}"
-    if (root / QUANTS_C).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".fetch-") as tmp:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "--quiet", "-d", tmp, SDIST_REQUIREMENT],
-            capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"pip download {SDIST_REQUIREMENT} failed: {result.stderr.strip()[-2000:]}")
-        sdist = Path(tmp) / f"{SDIST_NAME}.tar.gz"
-        digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-        if digest != SDIST_SHA256:
-            raise RuntimeError(f"{sdist.name}: sha256 {digest}, expected {SDIST_SHA256}; not used")
-        staging = Path(tmp) / "ggml"
-        with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(GGML_DIR + "/") and m.isfile()]
-            for member in members:
-                target = staging / member.name[len(GGML_DIR) + 1:]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src:
-                    target.write_bytes(src.read())
-        try:
-            staging.rename(root)
-        except OSError:
-            if not (root / QUANTS_C).is_file():
-                raise
+    if not (root / QUANTS_C).is_file():
+        extract_from_sdist(root, lambda tar: [(m, m.name[len(GGML_DIR) + 1:]) for m in tar.getmembers()
+                                              if m.isfile() and m.name.startswith(GGML_DIR + "/")])
     return root
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -48,6 +49,12 @@ def llama_cpp_file(relative_path: str) -> Path:
 
 
 def _fetch(root: Path) -> None:
+    extract_from_sdist(root, lambda tar: [(tar.getmember(f"{_LLAMA_CPP_DIR}/{path}"), path) for path in _NEEDED])
+
+
+def extract_from_sdist(root: Path, members: Callable[[tarfile.TarFile], list[tuple[tarfile.TarInfo, str]]]) -> None:
+    """Fetch the pinned sdist with pip, check its sha256, and extract `members(tar)` (each a member
+    and its path under `root`) into a staging directory that is renamed to `root`."""
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=".fetch-") as tmp:
         result = subprocess.run(
@@ -63,8 +70,7 @@ def _fetch(root: Path) -> None:
             raise RuntimeError(f"{sdist.name}: sha256 {digest}, expected {SDIST_SHA256}; not cached")
         staging = Path(tmp) / "extracted"
         with tarfile.open(sdist) as tar:
-            for relative_path in _NEEDED:
-                member = tar.getmember(f"{_LLAMA_CPP_DIR}/{relative_path}")
+            for member, relative_path in members(tar):
                 target = staging / relative_path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with tar.extractfile(member) as src:
