@@ -252,6 +252,9 @@ class WasmInstance:
             trap = self._wasm_trap(view, e)
         except wasmtime.WasmtimeError as e:
             trap = Reject.of(ErrorCode.CANISTER_TRAPPED, f"Canister {_text(view)} trapped: {e}")
+        except Exception as e:  # noqa: BLE001 - a fault of the host side still ends the execution cleanly
+            trap = Reject.of(ErrorCode.CANISTER_TRAPPED,
+                             f"Canister {_text(view)} trapped: the replica failed to run it ({type(e).__name__}: {e})")
         instructions = self.meter.used
         if scoped:
             pass  # the composite query's whole state is thrown away when its scope ends
