@@ -91,6 +91,22 @@ def test_create_draws_cycles_from_the_cycles_ledger(icp, canister):
     assert f"{ANONYMOUS_CYCLES - DEFAULT_CREATE_CYCLES - LEDGER_FEE:_} cycles" in balance
 
 
+def test_top_up_sends_cycles_from_the_ledger(icp, canister):
+    before = int(icp.status(canister)["cycles"].replace("_", ""))
+    ledger_before = icp.run("cycles", "balance").stdout
+    icp.run("canister", "top-up", "--amount", "3t", canister)
+    after = int(icp.status(canister)["cycles"].replace("_", ""))
+    assert 0 <= before + 3 * 10**12 - after < 10**9  # less at most what storage cost meanwhile
+    spent = _cycles(ledger_before) - _cycles(icp.run("cycles", "balance").stdout)
+    assert spent == 3 * 10**12 + LEDGER_FEE
+    refused = icp.run("canister", "top-up", "--amount", "2000t", canister, check=False)
+    assert refused.returncode != 0 and "Insufficient" in refused.stderr
+
+
+def _cycles(balance_output: str) -> int:
+    return int(re.search(r"Balance: ([\d_]+) cycles", balance_output).group(1).replace("_", ""))
+
+
 def test_status_and_settings_show_every_setting(icp, canister):
     shown = icp.run("canister", "settings", "show", canister).stdout
     for line in ["Compute allocation: 0", "Memory allocation: 0", "Freezing threshold: 2_592_000",

@@ -20,6 +20,8 @@ FEE = 100_000_000  # cycles per ledger operation (the cycles ledger's fee; icp-c
 DECIMALS = 12  # a cycle is 10^-12 of a "T" (icp-cli CYCLES_LEDGER_DECIMALS)
 MANAGEMENT = Principal.management()
 _LENGTH_BYTES = 8
+_REJECTION_CODES = {0: "NoError", 1: "SysFatal", 2: "SysTransient", 3: "DestinationInvalid", 4: "CanisterReject",
+                    5: "CanisterError"}
 
 
 def _key(account: dict[str, Any]) -> str:
@@ -66,19 +68,31 @@ class CyclesLedger(Canister):
     def icrc1_decimals(self) -> int:
         return DECIMALS
 
+    def _debit(self, key: str, amount: int) -> int | None:
+        """Takes amount + the fee from the account; returns the block, or None if it has too little.
+        The debit is committed at the caller's next await, so a second spend cannot use it too."""
+        if self.balances.get(key, 0) < amount + FEE:
+            return None
+        self.balances[key] -= amount + FEE
+        self.blocks += 1
+        self._save()
+        return self.blocks
+
+    def _refund(self, key: str, amount: int) -> int:
+        """Gives back the amount (the fee is kept, as the cycles ledger does); returns the block."""
+        self.balances[key] += amount
+        self.blocks += 1
+        self._save()
+        return self.blocks
+
     @update
     async def create_canister(self, args: dict[str, Any]) -> dict[str, Any]:
         caller = self.ic.caller()
         key = _key({"owner": caller, "subaccount": args.get("from_subaccount")})
         amount = args["amount"]
-        balance = self.balances.get(key, 0)
-        if balance < amount + FEE:
-            return {"Err": {"InsufficientFunds": {"balance": balance}}}
-        # Debited before the call (committed at the await), so a second create cannot spend it too.
-        self.balances[key] = balance - amount - FEE
-        self.blocks += 1
-        fee_block = self.blocks
-        self._save()
+        fee_block = self._debit(key, amount)
+        if fee_block is None:
+            return {"Err": {"InsufficientFunds": {"balance": self.balances.get(key, 0)}}}
         creation = args.get("creation_args") or {}
         settings = dict(creation.get("settings") or {})
         if settings.get("controllers") is None:
@@ -87,9 +101,23 @@ class CyclesLedger(Canister):
             created = await self.ic.call(MANAGEMENT, "create_canister",
                                          {"settings": settings, "sender_canister_version": None}, cycles=amount)
         except CallRejected as rejected:
-            self.balances[key] += amount  # the fee is kept, as the cycles ledger does
-            self.blocks += 1
-            self._save()
-            return {"Err": {"FailedToCreate": {"error": rejected.message, "refund_block": self.blocks,
+            return {"Err": {"FailedToCreate": {"error": rejected.message, "refund_block": self._refund(key, amount),
                                                "fee_block": fee_block}}}
         return {"Ok": {"block_id": fee_block, "canister_id": created["canister_id"]}}
+
+    @update
+    async def withdraw(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Sends cycles from the caller's account to canister `to` (icp canister top-up)."""
+        key = _key({"owner": self.ic.caller(), "subaccount": args.get("from_subaccount")})
+        amount = args["amount"]
+        fee_block = self._debit(key, amount)
+        if fee_block is None:
+            return {"Err": {"InsufficientFunds": {"balance": self.balances.get(key, 0)}}}
+        try:
+            await self.ic.call(MANAGEMENT, "deposit_cycles", {"canister_id": args["to"]}, cycles=amount)
+        except CallRejected as rejected:
+            self._refund(key, amount)
+            code = _REJECTION_CODES.get(rejected.reject_code, "Unknown")
+            return {"Err": {"FailedToWithdraw": {"fee_block": fee_block, "rejection_reason": rejected.message,
+                                                 "rejection_code": {code: None}}}}
+        return {"Ok": fee_block}
