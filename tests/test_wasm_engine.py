@@ -241,3 +241,11 @@ def test_a_memory64_heap_grows_to_6_gib_and_no_further(engine):
     assert grow(pages - 2) == 1  # to one page short of 6 GiB: memory.grow returns the old size
     assert grow(1) == pages - 1 and instance.heap.size_bytes == 6 * GiB
     assert grow(1) == -1 and instance.heap.size_bytes == 6 * GiB
+
+
+def test_a_host_side_failure_ends_the_execution_as_a_rolled_back_trap(engine):
+    instance = install(engine, hand_metered(ECHO))
+    broken = call(instance, "", kind=Kind.REPLY)  # a callback execution without the call's callbacks
+    assert broken.trap.error_code == "IC0502" and "the replica failed to run it (ValueError" in broken.trap.message
+    assert instance.heap.journal is None  # closed: the next execution starts clean
+    assert call(instance, "echo", b"still fine").reply == b"still fine"
