@@ -26,16 +26,23 @@ import wasmtime
 
 from cdk.principal import Principal
 from replica.engines import Callback, CanisterView, Execution, Kind, Outcome
+from replica.engines.wasm import instrument
+from replica.engines.wasm.instrument import (
+    COUNTER_EXPORT,
+    FIRST_WRITE_RANGE,
+    INJECTED_MODULE,
+    OUT_OF_INSTRUCTIONS,
+    START_EXPORT,
+    TABLE_EXPORT,
+    TRY_GROW_WASM_MEMORY,
+    WRITE_BITMAP_EXPORT,
+)
 from replica.engines.wasm.memory import PAGE_BYTES, Heap, Journal
 from replica.engines.wasm.system_api import ExecutionTrap, Meter, SystemApi
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.limits import DEFAULT_LIMITS, WASM_PAGE_BYTES, Limits
 from replica.stable_memory import StableMemory
 
-COUNTER_EXPORT = "canister counter_instructions"
-START_EXPORT = "canister_start"  # the instrumentation turns the (start) function into this export
-BITMAP_EXPORT = "canister write_bitmap"
-TABLE_EXPORT = "table"
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 # The exported function each kind of execution calls; methods append " <name>".
@@ -83,8 +90,6 @@ class Instrumentation:
 
 
 def ic_instrumentation() -> Instrumentation:
-    from replica.engines.wasm import instrument
-
     def rewrite(wasm: bytes) -> bytes:
         try:
             return instrument.instrument(wasm, write_barrier=True).wasm
@@ -115,7 +120,6 @@ class WasmEngine:
         config.wasm_simd = True
         config.wasm_bulk_memory = True
         config.cranelift_nan_canonicalization = True  # deterministic floats, as the replica sets
-        config.consume_fuel = False
         self.engine = wasmtime.Engine(config)
         self.cache_dir = cache_dir
         self.limits = limits
@@ -187,7 +191,7 @@ class WasmInstance:
         api = SystemApi(self.stable, self.compiled.wasm64, self.engine.limits)
         linker = wasmtime.Linker(self.engine.engine)
         for name, kind, function in self._host_functions():
-            linker.define_func("__", name, kind, function)
+            linker.define_func(INJECTED_MODULE, name, kind, function)
         for name, kind, function in api.imports():
             linker.define_func("ic0", name, kind, function)
         try:
@@ -201,7 +205,7 @@ class WasmInstance:
         if not isinstance(counter, wasmtime.Global):
             raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                               f"the instrumented module has no '{COUNTER_EXPORT}' global")
-        bitmap = exports.get(BITMAP_EXPORT)
+        bitmap = exports.get(WRITE_BITMAP_EXPORT)
         mutable_globals = [e for name, e in exports.items() if isinstance(e, wasmtime.Global)
                            and name != COUNTER_EXPORT and e.type(store).mutable]
         self.store = store
@@ -230,9 +234,9 @@ class WasmInstance:
         def first_write_range(addr: int, size: int) -> None:
             self.heap.first_write_range(addr & mask, size & mask)
 
-        return [("out_of_instructions", wasmtime.FuncType([], []), out_of_instructions),
-                ("try_grow_wasm_memory", wasmtime.FuncType([ptr, ptr], [ptr]), try_grow_wasm_memory),
-                ("first_write_range", wasmtime.FuncType([i64, i64], []), first_write_range)]
+        return [(OUT_OF_INSTRUCTIONS, wasmtime.FuncType([], []), out_of_instructions),
+                (TRY_GROW_WASM_MEMORY, wasmtime.FuncType([ptr, ptr], [ptr]), try_grow_wasm_memory),
+                (FIRST_WRITE_RANGE, wasmtime.FuncType([i64, i64], []), first_write_range)]
 
     # --- executions --------------------------------------------------------------------------
     def execute(self, execution: Execution, view: CanisterView) -> Outcome:
