@@ -161,13 +161,13 @@ class WasmEngine:
     def instantiate(self, wasm: bytes, stable: StableMemory, view: CanisterView,
                     kept_memory: tuple[bytes, list[Any]] | None = None) -> tuple[WasmInstance, Outcome]:
         """A new instance of `wasm` for a canister, and the outcome of its (start) function. With
-        `kept_memory` (an upgrade that keeps the heap) the memory and globals are loaded before
-        the start function runs. The caller discards the instance if the outcome trapped."""
+        `kept_memory` (an upgrade that keeps the heap: memory image and globals) the memory is
+        laid in before the start function runs; the globals start as the new module declares
+        them. The caller discards the instance if the outcome trapped."""
         compiled = self.compile(wasm)
         heap_limit = self.limits.wasm64_heap_bytes if compiled.wasm64 else self.limits.wasm32_heap_bytes
         instance = WasmInstance(self, compiled, stable, heap_limit)
         if kept_memory is not None:
-            # The heap is kept; globals start as the new module declares them, as on the IC.
             instance.load(kept_memory[0], None)
         outcome = instance.execute(Execution(Kind.START, self.limits.instructions_per_install, 0), view)
         return instance, outcome
