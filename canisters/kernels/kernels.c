@@ -782,27 +782,51 @@ ICL_AVX2 static float sum_lanes_avx2(__m128 acc) {
     return sum_lanes(lanes);
 }
 
-ICL_AVX2 static float dot_block32_avx2(int wtype, const uint8_t *w, int n, Act a) {
+/* One 32-block's weights as 32 bytes in element order (Q4_0's centred, Q4_1's as 0..15) */
+ICL_AVX2 static inline __attribute__((always_inline)) __m256i block32_weights_avx2(const int wtype, const uint8_t *blk) {
+    if (wtype == ICL_Q8_0) return _mm256_loadu_si256((const __m256i *)(blk + 2));
+    if (wtype == ICL_Q4_0) return _mm256_sub_epi8(nibbles_avx2(blk + 2), _mm256_set1_epi8(8));
+    return nibbles_avx2(blk + 4);
+}
+
+/* Two blocks a step: their lane sums side by side in one vector, converted and scaled together, then
+ * added to the four lanes block after block (the order of kernels.h). `wtype` is a constant at each
+ * call: one loop per type. */
+ICL_AVX2 static inline __attribute__((always_inline)) float block32_avx2(const int wtype, const uint8_t *w, int n,
+                                                                         Act a) {
+    const int bytes = wtype == ICL_Q8_0 ? 34 : wtype == ICL_Q4_0 ? 18 : 20, nb = n / QK;
+    const int unsigned_w = wtype == ICL_Q4_1;
     __m128 acc = _mm_setzero_ps();
     float accm = 0.0f;
-    int nb = n / QK;
     const int8_t *x = a.q;
-    for (int b = 0; b < nb; b++, x += QK) {
-        __m256i xv = _mm256_loadu_si256((const __m256i *)x);
-        __m128i lanes;
-        if (wtype == ICL_Q8_0) {
-            lanes = lanes_avx2(_mm256_loadu_si256((const __m256i *)(w + 2)), xv, 0);
-        } else if (wtype == ICL_Q4_0) {
-            lanes = lanes_avx2(_mm256_sub_epi8(nibbles_avx2(w + 2), _mm256_set1_epi8(8)), xv, 0);
-        } else { /* Q4_1 */
-            lanes = lanes_avx2(nibbles_avx2(w + 4), xv, 1);
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * bytes, x += 2 * QK) {
+        __m128i l0 = lanes_avx2(block32_weights_avx2(wtype, w), _mm256_loadu_si256((const __m256i *)x), unsigned_w);
+        __m128i l1 = lanes_avx2(block32_weights_avx2(wtype, w + bytes), _mm256_loadu_si256((const __m256i *)(x + QK)),
+                                unsigned_w);
+        __m256 scale = _mm256_set_m128(_mm_set1_ps(half_avx2(w + bytes) * a.d[b + 1]), _mm_set1_ps(half_avx2(w) * a.d[b]));
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(l1, l0)), scale);
+        acc = _mm_add_ps(acc, _mm256_castps256_ps128(v));
+        acc = _mm_add_ps(acc, _mm256_extractf128_ps(v, 1));
+        if (wtype == ICL_Q4_1) {
             accm += half_avx2(w + 2) * a.s[b];
+            accm += half_avx2(w + bytes + 2) * a.s[b + 1];
         }
-        __m128 scale = _mm_set1_ps(half_avx2(w) * a.d[b]);
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(lanes), scale));
-        w += wtype == ICL_Q8_0 ? 34 : wtype == ICL_Q4_0 ? 18 : 20;
+    }
+    if (b < nb) {
+        __m128i l0 = lanes_avx2(block32_weights_avx2(wtype, w), _mm256_loadu_si256((const __m256i *)x), unsigned_w);
+        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(l0), _mm_set1_ps(half_avx2(w) * a.d[b])));
+        if (wtype == ICL_Q4_1) accm += half_avx2(w + 2) * a.s[b];
     }
     return sum_lanes_avx2(acc) + accm;
+}
+
+ICL_AVX2 static float dot_block32_avx2(int wtype, const uint8_t *w, int n, Act a) {
+    switch (wtype) {
+    case ICL_Q8_0: return block32_avx2(ICL_Q8_0, w, n, a);
+    case ICL_Q4_0: return block32_avx2(ICL_Q4_0, w, n, a);
+    default: return block32_avx2(ICL_Q4_1, w, n, a);
+    }
 }
 
 /* Products of f16 or bf16 values are exact in f32, so no FMA question arises; f32 uses mul + add. */
@@ -816,10 +840,86 @@ ICL_AVX2 static float dot_float_avx2(int wtype, const uint8_t *w, int n, Act a) 
     return sum_lanes_avx2(acc);
 }
 
+/* i32 lanes to their exact int sum */
+ICL_AVX2 static inline int hsum_epi32_avx2(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Q4_K/Q5_K and Q6_K: the super-block's exact integer sums (any order gives them), then the float
+ * steps of kernels.h. maddubs multiplies the unsigned weights (0..63) by the int8 activations in
+ * pairs (no saturation: 2 * 63 * 127 < 2^15); madd applies the scales. Q6_K's -32 comes off through
+ * Q8_K's bsums: sum(sc * (q - 32) * x) = sum(sc * q * x) - 32 * sum(sc * bsum). */
+ICL_AVX2 static float dot_k_avx2(int wtype, const uint8_t *w, int n, Act a) {
+    const __m256i low4 = _mm256_set1_epi8(15);
+    float acc[4] = {0, 0, 0, 0};
+    for (int b = 0; b < n / QK_K; b++) {
+        const int8_t *x = a.q + QK_K * b;
+        const int16_t *bs = a.bsums + 16 * b;
+        __m256i total = _mm256_setzero_si256();
+        if (wtype == ICL_Q6_K) {
+            const uint8_t *blk = w + 210 * b;
+            const int8_t *scales = (const int8_t *)(blk + 192);
+            const __m256i three = _mm256_set1_epi8(3);
+            for (int h = 0; h < 2; h++) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+                __m256i hb = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+                __m256i q[4] = {
+                    _mm256_or_si256(_mm256_and_si256(l0, low4), _mm256_slli_epi16(_mm256_and_si256(hb, three), 4)),
+                    _mm256_or_si256(_mm256_and_si256(l1, low4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), three), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), three), 4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), three), 4)),
+                };
+                for (int t = 0; t < 4; t++) { /* elements 128h + 32t + (0..31): scales 8h + 2t and 8h + 2t + 1 */
+                    __m256i p = _mm256_maddubs_epi16(q[t], _mm256_loadu_si256((const __m256i *)(x + 128 * h + 32 * t)));
+                    __m256i sc = _mm256_set_m128i(_mm_set1_epi16(scales[8 * h + 2 * t + 1]), _mm_set1_epi16(scales[8 * h + 2 * t]));
+                    total = _mm256_add_epi32(total, _mm256_madd_epi16(p, sc));
+                }
+            }
+            int offset = 0;
+            for (int j = 0; j < 16; j++) offset += scales[j] * bs[j];
+            int sumi = hsum_epi32_avx2(total) - 32 * offset;
+            acc[b % 4] += (half_at(blk + 208) * a.d[b]) * (float)sumi;
+            continue;
+        }
+        int five = wtype == ICL_Q5_K;
+        const uint8_t *blk = w + (five ? 176 : 144) * b;
+        int sc[8], mn[8];
+        scale_min_k4(blk + 4, sc, mn);
+        const uint8_t *qs = blk + (five ? 48 : 16);
+        __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+        const __m256i one = _mm256_set1_epi8(1);
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+            }
+            __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x + 64 * c)));
+            __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 64 * c + 32)));
+            total = _mm256_add_epi32(total, _mm256_madd_epi16(p_lo, _mm256_set1_epi16((int16_t)sc[2 * c])));
+            total = _mm256_add_epi32(total, _mm256_madd_epi16(p_hi, _mm256_set1_epi16((int16_t)sc[2 * c + 1])));
+        }
+        int summs = 0;
+        for (int j = 0; j < 8; j++) summs += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
+        acc[b % 4] += (half_at(blk) * a.d[b]) * (float)hsum_epi32_avx2(total);
+        acc[b % 4] -= (half_at(blk + 2) * a.d[b]) * (float)summs;
+    }
+    return sum_lanes(acc);
+}
+
 ICL_AVX2 __attribute__((unused)) static float dot_avx2(int wtype, const uint8_t *w, int n, Act a) {
     switch (wtype) {
     case ICL_Q8_0: case ICL_Q4_0: case ICL_Q4_1: return dot_block32_avx2(wtype, w, n, a);
     case ICL_F32: case ICL_F16: return n % 4 ? dot_row_portable(wtype, w, n, a) : dot_float_avx2(wtype, w, n, a);
+    case ICL_Q4_K: case ICL_Q5_K: case ICL_Q6_K: return dot_k_avx2(wtype, w, n, a);
     default: return dot_row_portable(wtype, w, n, a);
     }
 }
