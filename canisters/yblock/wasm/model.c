@@ -528,11 +528,19 @@ static void matmul(const matrix *m, const float *x, int n_tokens, float *y, uint
 void icl_rms_norm(const float *x, const float *weight, int n_tokens, int d, float eps, float *out) {
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (size_t)t * d;
-        double lane[4] = {0, 0, 0, 0}; /* squares in f32 (as ggml), summed in f64 in four lanes (d % 4 == 0) */
-        for (int i = 0; i < d; i++) lane[i % 4] += (double)(xt[i] * xt[i]);
-        double sum = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+        /* squares in f32 (as ggml), summed in f64 in four lanes: element i in lane i % 4 */
+        double l0 = 0, l1 = 0, l2 = 0, l3 = 0;
+        int i = 0;
+        for (; i + 4 <= d; i += 4) {
+            l0 += (double)(xt[i] * xt[i]);
+            l1 += (double)(xt[i + 1] * xt[i + 1]);
+            l2 += (double)(xt[i + 2] * xt[i + 2]);
+            l3 += (double)(xt[i + 3] * xt[i + 3]);
+        }
+        for (; i < d; i++) *(i % 4 == 0 ? &l0 : i % 4 == 1 ? &l1 : &l2) += (double)(xt[i] * xt[i]);
+        double sum = (l0 + l1) + (l2 + l3);
         float scale = 1.0f / __builtin_sqrtf((float)(sum / d) + eps);
-        for (int i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * scale * weight[i];
+        for (i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * scale * weight[i];
     }
 }
 
