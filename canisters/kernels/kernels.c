@@ -934,24 +934,24 @@ static void matmul_rows_with(dot_fn dot, int wtype, const void *w, int n, const 
                              int ldy, int r0, int r1) {
     size_t row_bytes = icl_row_bytes(wtype, n), act_bytes = icl_act_row_bytes(wtype, n);
     if (row_bytes == 0) return;
+    /* token by token, the rows inner: a decode's one token is then prepared once for all rows */
+    for (int t = 0; t < n_tokens; t++) {
+        Act a = act_view(wtype, (const uint8_t *)xq + (size_t)t * act_bytes, n);
+        float *yt = y + (size_t)t * ldy;
+        int r = r0;
 #ifdef ICL_WASM
-    /* groups of ROWS rows per token, then the rest row by row below */
-    int done = r0;
-    for (int t = 0; t < n_tokens; t++)
-        done = rows_wasm(wtype, (const uint8_t *)w, row_bytes, n, act_view(wtype, (const uint8_t *)xq + (size_t)t * act_bytes, n),
-                         y + (size_t)t * ldy, r0, r1);
-    r0 = done;
+        r = rows_wasm(wtype, (const uint8_t *)w, row_bytes, n, a, yt, r0, r1); /* groups of ROWS rows first */
 #endif
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w + (size_t)r * row_bytes;
+        for (; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)r * row_bytes;
 #ifndef ICL_WASM
-        /* Natively, the hardware prefetcher alone runs too little ahead of a decoding kernel: reading
-         * SmolLM2-sized Q4_1 matrices from memory measured 4.3 GB/s on one thread without this, 8.6
-         * with it. Prefetches never fault, so running past the last row is harmless. */
-        for (size_t p = PREFETCH_BYTES; p < PREFETCH_BYTES + row_bytes; p += 64) __builtin_prefetch(row + p);
+            /* Natively, the hardware prefetcher alone runs too little ahead of a decoding kernel: reading
+             * SmolLM2-sized Q4_1 matrices from memory measured 4.3 GB/s on one thread without this, 8.6
+             * with it. Prefetches never fault, so running past the last row is harmless. */
+            for (size_t p = PREFETCH_BYTES; p < PREFETCH_BYTES + row_bytes; p += 64) __builtin_prefetch(row + p);
 #endif
-        for (int t = 0; t < n_tokens; t++)
-            y[(size_t)t * ldy + r] = dot(wtype, row, n, act_view(wtype, (const uint8_t *)xq + (size_t)t * act_bytes, n));
+            yt[r] = dot(wtype, row, n, a);
+        }
     }
 }
 
