@@ -181,3 +181,12 @@ def test_a_python_canister_class_is_called_by_its_published_interface(icp, tmp_p
     # Typed from the class's .did, published as its public candid:service metadata.
     assert icp.run("canister", "call", created, "inc", "()").stdout.strip() == "(6 : nat)"
     assert icp.run("canister", "call", created, "echo", '(blob "abc")').stdout.strip() == '(blob "abc")'
+
+
+def test_delete(icp):
+    created = icp.run("canister", "create", "--detached", "-q").stdout.strip()
+    # icp-cli stops the canister, then deletes it. --no-recover-cycles: recovering them installs
+    # icp-cli's shim, which needs ic0.cost_call (not offered here).
+    icp.run("canister", "delete", created, "--no-recover-cycles")
+    gone = icp.run("canister", "status", created, check=False)
+    assert gone.returncode != 0 and f"Canister {created} was not found" in gone.stderr
