@@ -143,6 +143,16 @@ def test_only_controllers_read_status_and_logs(icp, canister):
     assert "controller: 2vxsx-fae" in public and "Freezing threshold" not in public
 
 
+def test_settings_update_then_a_stranger_reads_public_logs(icp, canister):
+    icp.run("canister", "settings", "update", canister, "--log-visibility", "public", "--compute-allocation", "10",
+            "--add-environment-variable", "MODE=test", "--log-memory-limit", "8192")
+    shown = icp.run("canister", "settings", "show", canister).stdout
+    for line in ["Compute allocation: 10", "Log visibility: Public", "Log memory limit: 8_192", "MODE"]:
+        assert line in shown, shown
+    logs = icp.run("canister", "logs", canister, identity="stranger").stdout
+    assert "greeting world" in logs
+
+
 def test_stop_and_start(icp, canister):
     icp.run("canister", "stop", canister)
     assert icp.status(canister)["status"] == "Stopped"
