@@ -62,6 +62,8 @@ def canister_view(subnet: Subnet, target: CanisterState) -> CanisterView:
         version=target.version,
         wasm_memory_limit=target.settings.wasm_memory_limit or 0,
         global_timer_ns=target.global_timer_ns,
+        fees=subnet.fees,
+        subnet_size=subnet.subnet_size,
     )
 
 

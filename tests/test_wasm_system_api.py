@@ -253,11 +253,17 @@ OTHERS = """
   (call $msg_reply))
 (data (i32.const 100) "HOME")
 (func (export "canister_update env") (drop (call $env_var_value_size (i32.const 100) (i32.const 4))))
-(func (export "canister_update cost") (call $cost_call (i64.const 3) (i64.const 10) (i32.const 0)))
+(func (export "canister_update cost")
+  (call $cost_call (i64.const 3) (i64.const 10) (i32.const 0))
+  (call $cost_create_canister (i32.const 16))
+  (i32.store (i32.const 32) (call $subnet_self_node_count))
+  (call $msg_reply_data_append (i32.const 0) (i32.const 36))
+  (call $msg_reply))
+(func (export "canister_update root_key") (drop (call $root_key_size)))
 """
 
 
-def test_cycles_burn_no_environment_variables_no_caller_info_and_unsimulated_functions(engine):
+def test_cycles_burn_costs_no_environment_variables_no_caller_info_and_unsimulated_functions(engine):
     instance = install(engine, hand_metered(OTHERS))
     outcome = call(instance, "burn")
     reply = outcome.reply
@@ -266,8 +272,15 @@ def test_cycles_burn_no_environment_variables_no_caller_info_and_unsimulated_fun
     assert reply[32:40] == bytes(8)  # no environment variables, no caller info
     env = call(instance, "env").trap
     assert env.error_code == "IC0504" and "no environment variable b'HOME' is set" in env.message
-    cost = call(instance, "cost").trap  # the module installed; the call says what is missing
-    assert cost.error_code == "IC0502" and "ic0.cost_call is not available" in cost.message
+    costs = call(instance, "cost").reply
+    assert _u128(costs, 0) == (
+        260_000 + 1_000 * (3 + 10)  # a call and its 13 bytes of method name and argument
+        + 5_000_000 + 40_000_000_000  # reserved: executing the largest response callback ...
+        + 1_000 * 2 * 1024 * 1024)  # ... and receiving the largest response (2 MiB)
+    assert _u128(costs, 16) == 500_000_000_000  # create_canister, on 13 nodes
+    assert costs[32:] == (13).to_bytes(4, "little")
+    root_key = call(instance, "root_key").trap  # the module installed; the call says what is missing
+    assert root_key.error_code == "IC0502" and "ic0.root_key_size is not available" in root_key.message
 
 
 def test_stable_memory_a_message_may_touch_is_limited_and_upgrades_may_touch_more():

@@ -16,12 +16,13 @@ import wasmtime
 
 from replica.engines import CanisterView, Execution, Kind, Outcome
 from replica.engines.wasm.engine import Instrumentation, WasmEngine, WasmInstance
+from replica.fees import CURRENT_FEES
 from replica.limits import DEFAULT_LIMITS, Limits
 from replica.stable_memory import StableMemory
 
 CANISTER_ID = bytes.fromhex("00000000000000010101")
 CONTROLLER = bytes.fromhex("0a0b0c")
-VIEW = CanisterView(CANISTER_ID, (CONTROLLER,), cycle_balance=10**13)
+VIEW = CanisterView(CANISTER_ID, (CONTROLLER,), cycle_balance=10**13, fees=CURRENT_FEES, subnet_size=13)
 UPDATE_LIMIT = DEFAULT_LIMITS.instructions_per_update
 QUERY_LIMIT = DEFAULT_LIMITS.instructions_per_query
 
@@ -50,7 +51,8 @@ IC0_32 = {
     "in_replicated_execution": "(result i32)", "debug_print": "(param i32 i32)", "trap": "(param i32 i32)",
     "cycles_burn128": "(param i64 i64 i32)", "msg_caller_info_data_size": "(result i32)",
     "env_var_count": "(result i32)", "env_var_value_size": "(param i32 i32) (result i32)",
-    "cost_call": "(param i64 i64 i32)",
+    "cost_call": "(param i64 i64 i32)", "cost_create_canister": "(param i32)",
+    "subnet_self_node_count": "(result i32)", "root_key_size": "(result i32)",
 }
 
 

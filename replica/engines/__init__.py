@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from replica.errors import Reject
+from replica.fees import FeeSchedule
 
 
 class Kind(str, Enum):
@@ -62,6 +63,8 @@ class CanisterView:
     version: int = 0
     wasm_memory_limit: int = 0  # bytes of heap; 0 means only the architecture's maximum
     global_timer_ns: int = 0  # the timer as set before this execution; 0 is inactive
+    fees: FeeSchedule | None = None  # the subnet's fees, for ic0.cost_*; None: not known
+    subnet_size: int = 13  # nodes of the subnet (fees scale with it)
 
 
 @dataclass(frozen=True)

@@ -113,13 +113,14 @@ _CONTEXTS: dict[str, str] = {
 # nodes, the root key, the fee of calls to other subnets' services): a module may import them;
 # calling one traps and says so.
 _NOT_SIMULATED = {
-    "subnet_self_size": _EVERYWHERE, "subnet_self_copy": _EVERYWHERE, "subnet_self_node_count": _EVERYWHERE,
+    "subnet_self_size": _EVERYWHERE, "subnet_self_copy": _EVERYWHERE,
     "root_key_size": "I G U RQ Ry Rt C T", "root_key_copy": "I G U RQ Ry Rt C T",
-    "cost_call": _EVERYWHERE + " s", "cost_create_canister": _EVERYWHERE + " s",
     "cost_http_request": _EVERYWHERE + " s", "cost_sign_with_ecdsa": _EVERYWHERE + " s",
     "cost_sign_with_schnorr": _EVERYWHERE + " s", "cost_vetkd_derive_key": _EVERYWHERE + " s",
 }
 _CONTEXTS.update(_NOT_SIMULATED)
+_CONTEXTS.update({"cost_call": _EVERYWHERE + " s", "cost_create_canister": _EVERYWHERE + " s",
+                  "subnet_self_node_count": _EVERYWHERE})
 _ALLOWED = {name: frozenset(codes.split()) for name, codes in _CONTEXTS.items()}
 
 # Fixed overhead per call in instructions (system_api_complexity.rs, overhead::new).
@@ -144,6 +145,7 @@ _OVERHEAD: dict[str, int] = {
     "msg_caller_info_data_size": 500, "msg_caller_info_data_copy": 500, "msg_caller_info_signer_size": 500,
     "msg_caller_info_signer_copy": 500, "env_var_count": 500, "env_var_name_size": 500, "env_var_name_copy": 500,
     "env_var_name_exists": 500, "env_var_value_size": 500, "env_var_value_copy": 500,
+    "cost_call": 500, "cost_create_canister": 500, "subnet_self_node_count": 500,
     **{name: 500 for name in _NOT_SIMULATED},
 }
 
@@ -515,12 +517,39 @@ class SystemApi:
         raise self._violation(f"ic0.env_var_value_copy: no environment variable "
                               f"{self._read('env_var_value_copy', src, size)!r} is set")
 
+    # --- what things cost -----------------------------------------------------------------------
+    def _fees(self, name: str) -> Any:
+        if self.view is None or self.view.fees is None:
+            raise self._trap(ErrorCode.CANISTER_TRAPPED,
+                             f"Canister {self._canister} trapped: ic0.{name}: this execution was given no fees")
+        return self.view.fees
+
+    def cost_call(self, method_name_size: int, payload_size: int, dst: int) -> None:
+        """What a canister must have above its freezing threshold to make a call: the call fee
+        with its request bytes, and the reservation for the largest response and its callback
+        (the IC's SystemApi::ic0_cost_call, rs/interfaces/src/execution_environment.rs)."""
+        self._enter("cost_call")
+        fees, n = self._fees("cost_call"), self.view.subnet_size
+        cost = (fees.call_cycles(method_name_size + payload_size, n)
+                + fees.execution_cycles(self.limits.instructions_per_update, n)
+                + fees.response_byte_cycles(self.limits.reply_bytes, n))
+        self._write_u128("cost_call", dst, cost)
+
+    def cost_create_canister(self, dst: int) -> None:
+        self._enter("cost_create_canister")
+        self._write_u128("cost_create_canister", dst,
+                         self._fees("cost_create_canister").creation_cycles(self.view.subnet_size))
+
+    def subnet_self_node_count(self) -> int:
+        self._enter("subnet_self_node_count")
+        return self.view.subnet_size if self.view else 0
+
     def _not_simulated(self, name: str) -> Callable[..., Any]:
         def function(*_: int) -> Any:
             self._enter(name)
             raise self._trap(ErrorCode.CANISTER_TRAPPED,
                              f"Canister {self._canister} trapped: ic0.{name} is not available on this simulated "
-                             "IC (it has no subnet id, node list, root key or fees of other services to give)")
+                             "IC (it has no subnet id, root key or fees of HTTP outcalls and threshold keys)")
 
         return function
 
