@@ -72,7 +72,7 @@ def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", w
                                                          "stable_write")}
     if wasm64:  # results that stay i32 in memory64 modules
         for name in ("msg_reject_code", "canister_status", "call_perform", "data_certificate_present",
-                     "in_replicated_execution"):
+                     "in_replicated_execution", "subnet_self_node_count"):
             signatures[name] = "(result i32)"
         signatures["is_controller"] = "(param i64 i64) (result i32)"
         signatures["performance_counter"] = "(param i32) (result i64)"
