@@ -13,7 +13,6 @@ dirty pages), under new names, before the registry that names them is committed.
 
 from __future__ import annotations
 
-import math
 import shutil
 import struct
 from pathlib import Path
@@ -43,25 +42,21 @@ def checkpoint(root: Path, state: CanisterState, round_: int, previous: dict[str
     module_name = f"modules/{module.module_hash.hex()}.wasm"
     if not (root / module_name).exists():
         atomic_write(root / module_name, module.given)
-    same_module = previous is not None and previous["module"] == module_name
-    chunks: dict[str, str] = dict(previous["heap_chunks"]) if same_module else {}
-    if previous is not None and not same_module:
-        stale.extend(_heap_dir(root, state.id.to_text()) / name for name in previous["heap_chunks"].values())
+    # The saved chunks hold an earlier state of this instance only if it was checkpointed before;
+    # a new instance (install, reinstall, upgrade) starts from its module, plus its dirty pages.
+    chunks: dict[str, str] = dict(previous["heap_chunks"]) if previous is not None else {}
+    replaced = set(chunks.values())
+    if not instance.checkpointed:
+        chunks = {}
     heap = instance.heap
     size = heap.size_bytes
-    dirty = heap.dirty if same_module else range(math.ceil(size / 4096))
-    for chunk in sorted({page // _PAGES_PER_CHUNK for page in dirty}):
+    directory = _heap_dir(root, state.id.to_text())
+    for chunk in sorted({page // _PAGES_PER_CHUNK for page in heap.dirty}):
         start = chunk * HEAP_CHUNK_BYTES
-        if start >= size:
-            continue
-        name = f"{chunk}-{round_}.bin"
-        old = chunks.get(str(chunk))
-        if old != name:
-            atomic_write(_heap_dir(root, state.id.to_text()) / name, heap.read(start, min(HEAP_CHUNK_BYTES,
-                                                                                           size - start)))
-            if old is not None:
-                stale.append(_heap_dir(root, state.id.to_text()) / old)
-        chunks[str(chunk)] = name
+        if start < size:
+            name = chunks[str(chunk)] = f"{chunk}-{round_}.bin"
+            atomic_write(directory / name, heap.read(start, min(HEAP_CHUNK_BYTES, size - start)))
+    stale.extend(directory / name for name in replaced - set(chunks.values()))
     return {"module": module_name, "heap_bytes": size, "heap_chunks": chunks,
             "globals": [_encode_value(v) for v in heap.global_values()], "global_timer_ns": state.global_timer_ns,
             "certified_data": state.certified_data.hex()}
@@ -70,6 +65,7 @@ def checkpoint(root: Path, state: CanisterState, round_: int, previous: dict[str
 def committed(state: CanisterState) -> None:
     """The registry naming the canister's heap files is written: its pages are clean again."""
     state.instance.heap.dirty.clear()
+    state.instance.checkpointed = True
 
 
 def restore(root: Path, subnet: Any, state: CanisterState, entry: dict[str, Any]) -> None:

@@ -93,3 +93,28 @@ def test_a_restart_restores_a_wasm_canister_exactly(tmp_path: Path) -> None:
     again = _network(tmp_path)  # only the pages written since the last checkpoint were saved
     assert _read(again, LocalClient(again), canister) == (4, 400, 40, 1 | (100 << 32))
     again.stop()
+
+
+def test_a_reinstall_is_what_a_restart_brings_back_not_the_heap_before_it(tmp_path: Path) -> None:
+    network = _network(tmp_path)
+    client = LocalClient(network)
+    canister = client.create_canister(100 * T)
+
+    def install(mode: str) -> None:
+        client.update(MANAGEMENT, "install_code", {
+            "mode": {mode: None}, "canister_id": canister, "wasm_module": wasmtime.wat2wasm(CANISTER),
+            "arg": b"", "sender_canister_version": None})
+
+    install("install")
+    _update(network, client, canister, "bump")
+    network.stop()  # the bumped heap is saved
+
+    network = _network(tmp_path)
+    client = LocalClient(network)
+    install("reinstall")  # the same module: a fresh heap (stable memory emptied too)
+    assert _read(network, client, canister) == (0, 0, 0, 1 | (100 << 32))
+    network.stop()
+
+    again = _network(tmp_path)
+    assert _read(again, LocalClient(again), canister) == (0, 0, 0, 1 | (100 << 32))
+    again.stop()

@@ -182,6 +182,9 @@ class WasmInstance:
         self.stable = stable
         self.heap_limit = heap_limit
         self.last_commit: tuple[Journal, list[Any]] | None = None  # undo of the last committed execution
+        # Whether a checkpoint holds an earlier state of this instance (its dirty pages are then
+        # all that changed); False for a new one (install, reinstall, upgrade).
+        self.checkpointed = False
         self._composite_scope = False
         self._build()
 
@@ -407,4 +410,5 @@ def restore_instance(engine: WasmEngine, wasm: bytes, stable: StableMemory, heap
     for index, data in chunks.items():
         instance.heap.place(index * chunk_bytes, data)
     instance.heap.set_globals(globals_)
+    instance.checkpointed = True
     return instance
