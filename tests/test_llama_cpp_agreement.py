@@ -4,11 +4,10 @@ cache, f16 q and attention probabilities; the default (quantized, native) strate
 
 What these numerics reach is measured here, and bounded where it was measured. 8-bit activations
 make the model chaotic at the scale of f32 rounding: a last-bit difference flips the rounding of a
-q now and then, so two computations that differ only in float order part ways. Our own ops run in
-one float order (canisters/llama/native_ops.py), so our model prefilled in one batch and token by
-token computes the same bits (the `noise floor` test; in numpy's order they differed by a mean KL
-of 0.0040, 96.3% top-1, as much as from llama.cpp); agreeing more with llama.cpp would take its
-float operations in its order, everywhere.
+q now and then, and two computations that differ only in float order part ways. Ours no longer
+differ from each other (prefilled at once or token by token, the logits are the same bits: the
+integer kernel at every batch size, the other ops in the C yblock's order), but they still differ
+from llama.cpp's float order, hence the bounds below rather than equality.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def teacher_forced(model: Llama) -> tuple[int, list[float]]:
 
 
 def test_teacher_forced_logits(model: Llama) -> None:
-    # measured: 154/160 top-1 (96.3%), mean KL 0.0042 (f32 activations, before: 157/160, 0.0044)
+    # measured: 155/160 top-1 (96.9%), mean KL 0.0042 (f32 activations, before: 157/160, 0.0044)
     agree, kls = teacher_forced(model)
     assert len(kls) == 160
     assert agree >= 152, f"top-1 agreement {agree}/160"
@@ -83,19 +82,12 @@ def test_greedy_follows_llama_cpp_until_a_near_tie(model: Llama) -> None:
     assert int((steps == np.array(theirs)).sum()) >= 31
 
 
-def test_noise_floor_batch_against_stepwise(model: Llama) -> None:
-    # the same model and numerics, prefilled at once or token by token
+def test_prefill_at_once_and_token_by_token_are_the_same_bits(model: Llama) -> None:
+    # nothing in our own computation depends on the batch, so no 8-bit rounding can flip between them
     ref = np.load(FIXTURES / "smollm2_logits.npz")
-    agree, kls, n = 0, [], 0
     for i in range(int(ref["n_prompts"])):
         ids = ref[f"ids_{i}"].tolist()
-        batch = log_softmax(model.forward(ids, model.new_cache(64), 0, NullMeter(), all_logits=True))
+        batch = model.forward(ids, model.new_cache(64), 0, NullMeter(), all_logits=True)
         cache = model.new_cache(64)
-        step = log_softmax(np.stack([model.forward([t], cache, p, NullMeter()) for p, t in enumerate(ids)]))
-        kls.extend((np.exp(batch) * (batch - step)).sum(1))
-        agree += int((batch.argmax(1) == step.argmax(1)).sum())
-        n += len(ids)
-    # the same bits: every op outside the matmuls runs in one float order (canisters/llama/native_ops.py),
-    # and the integer kernels do not depend on the batch (with numpy's order: mean KL 0.0040, 154/160)
-    assert float(np.max(kls)) == 0.0
-    assert agree == n
+        step = np.stack([model.forward([t], cache, p, NullMeter()) for p, t in enumerate(ids)])
+        np.testing.assert_array_equal(batch.view(np.uint32), step.view(np.uint32))
