@@ -120,7 +120,8 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     elif mode == "reinstall":
         target.stable.clear()
     instance, outcome = engine.instantiate(module.wasm, target.stable, view, kept_memory)
-    used += outcome.instructions
+    # The IC charges compiling the module on every install, even when it has it compiled already.
+    used += instance.compiled.compilation_instructions + outcome.instructions
     if outcome.trap is not None:
         raise failed(outcome, "the start function")
     hook = Kind.POST_UPGRADE if mode == "upgrade" else Kind.INIT

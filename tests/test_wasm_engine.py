@@ -6,6 +6,7 @@ import pytest
 import wasmtime
 
 from replica.engines import Execution, Kind
+from replica.engines.wasm import instrument
 from replica.engines.wasm.engine import WasmEngine
 from replica.limits import DEFAULT_LIMITS, GiB, Limits, MiB
 from tests.wasm_support import VIEW, call, hand_metered, hand_metered_engine, install
@@ -182,11 +183,11 @@ def test_a_memory64_module_gets_64_bit_pointers(engine):
 def test_compiled_modules_are_cached_on_disk_by_hash(tmp_path):
     wasm = hand_metered(ECHO)
     install(hand_metered_engine(tmp_path), wasm)
-    (cached,) = tmp_path.iterdir()
-    assert cached.name.endswith(".cwasm") and "hand-metered" in cached.name
+    cached = sorted(tmp_path.iterdir())
+    assert [p.suffix for p in cached] == [".cwasm", ".json"] and all("hand-metered" in p.name for p in cached)
     fresh = hand_metered_engine(tmp_path)  # a new engine (a restarted network) loads, not compiles
     assert call(install(fresh, wasm), "echo", b"again").reply == b"again"
-    assert list(tmp_path.iterdir()) == [cached]
+    assert sorted(tmp_path.iterdir()) == cached
 
 
 def test_an_instrumented_module_is_charged_the_ic_cost_table_plus_the_system_api():
@@ -249,3 +250,11 @@ def test_a_host_side_failure_ends_the_execution_as_a_rolled_back_trap(engine):
     assert broken.trap.error_code == "IC0502" and "the replica failed to run it (ValueError" in broken.trap.message
     assert instance.heap.journal is None  # closed: the next execution starts clean
     assert call(instance, "echo", b"still fine").reply == b"still fine"
+
+
+def test_the_compilation_charge_is_the_instrumentations_and_survives_the_disk_cache(tmp_path):
+    wasm = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "canister_update f")))')
+    compiled = WasmEngine(tmp_path).compile(wasm)
+    assert compiled.compilation_instructions == instrument.instrument(wasm, write_barrier=True).compilation_instructions
+    assert compiled.compilation_instructions > 0
+    assert WasmEngine(tmp_path).compile(wasm).compilation_instructions == compiled.compilation_instructions

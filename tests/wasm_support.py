@@ -95,7 +95,7 @@ def hand_metered(body: str, *, memory: str = "(memory (export \"memory\") 1)", w
 
 
 def hand_metered_engine(cache_dir: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> WasmEngine:
-    return WasmEngine(cache_dir, limits, Instrumentation(lambda wasm: wasm, "hand-metered"))
+    return WasmEngine(cache_dir, limits, Instrumentation(lambda wasm: (wasm, 0), "hand-metered"))
 
 
 def install(engine: WasmEngine, wasm: bytes, stable: StableMemory | None = None) -> WasmInstance:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,21 +79,27 @@ class CompiledModule:
     wasm64: bool
     exports: frozenset[str]
     ic0_imports: frozenset[str]
+    # What the IC charges for compiling it, on every install of it (rs/config/src/embedders.rs:
+    # cost_to_compile_wasm_instruction per instruction of the instrumented module, computed by
+    # instrument.py); a module compiled before costs the canister the same.
+    compilation_instructions: int
 
 
 @dataclass(frozen=True)
 class Instrumentation:
-    """Turns a canister module into the metered module the engine runs; `version` is part of
-    the compiled-module cache key, so a change of instrumentation compiles again."""
+    """Turns a canister module into the metered module the engine runs, with the instructions
+    the IC charges for compiling it; `version` is part of the compiled-module cache key, so a
+    change of instrumentation compiles again."""
 
-    rewrite: Callable[[bytes], bytes]
+    rewrite: Callable[[bytes], tuple[bytes, int]]
     version: str
 
 
 def ic_instrumentation() -> Instrumentation:
-    def rewrite(wasm: bytes) -> bytes:
+    def rewrite(wasm: bytes) -> tuple[bytes, int]:
         try:
-            return instrument.instrument(wasm, write_barrier=True).wasm
+            instrumented = instrument.instrument(wasm, write_barrier=True)
+            return instrumented.wasm, instrumented.compilation_instructions
         except instrument.InstrumentationError as e:
             raise RejectError(ErrorCode.CANISTER_INVALID_WASM, f"Canister's Wasm module is not valid: {e}") from None
 
@@ -135,28 +142,32 @@ class WasmEngine:
 
     def _compile(self, wasm: bytes, key: bytes) -> CompiledModule:
         instrumentation = self.instrumentation
-        path = (self.cache_dir / f"{key.hex()}-i{instrumentation.version}-w{WASMTIME_VERSION}.cwasm"
-                if self.cache_dir is not None else None)
+        stem = f"{key.hex()}-i{instrumentation.version}-w{WASMTIME_VERSION}"
+        path = self.cache_dir / f"{stem}.cwasm" if self.cache_dir is not None else None
+        facts = self.cache_dir / f"{stem}.json" if self.cache_dir is not None else None
         module = None
-        if path is not None and path.exists():
+        if path is not None and facts is not None and path.exists() and facts.exists():
             try:
                 module = wasmtime.Module.deserialize_file(self.engine, str(path))
-            except wasmtime.WasmtimeError:
-                path.unlink(missing_ok=True)  # written by another wasmtime build: compile again
+                compilation = json.loads(facts.read_text())["compilation_instructions"]
+            except (wasmtime.WasmtimeError, ValueError, KeyError):
+                module = None  # written by another wasmtime build, or damaged: compile again
         if module is None:
+            instrumented, compilation = instrumentation.rewrite(wasm)
             try:
-                module = wasmtime.Module(self.engine, instrumentation.rewrite(wasm))
+                module = wasmtime.Module(self.engine, instrumented)
             except wasmtime.WasmtimeError as e:
                 raise RejectError(ErrorCode.CANISTER_INVALID_WASM,
                                   f"Wasm module is invalid: wasmtime cannot compile it: {e}") from None
-            if path is not None:
+            if path is not None and facts is not None:
                 from replica.state_store import atomic_write  # an on-disk cache write, atomic
 
+                atomic_write(facts, json.dumps({"compilation_instructions": compilation}).encode())
                 atomic_write(path, module.serialize())
         memories = [e.type for e in module.exports if isinstance(e.type, wasmtime.MemoryType)]
         return CompiledModule(module, bool(memories) and memories[0].is_64,
                               frozenset(e.name for e in module.exports),
-                              frozenset(i.name for i in module.imports if i.module == "ic0"))
+                              frozenset(i.name for i in module.imports if i.module == "ic0"), compilation)
 
     def instantiate(self, wasm: bytes, stable: StableMemory, view: CanisterView,
                     kept_memory: tuple[bytes, list[Any]] | None = None) -> tuple[WasmInstance, Outcome]:
