@@ -21,6 +21,7 @@ from canisters.llama import native_ops
 from canisters.llama.config import ModelConfig
 from canisters.llama.gguf_file import GGUFFile
 from canisters.llama.meter import Meter
+from canisters.llama.ordered_ops import round_f16
 from canisters.llama.weights import Strategy, Weight
 
 STRATEGIES = tuple(s.value for s in Strategy)  # for command-line choices
@@ -37,16 +38,6 @@ def load_vector(gguf: GGUFFile, name: str) -> np.ndarray | None:
         return None
     info = gguf.tensor(name)
     return Weight.load(gguf.tensor_bytes(name), info.ggml_type, info.shape, "dequantize").dense().reshape(-1)
-
-
-def round_f16(x: np.ndarray) -> np.ndarray:
-    """x rounded to f16 (half to even), as f32."""
-    return x.astype(np.float16).astype(np.float32)
-
-
-def silu_times(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """SwiGLU's silu(gate) * up, in the wasm yblock's float order (native_ops)."""
-    return native_ops.silu_times(gate, up)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, meter: Meter) -> np.ndarray:
@@ -253,7 +244,7 @@ class LayerStack:
         h = rms_norm(x, w.ffn_norm, cfg.rms_eps, meter)
         gate, up = w.w_gate.matmul(h, meter), w.w_up.matmul(h, meter)
         meter.elementwise(5 * gate.size)
-        x = x + w.w_down.matmul(silu_times(gate, up), meter)
+        x = x + w.w_down.matmul(native_ops.silu_times(gate, up), meter)
         meter.elementwise(2 * x.size)  # the two residual adds
         return x
 
