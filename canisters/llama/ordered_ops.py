@@ -7,6 +7,9 @@ off) moves it a whole step, about 1/127 of its block's largest value. Over 30 la
 and greedy decoding can follow another token at a near-tie. With the same order everywhere there
 is nothing to flip.
 
+canisters/llama/native_ops.py runs the C itself where it is built; this module is its fallback and
+its check (tests/test_yblock_model_c.py compares them op by op and over whole models).
+
 The order (every step f32 unless said, no fused multiply-add):
 - sums over a vector take four lanes (element i in lane i % 4, in order), then
   (lane0 + lane1) + (lane2 + lane3); numpy reduces a non-innermost axis element by element in
@@ -58,7 +61,8 @@ def exp_f32(x: np.ndarray) -> np.ndarray:
 
 
 def lane_sum(x: np.ndarray) -> np.ndarray:
-    """Sum over the last axis (a multiple of 4 long) in four lanes, then across them."""
+    """Sum over the last axis in four lanes (a tail in its lanes too), then across them."""
+    x = _padded(x)
     chunks = x.shape[-1] // 4
     if chunks <= 64:  # few chunks (a head, a row of d_model): one add of a slice per chunk is fastest
         lanes = x[..., 0:4].copy()
@@ -76,7 +80,7 @@ def _padded(x: np.ndarray) -> np.ndarray:
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """x (n, d) normalized per row, d a multiple of 4."""
+    """x (n, d) normalized per row."""
     total = lane_sum((x * x).astype(np.float64))[..., None]
     scale = np.sqrt((total / x.shape[-1]).astype(F32) + F32(eps))
     np.divide(F32(1.0), scale, out=scale)
@@ -107,7 +111,7 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, pos: int) -> 
         scores *= scale
         scores -= scores.max(axis=-1, keepdims=True)
         e = exp_f32(scores)
-        probs = round_f16(e / lane_sum(_padded(e))[..., None])
+        probs = round_f16(e / lane_sum(e)[..., None])
         # over the positions in order: not the innermost axis, so numpy adds them one by one
         out[:, :, t] = (probs[..., None] * values_seen).sum(axis=-2)
     return out
