@@ -1,6 +1,6 @@
 """Instructions of the wasm yblock's ops besides the matmuls, under the replica's IC metering.
 
-    python -m benchmarks.bench_yblock_ops [--shape smollm2-135m] [--type Q8_0] [--context 512]
+    python -m benchmarks.bench_yblock_ops [--shape smollm2-135m] [--type Q8_0] [--context 512] [--json]
 
 Builds the yblock's model compute to wasm32 + simd128 (benchmarks/yblock_model_wasm.py), instruments
 it as the IC does (replica/engines/wasm/instrument.py, the IC's cost table), and counts, on one
@@ -20,8 +20,9 @@ Every figure is measured (instruction counts are deterministic: one run gives th
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,12 +142,14 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m", help="the layer's shape")
     parser.add_argument("--type", default="Q8_0", help="weight type of the synthetic layer (default Q8_0)")
     parser.add_argument("--context", type=int, default=512, help="positions to decode (default 512)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON (for the planner's table)")
     args = parser.parse_args()
     if args.type.endswith("_K") and SHAPES[args.shape]["d_model"] % 256:
         parser.error(f"{args.type} blocks are 256 wide and {args.shape}'s d_model {SHAPES[args.shape]['d_model']} is "
                      "not a multiple of 256; choose a 32-wide type (Q8_0, Q4_0, Q4_1) or F16/F32")
     with tempfile.TemporaryDirectory() as work:
-        print(report(measure(args.shape, args.type, args.context, Path(work))))
+        costs = measure(args.shape, args.type, args.context, Path(work))
+    print(json.dumps(asdict(costs), indent=2) if args.json else report(costs))
 
 
 if __name__ == "__main__":
