@@ -160,6 +160,11 @@ class IC:
     def trap(self, message: str) -> NoReturn:
         raise Trap(message)
 
+    def debug_print(self, message: str) -> None:
+        """A line for the canister's log (ic0.debug_print); kept even if the execution traps,
+        and not kept for a non-replicated query."""
+        raise NotImplementedError
+
     def reject(self, message: str) -> None:
         """Answers the current call with a reject (ic0.msg_reject: reject code 4, CANISTER_REJECT)
         instead of a reply. Unlike `trap`, the execution goes on and its state changes are kept;

@@ -18,6 +18,12 @@ NS_PER_S = 1_000_000_000
 # 1T cycles = 1 XDR (cycles are bought at that rate), about $1.37 (DESIGN.md, "IC facts used").
 USD_PER_TRILLION_CYCLES = 1.37
 
+# The IC charges wasm64 (memory64) canisters twice the per-instruction fee of wasm32 ones, for
+# their bounds checks and larger working sets; the base fee per message is the same
+# (WASM64_INSTRUCTION_COST_OVERHEAD and ten_update_instructions_execution_fee_wasm64 in dfinity/ic
+# rs/config/src/subnet_config.rs at 002d5530aeb1ef1ed362d7f9c3c5529b8ec1cafe).
+WASM64_INSTRUCTION_COST_OVERHEAD = 2
+
 @dataclass(frozen=True)
 class FeeSchedule:
     name: str
@@ -36,16 +42,20 @@ class FeeSchedule:
     def _scaled(self, cycles: int, subnet_size: int) -> int:
         return cycles * subnet_size // REFERENCE_SUBNET_SIZE
 
-    def _per_instruction(self, instructions: int, base: int, subnet_size: int) -> int:
+    def _per_instruction(self, instructions: int, base: int, subnet_size: int, wasm64: bool) -> int:
         rate = self.cycles_per_instruction
-        return ((base * rate.denominator + rate.numerator * instructions) * subnet_size
+        numerator = rate.numerator * (WASM64_INSTRUCTION_COST_OVERHEAD if wasm64 else 1)
+        return ((base * rate.denominator + numerator * instructions) * subnet_size
                 // (rate.denominator * REFERENCE_SUBNET_SIZE))
 
-    def execution_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
-        return self._per_instruction(instructions, self.update_message_execution, subnet_size)
+    def execution_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE,
+                         wasm64: bool = False) -> int:
+        """The fee for one execution of `instructions`; `wasm64` for a memory64 module."""
+        return self._per_instruction(instructions, self.update_message_execution, subnet_size, wasm64)
 
-    def instruction_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
-        return self._per_instruction(instructions, 0, subnet_size)
+    def instruction_cycles(self, instructions: int, subnet_size: int = REFERENCE_SUBNET_SIZE,
+                           wasm64: bool = False) -> int:
+        return self._per_instruction(instructions, 0, subnet_size, wasm64)
 
     def call_cycles(self, request_bytes: int, subnet_size: int = REFERENCE_SUBNET_SIZE) -> int:
         return self._scaled(self.xnet_call + self.xnet_byte * request_bytes, subnet_size)

@@ -128,7 +128,7 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     and the cycles its outgoing calls take with them."""
     message = replace(message, context_instructions=context.instructions)
     outcome = state.instance.execute(message, canister_view(subnet, state))
-    cycles = subnet.fees.execution_cycles(outcome.instructions, subnet.subnet_size)
+    cycles = subnet.fees.execution_cycles(outcome.instructions, subnet.subnet_size, state.instance.compiled.wasm64)
     state.cycles -= cycles
     context.trace.cycles += cycles
     context.instructions += outcome.instructions

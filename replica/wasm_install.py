@@ -88,10 +88,11 @@ def install_wasm(subnet: Subnet, target: CanisterState, module: CanisterModule, 
     old_instance = target.instance
     stable_before = (dict(target.stable.chunks), target.stable.pages)
     used = 0
+    module_is_wasm64 = engine.compile(module.wasm).wasm64
 
     def charge(instructions: int) -> None:
         # The canister pays for the install's execution, whether it succeeds or not.
-        target.cycles -= subnet.fees.execution_cycles(instructions, subnet.subnet_size)
+        target.cycles -= subnet.fees.execution_cycles(instructions, subnet.subnet_size, module_is_wasm64)
 
     def failed(outcome: Outcome, step: str) -> RejectError:
         charge(used)

@@ -1,0 +1,63 @@
+"""A wasm64 (memory64) canister pays twice the per-instruction fee of a wasm32 one, as the IC
+charges it (WASM64_INSTRUCTION_COST_OVERHEAD); the base fee per execution is the same."""
+
+from __future__ import annotations
+
+import pytest
+import wasmtime
+
+from replica.config import NetworkConfig
+from replica.fees import CURRENT_FEES, FEES_2024
+from replica.inprocess import LocalClient
+from replica.network import Network
+from tests.management_calls import install_code
+
+# An update that replies with an empty Candid message after a loop of memory stores.
+_WAT = """
+(module
+  (import "ic0" "msg_reply_data_append" (func $append (param {ptr} {ptr})))
+  (import "ic0" "msg_reply" (func $reply))
+  (@custom "icp:public candid:service" "service : {{ work : () -> () }}")
+  (memory (export "memory") {ptr} 1)
+  (data ({ptr}.const 0) "DIDL\\00\\00")
+  (func (export "canister_update work") (local $i i32)
+    (loop $again
+      (i32.store ({ptr}.const 64) (i32.const 1))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 10000))))
+    (call $append ({ptr}.const 0) ({ptr}.const 6))
+    (call $reply)))
+"""
+
+
+def test_the_instruction_fee_doubles_for_wasm64_and_the_base_fee_does_not():
+    for fees in (CURRENT_FEES, FEES_2024):
+        for n in (13, 34):
+            base = fees.execution_cycles(0, n)
+            assert fees.execution_cycles(0, n, wasm64=True) == base
+            wasm32 = fees.execution_cycles(10**9, n) - base
+            # one rounding down of the scaled total, as for wasm32
+            assert fees.execution_cycles(10**9, n, wasm64=True) - base - 2 * wasm32 in (-1, 0, 1)
+            doubled = fees.instruction_cycles(10**9, n, wasm64=True)
+            assert doubled - 2 * fees.instruction_cycles(10**9, n) in (-1, 0, 1)
+    assert CURRENT_FEES.execution_cycles(1_000, wasm64=True) == 5_000_000 + 2_000
+
+
+@pytest.mark.parametrize("ptr", ["i32", "i64"])
+def test_a_canister_pays_the_execution_fee_of_its_architecture(ptr):
+    client = LocalClient(Network(None, NetworkConfig()))
+    canister = client.create_canister()
+    install_code(client, canister, bytes(wasmtime.wat2wasm(_WAT.format(ptr=ptr))))
+    subnet = client.network.subnet
+    before = subnet.canisters[canister].cycles
+    result = client.update(canister, "work")
+    assert result.value is None
+    n = subnet.subnet_size
+    ingress = subnet.fees.ingress_cycles(len(b"DIDL\x00\x00") + len("work"), n)
+    execution = subnet.fees.execution_cycles(result.report.instructions, n, wasm64=ptr == "i64")
+    assert result.report.instructions > 10_000 * 5
+    assert result.report.cycles == ingress + execution
+    assert before - subnet.canisters[canister].cycles - ingress - execution in range(0, 100)  # + storage
+    if ptr == "i64":
+        assert execution - subnet.fees.execution_cycles(result.report.instructions, n) \
+            == subnet.fees.instruction_cycles(result.report.instructions, n)
