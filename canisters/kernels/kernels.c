@@ -447,35 +447,53 @@ static inline __attribute__((always_inline)) v128_t lanes_x(v128_t lo, v128_t hi
  * the activations' loads and the loop's bookkeeping across rows is what the IC's count rewards: every
  * local.get, address add and branch costs as much as a SIMD multiply. `wtype` is a constant at each
  * call, so each type gets its own loop. */
+/* The f16 at offset `off` of four blocks, as f32 lanes (exact for finite values, as half_to_f32) */
+static inline __attribute__((always_inline)) v128_t halves4_wasm(const uint8_t *const p[ROWS], int off) {
+    v128_t h = wasm_i32x4_make((int16_t)le16_at(p[0] + off), (int16_t)le16_at(p[1] + off),
+                               (int16_t)le16_at(p[2] + off), (int16_t)le16_at(p[3] + off));
+    v128_t bits = wasm_v128_and(wasm_i32x4_shl(h, 13), wasm_i32x4_splat((int32_t)0x8FFFE000));
+    return wasm_f32x4_mul(bits, wasm_f32x4_splat(0x1p112f));
+}
+
 static inline __attribute__((always_inline)) void rows_block32_wasm(const int wtype, const uint8_t *w, size_t row_bytes,
                                                                     int n, Act a, float *out, size_t out_stride) {
     const v128_t low4 = wasm_i8x16_splat(15), eight = wasm_i8x16_splat(8);
     const int bytes = wtype == ICL_Q8_0 ? 34 : wtype == ICL_Q4_0 ? 18 : 20;
     const int qs = wtype == ICL_Q8_0 ? 2 : wtype == ICL_Q4_0 ? 2 : 4;
     v128_t acc[ROWS];
-    float accm[ROWS];
+    v128_t accm = wasm_f32x4_splat(0.0f); /* Q4_1's sum of m * s, row r in lane r */
     const uint8_t *p[ROWS]; /* one pointer per row, stepped a block at a time: loads then take constant offsets */
-    UNROLL for (int r = 0; r < ROWS; r++) acc[r] = wasm_f32x4_splat(0.0f), accm[r] = 0.0f, p[r] = w + r * row_bytes;
+    UNROLL for (int r = 0; r < ROWS; r++) acc[r] = wasm_f32x4_splat(0.0f), p[r] = w + r * row_bytes;
     const int8_t *x = a.q;
     const float *xd = a.d, *xs = a.s;
     for (const int8_t *end = x + n; x < end; x += QK, xd++, xs++) {
         v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 16);
-        UNROLL for (int r = 0; r < ROWS; r++) {
-            v128_t lanes;
-            if (wtype == ICL_Q8_0) {
-                lanes = lanes_x(wasm_v128_load(p[r] + qs), wasm_v128_load(p[r] + qs + 16), x0, x1, 0);
-            } else {
-                v128_t q = wasm_v128_load(p[r] + qs);
-                v128_t lo = wasm_v128_and(q, low4), hi = wasm_u8x16_shr(q, 4);
-                if (wtype == ICL_Q4_0) lo = wasm_i8x16_sub(lo, eight), hi = wasm_i8x16_sub(hi, eight);
-                lanes = lanes_x(lo, hi, x0, x1, 1);
-            }
-            acc[r] = add_scaled(acc[r], lanes, half_at(p[r]) * *xd);
-            if (wtype == ICL_Q4_1) accm[r] += half_at(p[r] + 2) * *xs;
-            p[r] += bytes;
-        }
+        /* the four rows' scales f32(d) * xd at once; each row takes its lane (a constant: four copies) */
+        v128_t scales = wasm_f32x4_mul(halves4_wasm(p, 0), wasm_f32x4_splat(*xd));
+#define BLOCK32_ROW(r)                                                                                              \
+    do {                                                                                                            \
+        v128_t lanes;                                                                                               \
+        if (wtype == ICL_Q8_0) {                                                                                    \
+            lanes = lanes_x(wasm_v128_load(p[r] + qs), wasm_v128_load(p[r] + qs + 16), x0, x1, 0);                  \
+        } else {                                                                                                    \
+            v128_t q = wasm_v128_load(p[r] + qs);                                                                   \
+            v128_t lo = wasm_v128_and(q, low4), hi = wasm_u8x16_shr(q, 4);                                          \
+            if (wtype == ICL_Q4_0) lo = wasm_i8x16_sub(lo, eight), hi = wasm_i8x16_sub(hi, eight);                  \
+            lanes = lanes_x(lo, hi, x0, x1, 1);                                                                     \
+        }                                                                                                           \
+        acc[r] = add_scaled(acc[r], lanes, wasm_f32x4_extract_lane(scales, r));                                     \
+    } while (0)
+        BLOCK32_ROW(0);
+        BLOCK32_ROW(1);
+        BLOCK32_ROW(2);
+        BLOCK32_ROW(3);
+#undef BLOCK32_ROW
+        if (wtype == ICL_Q4_1) accm = wasm_f32x4_add(accm, wasm_f32x4_mul(halves4_wasm(p, 2), wasm_f32x4_splat(*xs)));
+        UNROLL for (int r = 0; r < ROWS; r++) p[r] += bytes;
     }
-    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_f32x4(acc[r]) + accm[r];
+    float mins[ROWS] = {wasm_f32x4_extract_lane(accm, 0), wasm_f32x4_extract_lane(accm, 1),
+                        wasm_f32x4_extract_lane(accm, 2), wasm_f32x4_extract_lane(accm, 3)};
+    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_f32x4(acc[r]) + mins[r];
 }
 
 /* 32 unsigned weights < 32 (as int8) against 32 int8 activations: their 8 i16 partial sums (each
