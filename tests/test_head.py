@@ -48,7 +48,11 @@ def shards_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def deployment(model: Path, shards_dir: Path) -> Deployment:
-    return Deployment.create(model, Constraints(shards=2, context=64), config=BUSY, shards_dir=shards_dir)
+    # Python yblocks: the memory-limit tests below need the Python yblock's "full" refusal and its
+    # trap when its heap is over the limit; a wasm canister cannot read its limit and traps only
+    # when it grows past it (tests/test_yblock.py tests both engines there).
+    return Deployment.create(model, Constraints(shards=2, context=64), config=BUSY, shards_dir=shards_dir,
+                             engine="python")
 
 
 def request(prompt: str = PROMPT, **options: Any) -> dict[str, Any]:
