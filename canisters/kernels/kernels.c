@@ -456,7 +456,7 @@ static inline __attribute__((always_inline)) v128_t halves4_wasm(const uint8_t *
 }
 
 static inline __attribute__((always_inline)) void rows_block32_wasm(const int wtype, const uint8_t *w, size_t row_bytes,
-                                                                    int n, Act a, float *out, size_t out_stride) {
+                                                                    int n, Act a, float *out) {
     const v128_t low4 = wasm_i8x16_splat(15), eight = wasm_i8x16_splat(8);
     const int bytes = wtype == ICL_Q8_0 ? 34 : wtype == ICL_Q4_0 ? 18 : 20;
     const int qs = wtype == ICL_Q8_0 ? 2 : wtype == ICL_Q4_0 ? 2 : 4;
@@ -493,7 +493,7 @@ static inline __attribute__((always_inline)) void rows_block32_wasm(const int wt
     }
     float mins[ROWS] = {wasm_f32x4_extract_lane(accm, 0), wasm_f32x4_extract_lane(accm, 1),
                         wasm_f32x4_extract_lane(accm, 2), wasm_f32x4_extract_lane(accm, 3)};
-    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_f32x4(acc[r]) + mins[r];
+    UNROLL for (int r = 0; r < ROWS; r++) out[r] = sum_f32x4(acc[r]) + mins[r];
 }
 
 /* 32 unsigned weights < 32 (as int8) against 32 int8 activations: their 8 i16 partial sums (each
@@ -586,10 +586,12 @@ static float dot_k_wasm(int wtype, const uint8_t *w, int n, Act a) {
  * 12 bytes of 6-bit scales and mins are unpacked four at a time in 32-bit words into one vector of
  * eight i16 scales and one of eight i16 mins; the mins' term is then one i32x4.dot_i16x8_s. */
 static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, const uint8_t *w, size_t row_bytes,
-                                                               int n, Act a, float *out, size_t out_stride) {
+                                                               int n, Act a, float *out) {
     const int bytes = five ? 176 : 144, qoff = five ? 48 : 16;
     const v128_t low4 = wasm_i8x16_splat(15), one = wasm_i8x16_splat(1);
-    float acc[ROWS][4] = {{0}};
+    /* acc[k]: lane r is row r's kernels.h accumulator k (super-block b adds to k = b % 4) */
+    v128_t acc[4] = {wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f)};
+    int sumi[ROWS], summs[ROWS];
     const uint8_t *p[ROWS]; /* one pointer per row, stepped a super-block at a time */
     UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
     for (int b = 0; b < n / QK_K; b++) {
@@ -644,22 +646,29 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
             K4_PAIR(3);
 #undef K4_PAIR
 #undef K4_HALF
-            int sumi = hsum_i32x4(total), summs = hsum_i32x4(wasm_i32x4_dot_i16x8(mn, pairs));
-            acc[r][b % 4] += (half_at(blk) * xd) * (float)sumi;
-            acc[r][b % 4] -= (half_at(blk + 2) * xd) * (float)summs;
-            p[r] += bytes;
+            sumi[r] = hsum_i32x4(total), summs[r] = hsum_i32x4(wasm_i32x4_dot_i16x8(mn, pairs));
         }
+        /* the four rows' float steps at once: the same operations, lane by lane */
+        v128_t xdv = wasm_f32x4_splat(xd);
+        v128_t sumis = wasm_f32x4_convert_i32x4(wasm_i32x4_make(sumi[0], sumi[1], sumi[2], sumi[3]));
+        v128_t summss = wasm_f32x4_convert_i32x4(wasm_i32x4_make(summs[0], summs[1], summs[2], summs[3]));
+        acc[b % 4] = wasm_f32x4_add(acc[b % 4], wasm_f32x4_mul(wasm_f32x4_mul(halves4_wasm(p, 0), xdv), sumis));
+        acc[b % 4] = wasm_f32x4_sub(acc[b % 4], wasm_f32x4_mul(wasm_f32x4_mul(halves4_wasm(p, 2), xdv), summss));
+        UNROLL for (int r = 0; r < ROWS; r++) p[r] += bytes;
     }
-    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_lanes(acc[r]);
+    v128_t total = wasm_f32x4_add(wasm_f32x4_add(acc[0], acc[1]), wasm_f32x4_add(acc[2], acc[3]));
+    wasm_v128_store(out, total);
 }
 
 /* ROWS rows of Q6_K against one token, the same bits as dot_k_wasm per row: each 16 elements' products
  * (q - 32) * x summed in i16 pairs (|2 * 32 * 127| < 2^15) and scaled by one i32x4.dot_i16x8_s with
  * their int8 scale; the activations' loads are shared across the rows. */
 static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *w, size_t row_bytes, int n, Act a,
-                                                                 float *out, size_t out_stride) {
+                                                                 float *out) {
     const v128_t low4 = wasm_i8x16_splat(15), three = wasm_i8x16_splat(3), m32 = wasm_i8x16_splat(32);
-    float acc[ROWS][4] = {{0}};
+    /* acc[k]: lane r is row r's kernels.h accumulator k (super-block b adds to k = b % 4) */
+    v128_t acc[4] = {wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f)};
+    int sumi[ROWS];
     const uint8_t *p[ROWS]; /* one pointer per row, stepped a super-block at a time */
     UNROLL for (int r = 0; r < ROWS; r++) p[r] = w + r * row_bytes;
     for (int b = 0; b < n / QK_K; b++) {
@@ -693,11 +702,14 @@ static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *
             Q6_QUARTER(1, 1);
 #undef Q6_QUARTER
 #undef Q6_GROUP
-            acc[r][b % 4] += (half_at(blk + 208) * xd) * (float)hsum_i32x4(total);
-            p[r] += 210;
+            sumi[r] = hsum_i32x4(total);
         }
+        v128_t sumis = wasm_f32x4_convert_i32x4(wasm_i32x4_make(sumi[0], sumi[1], sumi[2], sumi[3]));
+        acc[b % 4] = wasm_f32x4_add(acc[b % 4],
+                                    wasm_f32x4_mul(wasm_f32x4_mul(halves4_wasm(p, 208), wasm_f32x4_splat(xd)), sumis));
+        UNROLL for (int r = 0; r < ROWS; r++) p[r] += 210;
     }
-    UNROLL for (int r = 0; r < ROWS; r++) out[r * out_stride] = sum_lanes(acc[r]);
+    wasm_v128_store(out, wasm_f32x4_add(wasm_f32x4_add(acc[0], acc[1]), wasm_f32x4_add(acc[2], acc[3])));
 }
 
 /* Rows r0..r1 of one token in groups of ROWS where the type has a ROWS kernel; 0 if it has none */
@@ -706,12 +718,12 @@ static int rows_wasm(int wtype, const uint8_t *w, size_t row_bytes, int n, Act a
     for (; r + ROWS <= r1; r += ROWS) {
         const uint8_t *rows = w + (size_t)r * row_bytes;
         switch (wtype) {
-        case ICL_Q8_0: rows_block32_wasm(ICL_Q8_0, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q4_0: rows_block32_wasm(ICL_Q4_0, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q4_1: rows_block32_wasm(ICL_Q4_1, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q4_K: rows_k4_wasm(0, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q5_K: rows_k4_wasm(1, rows, row_bytes, n, a, y + r, 1); break;
-        case ICL_Q6_K: rows_q6_k_wasm(rows, row_bytes, n, a, y + r, 1); break;
+        case ICL_Q8_0: rows_block32_wasm(ICL_Q8_0, rows, row_bytes, n, a, y + r); break;
+        case ICL_Q4_0: rows_block32_wasm(ICL_Q4_0, rows, row_bytes, n, a, y + r); break;
+        case ICL_Q4_1: rows_block32_wasm(ICL_Q4_1, rows, row_bytes, n, a, y + r); break;
+        case ICL_Q4_K: rows_k4_wasm(0, rows, row_bytes, n, a, y + r); break;
+        case ICL_Q5_K: rows_k4_wasm(1, rows, row_bytes, n, a, y + r); break;
+        case ICL_Q6_K: rows_q6_k_wasm(rows, row_bytes, n, a, y + r); break;
         default: return r;
         }
     }
