@@ -91,6 +91,8 @@ def with_custom_section(module: bytes, name: str, content: bytes) -> bytes:
 
 
 def _leb(n: int) -> bytes:
+    """Unsigned LEB128. Written here: setup.py runs this module with only the build dependencies
+    installed, so it may not import cdk.candid or the replica's wasm reader."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
