@@ -665,7 +665,7 @@ static inline __attribute__((always_inline)) void rows_k4_wasm(const int five, c
  * their int8 scale; the activations' loads are shared across the rows. */
 static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *w, size_t row_bytes, int n, Act a,
                                                                  float *out) {
-    const v128_t low4 = wasm_i8x16_splat(15), three = wasm_i8x16_splat(3), m32 = wasm_i8x16_splat(32);
+    const v128_t low4 = wasm_i8x16_splat(15), m30 = wasm_i8x16_splat(0x30), m32 = wasm_i8x16_splat(32);
     /* acc[k]: lane r is row r's kernels.h accumulator k (super-block b adds to k = b % 4) */
     v128_t acc[4] = {wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f), wasm_f32x4_splat(0.0f)};
     int sumi[ROWS];
@@ -691,10 +691,12 @@ static inline __attribute__((always_inline)) void rows_q6_k_wasm(const uint8_t *
     do {                                                                                                            \
         const uint8_t *ql = blk + 64 * (h) + 16 * (half), *qh = blk + 128 + 32 * (h) + 16 * (half);              \
         v128_t l0 = wasm_v128_load(ql), l1 = wasm_v128_load(ql + 32), hb = wasm_v128_load(qh);                      \
-        Q6_GROUP(wasm_v128_or(wasm_v128_and(l0, low4), wasm_i8x16_shl(wasm_v128_and(hb, three), 4)), 0, h, half);  \
-        Q6_GROUP(wasm_v128_or(wasm_v128_and(l1, low4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 2), three), 4)), 1, h, half); \
-        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l0, 4), wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(hb, 4), three), 4)), 2, h, half); \
-        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l1, 4), wasm_i8x16_shl(wasm_u8x16_shr(hb, 6), 4)), 3, h, half);      \
+        /* bits 2t..2t+1 of hb moved to bits 4..5: shifts of 16-bit lanes (cost 2, an i8x16 shift costs 3);   \
+         * the mask drops what crosses from the neighbouring byte */                                             \
+        Q6_GROUP(wasm_v128_or(wasm_v128_and(l0, low4), wasm_v128_and(wasm_i16x8_shl(hb, 4), m30)), 0, h, half);    \
+        Q6_GROUP(wasm_v128_or(wasm_v128_and(l1, low4), wasm_v128_and(wasm_i16x8_shl(hb, 2), m30)), 1, h, half);    \
+        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l0, 4), wasm_v128_and(hb, m30)), 2, h, half);                         \
+        Q6_GROUP(wasm_v128_or(wasm_u8x16_shr(l1, 4), wasm_v128_and(wasm_u16x8_shr(hb, 2), m30)), 3, h, half);      \
     } while (0)
             Q6_QUARTER(0, 0);
             Q6_QUARTER(0, 1);
