@@ -38,17 +38,21 @@ static void insert_free(block *b) {
     }
 }
 
+/* The allocator keeps below the last page of wasm32's 4 GiB, so addresses and sizes fit in 32 bits. */
+#define HEAP_LIMIT ((1ull << 32) - WASM_PAGE)
+
 static int grow(size_t need) {
     if (!heap_end) heap_end = round_up((uintptr_t)&__heap_base, ALIGN);
-    uintptr_t memory_end = (uintptr_t)__builtin_wasm_memory_size(0) * WASM_PAGE;
-    if (heap_end + need > memory_end) {
-        size_t pages = (size_t)round_up(heap_end + need - memory_end, WASM_PAGE) / WASM_PAGE;
-        if (need > SIZE_MAX - WASM_PAGE || __builtin_wasm_memory_grow(0, pages) == (size_t)-1) return 0;
-        memory_end += pages * WASM_PAGE;
+    uint64_t memory_end = (uint64_t)__builtin_wasm_memory_size(0) * WASM_PAGE, want = (uint64_t)heap_end + need;
+    if (want > HEAP_LIMIT) return 0;
+    if (want > memory_end) {
+        size_t pages = (size_t)((want - memory_end + WASM_PAGE - 1) / WASM_PAGE);
+        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) return 0;
+        memory_end += (uint64_t)pages * WASM_PAGE;
     }
     block *b = (block *)heap_end;
-    b->size = memory_end - heap_end;
-    heap_end = memory_end;
+    b->size = (size_t)(memory_end - heap_end);
+    heap_end = (uintptr_t)memory_end;
     insert_free(b);
     return 1;
 }
