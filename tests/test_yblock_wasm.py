@@ -29,6 +29,7 @@ from canisters.llama.tokenizer import Tokenizer
 from canisters.yblock.build import CANDID_SECTION, DID, BuildError, ensure_built
 from cdk.candid import decode, encode, parse_did
 from cdk.principal import Principal
+from client.engine_choice import ENGINE_FILE, network_engine
 from replica.api_types import IngressMessage
 from replica.inprocess import CallFailed, LocalClient
 from replica.network import Network
@@ -159,6 +160,14 @@ def test_dfx_json_names_the_module_and_its_did(tmp_path: Path, stories_path: Pat
     write_dfx(make_plan(read_model_spec(stories_path), Constraints(shards=2)), written)
     entry = json.loads(written.read_text())["canisters"]["yblock_1"]
     assert (tmp_path / entry["wasm"]).resolve() == YBLOCK_WASM and (tmp_path / entry["candid"]).resolve() == YBLOCK_DID
+
+
+def test_a_network_started_with_an_engine_gives_it_to_deploys(tmp_path: Path) -> None:
+    assert network_engine(tmp_path) == "wasm"  # none recorded: the default
+    (tmp_path / ENGINE_FILE).write_text("python")
+    assert network_engine(tmp_path) == "python"
+    (tmp_path / ENGINE_FILE).write_text("jvm")
+    assert network_engine(tmp_path) == "wasm"  # not an engine: the default
 
 
 # --- Candid --------------------------------------------------------------------------------------
