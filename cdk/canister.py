@@ -55,13 +55,20 @@ class Frozen(Generic[T]):
 
     __slots__ = ("value", "_measured_bytes")
 
-    def __init__(self, value: T):
+    def __init__(self, value: T, size_bytes: int | None = None):
         self.value = value
-        self._measured_bytes: int | None = None
+        self._measured_bytes = size_bytes
+
+    @property
+    def size_bytes(self) -> int | None:
+        """Its heap bytes, once the runtime measured them (or the code that made it knew them)."""
+        return self._measured_bytes
 
 
-def frozen(value: T) -> Frozen[T]:
-    return Frozen(value)
+def frozen(value: T, size_bytes: int | None = None) -> Frozen[T]:
+    """Wraps `value`. Pass `size_bytes` when they are known without a walk, e.g. a new version of
+    a value whose old version was measured, plus what grew: the runtime then never walks it."""
+    return Frozen(value, size_bytes)
 
 
 class Trap(BaseException):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from canisters.head.session import NS_PER_S, Costs, Fees, Request, Session
+from canisters.head.session import NS_PER_S, Costs, Fees, Request, Session, session_bytes_after_token
 from canisters.head.stages import Pipeline, PipelineError, Stage, merged_logits
 from canisters.llama.chat_template import TEMPLATE_KEY, ChatTemplate, ChatTemplateError
 from canisters.llama.config import ModelConfig
@@ -276,8 +276,9 @@ class Head(ShardHolder):
             while True:
                 assert token is not None
                 stream, shown = session.stream.push(token, tokenizer, stops)
-                session = replace(session, stream=stream, pieces=session.pieces + (shown,))
-                self.sessions[session_id] = frozen(session)
+                grown = replace(session, stream=stream, pieces=session.pieces + (shown,))
+                self.sessions[session_id] = frozen(grown, session_bytes_after_token(self.sessions[session_id], grown))
+                session = grown
                 if stream.done:
                     break
                 pos = len(prompt) + len(stream.ids) - 1

@@ -1,18 +1,22 @@
 """One generation as the head keeps it: the request, the token stream, and what it cost.
 
 A `Session` is immutable: the head replaces it with each generated token, wrapped in `frozen`,
-so the runtime's heap snapshot of every message does not walk its growing ids and text again.
+so the runtime's heap snapshot of every message does not walk its growing ids and text again;
+each new version's size is the last one's plus what the token added (`session_bytes_after_token`),
+so the runtime does not walk them even once per token.
 Its `Costs` change with every message and are kept apart while it runs. What is committed at
 each await (what `poll` sees) is the progress so far.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from canisters.llama.generation import TokenStream
 from canisters.llama.sampler import SamplingParams
+from cdk import Frozen
 
 NS_PER_S = 1_000_000_000
 
@@ -121,3 +125,18 @@ class Session:
             "stop_reason": self.stop_reason,
             "metrics": self.metrics(fees, now_ns),
         }
+
+
+def session_bytes_after_token(before: Frozen[Session], after: Session) -> int | None:
+    """The heap bytes of `after`, one token past `before`: the measured size of `before` plus the
+    growth of its ids, text and pieces and the new token's objects (None while `before` has not
+    been measured: the runtime then measures `after` itself). The stream's small fixed-size parts
+    (detokenizer and stop-string state) are taken as unchanged in size."""
+    if before.size_bytes is None:
+        return None
+    old, new = before.value, after
+    size = sys.getsizeof
+    return (before.size_bytes
+            + size(new.stream.ids) - size(old.stream.ids) + size(new.stream.ids[-1])
+            + size(new.stream.text) - size(old.stream.text)
+            + size(new.pieces) - size(old.pieces) + size(new.pieces[-1]))
