@@ -89,6 +89,12 @@ class _Decoder(Reader):
                          "message; refusing to decode it (raise DecodeLimits.max_values, min_values or "
                          "values_per_byte if it is legitimate)")
 
+    def charge(self, n: int) -> None:
+        """Takes `n` values from the budget at once (a vector's elements)."""
+        self.budget -= n
+        if self.budget < 0:
+            raise self.over_budget()
+
     def too_deep(self) -> CandidError:
         return self.fail(f"values nest deeper than {self.limits.max_depth} levels; refusing to decode it "
                          "(raise DecodeLimits.max_depth if it is legitimate)")
@@ -222,9 +228,7 @@ class _Decoder(Reader):
                     return one_byte
         # The elements' share of the budget is charged at once, and each element is read by its
         # type's reader directly: the per-element work of `value` is done once for the vector.
-        self.budget -= n
-        if self.budget < 0:
-            raise self.over_budget()
+        self.charge(n)
         while type(wire_inner) is Recursive:
             wire_inner = wire_inner.target
         kind = type(expected_inner)
@@ -290,9 +294,7 @@ class _Decoder(Reader):
         chunk = self.data[self.pos:self.pos + n]
         if len(chunk) < n or max(chunk) > (1 if name == "bool" else 0x7F):
             return None
-        self.budget -= n
-        if self.budget < 0:
-            raise self.over_budget()
+        self.charge(n)
         self.pos += n
         if name == "bool":
             return list(map(bool, chunk))
@@ -306,9 +308,7 @@ class _Decoder(Reader):
         if name == "nat8":
             self.pos = start + n
             return self.data[start:self.pos]
-        self.budget -= n
-        if self.budget < 0:
-            raise self.over_budget()
+        self.charge(n)
         self.pos = start + n * STRUCTS[name].size
         return list(struct.unpack_from(f"<{n}{FIXED_WIDTH[name]}", self.data, start))
 
