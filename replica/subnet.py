@@ -31,12 +31,13 @@ from typing import Any
 from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
 from cdk.canister import Canister, Trap
 from cdk.principal import Principal
-from replica import execution, heap
+from replica import execution
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.config import NetworkConfig
 from replica.cost_model import CostReport
-from replica.engines import Callbacks
+from replica.engines import Callbacks, Execution, Kind
+from replica.engines.python.engine import PythonInstance
 from replica.engines.wasm.engine import WasmEngine, default_cache_dir
 from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.execution import CanisterContext, Executor
@@ -49,6 +50,7 @@ from replica.wasm_execution import enqueue_system_tasks
 from replica.wasm_execution import execute_request as execute_wasm_request
 from replica.wasm_execution import execute_response as execute_wasm_response
 from replica.wasm_execution import query as wasm_query
+from replica.wasm_install import canister_view
 
 MANAGEMENT = Principal.management()
 _MANAGEMENT_DID = Path(__file__).parent / "management.did"
@@ -84,10 +86,6 @@ class Subnet:
         self.subnet_size = config.subnet_size
         self.kernel = config.kernel
         self.executor = Executor(self, config.host_seconds_per_execution)
-        # Per canister whose execution is still running over rounds (DTS): the state it started
-        # from, which queries read until it finishes (interface spec: a query sees the state as
-        # of the last completed execution).
-        self.dts_started_from: dict[Principal, execution.PreExecutionState] = {}
         self.management_interface: Interface = parse_did(_MANAGEMENT_DID.read_text())
         self.canisters: dict[Principal, CanisterState] = {}
         self.ingress: dict[bytes, IngressRecord] = {}
@@ -276,8 +274,6 @@ class Subnet:
         self._induct(r)
         enqueue_system_tasks(self)
         self._schedule_threads(r)
-        self.dts_started_from = {p: v for p, v in self.dts_started_from.items()
-                                 if p in self.canisters and self.canisters[p].free_round >= r}
         while True:  # inner loops; each execution costs round budget, so this ends
             self.management.execute(r)
             self.management.finish_stopping(r)  # a canister with no open call context stops at once
@@ -354,13 +350,11 @@ class Subnet:
                 break
             message = state.queue.popleft()
             used = state.used_in_free_round if state.free_round == r else 0
-            if isinstance(state.ic, CanisterContext):
+            if isinstance(state.ic, CanisterContext):  # what a query reads while this runs (DTS)
                 state.ic.first_committed = None
             instructions, outputs = self._execute_message(state, message, r)
             total = used + instructions
             finish = r + max(0, total - 1) // slice_
-            if finish > r and isinstance(state.ic, CanisterContext) and state.ic.first_committed is not None:
-                self.dts_started_from[state.id] = state.ic.first_committed
             state.free_round = finish
             state.used_in_free_round = total - (finish - r) * slice_
             self.thread_instructions[thread] += ((min(total, slice_) - used)
@@ -626,39 +620,21 @@ class Subnet:
             if state.loaded is None or state.instance is None:
                 raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
                                   f"Canister {canister_id.to_text()} has no code installed")
-            method = state.loaded.interface.methods.get(method_name)
-            if method is None or "query" not in method.modes:
+            instance = PythonInstance(state, self.executor, self.candid_cache)
+            if f"canister_query {method_name}" not in instance.exports:
                 raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
                                   f"Canister {canister_id.to_text()} has no query method '{method_name}'")
             self.require_cycles(state, 0)
         except RejectError as e:
             return _query_reject(e.reject)
-
-        def step() -> Any:
-            args = execution.decode_args(method.args, arg, f"{canister_id.to_text()}.{method_name}", self.candid_cache)
-            value = getattr(state.instance, method_name)(*args)
-            return execution.encode_reply(method.rets, value, self.limits.query_reply_bytes, self.candid_cache)
-
-        started_from = self.dts_started_from.get(canister_id) if state.free_round > self.round else None
-        redo: list[tuple[str, int, bytes]] = []
-        if started_from is not None:
-            # The query runs on the state from before the unfinished execution; the executor
-            # puts the execution's own state back when the query ends, and the stable memory below.
-            if started_from.heap is not None:
-                heap.restore(started_from.heap)
-            redo = state.stable.swap(started_from.stable_undo)
-        try:
-            result = self.executor.run(
-                state, step, caller=sender, context=None, mode="query",
-                instruction_limit=self.limits.instructions_per_query, payload_bytes=len(arg),
-                discard_state=True, charge=False,
-            )
-        finally:
-            if started_from is not None:
-                state.stable.swap(redo)
-        if result.trap is not None:
-            return _query_reject(result.trap)
-        return QueryResult(result.value, None, None, None)
+        message = Execution(Kind.QUERY, self.limits.instructions_per_query, self.time_ns(), method=method_name,
+                            arg=arg, caller=sender.bytes, replicated=False, reply_limit=self.limits.query_reply_bytes)
+        # While its last execution still runs (DTS), a query sees the state from before it.
+        run = instance.execute_before_last_commit if state.free_round > self.round else instance.execute
+        outcome = run(message, canister_view(self, state))
+        if outcome.trap is not None:
+            return _query_reject(outcome.trap)
+        return QueryResult(outcome.reply, None, None, None)
 
 
 def _query_reject(reject: Reject) -> QueryResult:
