@@ -13,10 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from canisters.yblock.build import ensure_built
 from cdk.candid import encode, parse_did
 from cdk.principal import Principal
 from client.agent import MANAGEMENT_DID, Canister, Canisters
 from client.deploy import CanisterIds, Deployer, DeployReport, head_init, read_dfx, yblock_init
+from client.engine_choice import DEFAULT_ENGINE
 from client.head_client import GenerationOptions
 from replica.limits import DEFAULT_LIMITS
 from replica.loader import ModuleRef
@@ -76,6 +78,7 @@ class Deployment:
     ids: dict[str, Principal]
     report: DeployReport
     version: str  # the code version the Deployer installed
+    engine: str  # how its yblocks run (client.engine_choice)
 
     @property
     def yblock_names(self) -> list[str]:
@@ -94,28 +97,31 @@ class Deployment:
         return (as_ or self.owner).canister(Principal.management(), MANAGEMENT_DID)
 
     def upgrade(self, name: str, class_path: str | None = None, **init: Any) -> None:
-        """install_code in upgrade mode on canister `name`, as its controller: its dfx.json class
-        (or `class_path`), with its deploy-time init arguments changed by `init`. Stable memory,
-        so the uploaded shard, is kept and loaded again; the heap starts over."""
+        """install_code in upgrade mode on canister `name`, as its controller: the code deploy
+        installed (or the class `class_path`), with its deploy-time init arguments changed by
+        `init`. Stable memory, so the uploaded shard, is kept and loaded again; the heap starts over."""
         entry = read_dfx(self.exported.dfx_json)[name]
+        module = ModuleRef(class_path or entry.class_path, self.version).to_wasm_module()
+        if class_path is None and self.engine == "wasm" and entry.wasm is not None:
+            module = ensure_built(entry.wasm).read_bytes()
         plan = self.exported.plan
         base = head_init(plan) if name == "head" else yblock_init(plan, self.ids["head"])
         arg = encode(parse_did(entry.did.read_text()).init_args, [{**base, **init}])
         self.management().update("install_code", {
             "mode": {"upgrade": None}, "canister_id": self.ids[name],
-            "wasm_module": ModuleRef(class_path or entry.class_path, self.version).to_wasm_module(), "arg": arg,
+            "wasm_module": module, "arg": arg,
             "sender_canister_version": None})
 
 
-def deploy(owner: Canisters, exported: ExportedModel, state_dir: Path, parallel: int = 1, cycles: int | None = None
-           ) -> Deployment:
+def deploy(owner: Canisters, exported: ExportedModel, state_dir: Path, parallel: int = 1, cycles: int | None = None,
+           engine: str = DEFAULT_ENGINE) -> Deployment:
     """Deploys (or, with the same `state_dir`, resumes deploying) `exported` as `owner`; new
-    canisters get `cycles` (None: the network's default)."""
+    canisters get `cycles` (None: the network's default); yblocks run by `engine`."""
     deployer = Deployer(owner, CanisterIds.of(state_dir, NETWORK), read_dfx(exported.dfx_json), cycles=cycles,
-                        parallel=parallel, progress=False)
+                        parallel=parallel, progress=False, engine=engine)
     report = deployer.deploy(exported.plan, exported.export)
     ids = {c.name: Principal.from_text(c.canister_id) for c in report.canisters}
-    return Deployment(owner, exported, ids, report, deployer.version)
+    return Deployment(owner, exported, ids, report, deployer.version, engine)
 
 
 def greedy(prompt: str, max_tokens: int) -> dict[str, Any]:
