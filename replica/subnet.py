@@ -183,11 +183,12 @@ class Subnet:
             raise RejectError(code, f"Canister {state.id.to_text()} is {state.status}; a controller can "
                               "start it again with start_canister")
 
-    def call_reservation_cycles(self) -> int:
+    def call_reservation_cycles(self, wasm64: bool = False) -> int:
         """What a call sets aside until its response has executed: the response's execution at
-        the message instruction limit and its largest reply (interface spec: a call needs the
-        maximum cost of processing its response above the freezing threshold)."""
-        return (self.fees.execution_cycles(self.limits.instructions_per_update, self.subnet_size)
+        the message instruction limit (at the caller's wasm64 rate, if it is one) and its largest
+        reply (interface spec: a call needs the maximum cost of processing its response above the
+        freezing threshold)."""
+        return (self.fees.execution_cycles(self.limits.instructions_per_update, self.subnet_size, wasm64)
                 + self.fees.response_byte_cycles(self.limits.reply_bytes, self.subnet_size))
 
     def reject_call_contexts(self, state: CanisterState) -> None:

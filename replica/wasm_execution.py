@@ -76,7 +76,7 @@ def execute_request(subnet: Subnet, state: CanisterState, request: Request) -> t
         subnet.require_running(state)
         kind = _method_kind(state, request.method)
         subnet.require_cycles(state, subnet.fees.execution_cycles(subnet.limits.instructions_per_update,
-                                                                  subnet.subnet_size))
+                                                                  subnet.subnet_size, state.instance.compiled.wasm64))
     except RejectError as e:
         return 0, [subnet._reply_output(request.origin, request.receiver, None, e.reject, request.trace,
                                         request.cycles)]
@@ -170,7 +170,7 @@ def _send(subnet: Subnet, state: CanisterState, context: CallContext, call: Any)
     for it); its fee is charged and its response's cost set aside now."""
     call_id = state.new_id()
     fee = subnet.fees.call_cycles(len(call.arg), subnet.subnet_size)
-    reserve = subnet.call_reservation_cycles()
+    reserve = subnet.call_reservation_cycles(state.instance.compiled.wasm64)
     context.trace.messages += 1
     context.trace.bytes += len(call.arg)
     context.trace.cycles += fee

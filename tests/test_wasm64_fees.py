@@ -9,8 +9,10 @@ import wasmtime
 from replica.config import NetworkConfig
 from replica.fees import CURRENT_FEES, FEES_2024
 from replica.inprocess import LocalClient
+from replica.limits import DEFAULT_LIMITS
 from replica.network import Network
 from tests.management_calls import install_code
+from tests.wasm_support import call, hand_metered, hand_metered_engine, install
 
 # An update that replies with an empty Candid message after a loop of memory stores.
 _WAT = """
@@ -61,3 +63,21 @@ def test_a_canister_pays_the_execution_fee_of_its_architecture(ptr):
     if ptr == "i64":
         assert execution - subnet.fees.execution_cycles(result.report.instructions, n) \
             == subnet.fees.instruction_cycles(result.report.instructions, n)
+
+
+@pytest.mark.parametrize("wasm64", [False, True])
+def test_cost_call_reserves_the_response_callback_at_the_callers_rate(wasm64):
+    ptr = "i64" if wasm64 else "i32"
+    body = f"""(func (export "canister_update cost")
+      (call $cost_call (i64.const 3) (i64.const 10) ({ptr}.const 0))
+      (call $msg_reply_data_append ({ptr}.const 0) ({ptr}.const 16))
+      (call $msg_reply))"""
+    memory = f'(memory (export "memory") {ptr} 1)'
+    instance = install(hand_metered_engine(), hand_metered(body, memory=memory, wasm64=wasm64))
+    reply = call(instance, "cost").reply
+    limit = DEFAULT_LIMITS.instructions_per_update
+    assert int.from_bytes(reply[:16], "little") == (
+        260_000 + 1_000 * (3 + 10)  # the call and its 13 bytes of method name and argument
+        + CURRENT_FEES.execution_cycles(limit, wasm64=wasm64)  # 5M + 40B cycles, or 5M + 80B in wasm64
+        + 1_000 * 2 * 1024 * 1024)  # receiving the largest response
+    assert CURRENT_FEES.execution_cycles(limit, wasm64=True) - CURRENT_FEES.execution_cycles(limit) == limit

@@ -526,12 +526,14 @@ class SystemApi:
 
     def cost_call(self, method_name_size: int, payload_size: int, dst: int) -> None:
         """What a canister must have above its freezing threshold to make a call: the call fee
-        with its request bytes, and the reservation for the largest response and its callback
-        (the IC's SystemApi::ic0_cost_call, rs/interfaces/src/execution_environment.rs)."""
+        with its request bytes, and the reservation for the largest response and its callback,
+        the callback at the wasm64 rate in a memory64 module (the IC's SystemApi::ic0_cost_call,
+        rs/interfaces/src/execution_environment.rs, and CyclesAccountManager's
+        prepayment_for_response_execution, which takes the execution mode)."""
         self._enter("cost_call")
         fees, n = self._fees("cost_call"), self.view.subnet_size
         cost = (fees.call_cycles(method_name_size + payload_size, n)
-                + fees.execution_cycles(self.limits.instructions_per_update, n)
+                + fees.execution_cycles(self.limits.instructions_per_update, n, self.wasm64)
                 + fees.response_byte_cycles(self.limits.reply_bytes, n))
         self._write_u128("cost_call", dst, cost)
 
