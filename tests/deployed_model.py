@@ -78,7 +78,7 @@ class Deployment:
     ids: dict[str, Principal]
     report: DeployReport
     version: str  # the code version the Deployer installed
-    engine: str  # how its yblocks run (client.engine_choice)
+    engine: str = DEFAULT_ENGINE  # how its yblocks run (client.engine_choice)
 
     @property
     def yblock_names(self) -> list[str]:

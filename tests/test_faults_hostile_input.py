@@ -114,7 +114,10 @@ def test_bytes_that_are_not_the_arguments_are_refused_and_change_nothing(
             assert status.status == "rejected", label
             code, message = status.error_code, status.reject_message
         assert code == "IC0503", (label, code, message)
-        assert f"failed to decode the arguments of {canister.to_text()}.{method}" in message, (label, message)
+        # The replica decodes a Python canister's arguments; a wasm yblock decodes its own and traps.
+        refusal = (f"yblock: the argument of {method} " if name != "head" and deployed.engine == "wasm"
+                   else f"failed to decode the arguments of {canister.to_text()}.{method}")
+        assert refusal in message, (label, message)
         assert len(message) < 2000, label  # the error says what is wrong, it does not echo the input
     unchanged(deployed, expected)
 
