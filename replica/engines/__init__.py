@@ -6,8 +6,9 @@ execution could run in another process or on another host. The subnet decides wh
 means for the call context, cycles and routing; the engine knows nothing of rounds or queues.
 
 Two engines exist: `replica.engines.wasm` runs IC wasm modules in wasmtime, metered as the IC
-meters them, and the Python-class path (`replica.execution`) stays as the quick way to write a
-test canister.
+meters them, and `replica.engines.python` runs Python-class canisters, the quick way to write a
+test canister. The Python engine takes queries through this interface; the subnet still runs a
+Python canister's updates, callbacks and install hooks with `replica.execution.Executor` directly.
 """
 
 from __future__ import annotations
