@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from cdk.candid import CandidError, decode, encode
 from cdk.principal import Principal
-from replica import execution
 from replica.api_types import IngressMessage, IngressRejected, QueryResult
 from replica.canister_log import RECORD_OVERHEAD_BYTES
 from replica.canister_state import CanisterSettings, CanisterState, Visibility
 from replica.chunk_store import UPLOAD_CHUNK_INSTRUCTIONS
+from replica.engines import Execution, Kind
+from replica.engines.python import engine as python_engine
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.loader import LoadedClass, ModuleRef, load_class
 from replica.management_state import history_size
@@ -545,33 +546,14 @@ def install(subnet: Subnet, target: CanisterState, loaded: LoadedClass, mode: st
         raise RejectError(ErrorCode.CANISTER_CONTRACT_VIOLATION,
                           f"Canister {target.id.to_text()} runs a wasm module, which cannot be upgraded to a Python "
                           "canister class (their heaps have nothing in common); reinstall it instead")
-    old_loaded, old_instance, old_arg = target.loaded, target.instance, target.install_arg
     old_chunks, old_pages = dict(target.stable.chunks), target.stable.pages
     if mode == "reinstall":
         target.stable.clear()
-    if target.ic is None:
-        target.ic = execution.CanisterContext(target, subnet)
-    hook_types = loaded.interface.init_args
-
-    def step() -> None:
-        args = execution.decode_args(hook_types, arg, f"the init arguments of {loaded.ref.class_path}",
-                                     subnet.candid_cache)
-        if mode == "upgrade":
-            if not skip_pre_upgrade:
-                old_instance.pre_upgrade()
-            target.instance = subnet.new_instance(target, loaded)
-            target.instance.post_upgrade(*args)
-        else:
-            target.instance = subnet.new_instance(target, loaded)
-            target.instance.init(*args)
-
-    result = subnet.executor.run(
-        target, step, caller=caller, context=None, mode="init",
-        instruction_limit=subnet.limits.instructions_per_install, payload_bytes=len(arg),
-        stable_limit=subnet.limits.stable_access_bytes_per_upgrade,
-    )
+    hook = Kind.POST_UPGRADE if mode == "upgrade" else Kind.INIT
+    result = python_engine.install(target, loaded, subnet.executor, subnet.candid_cache, Execution(
+        hook, subnet.limits.instructions_per_install, subnet.time_ns(), arg=arg, caller=caller.bytes),
+        pre_upgrade=not skip_pre_upgrade)
     if result.trap is not None:
-        target.loaded, target.instance, target.install_arg = old_loaded, old_instance, old_arg
         if mode == "reinstall":
             target.stable.chunks, target.stable.pages = old_chunks, old_pages
         raise RejectError(ErrorCode(int(result.trap.error_code[2:])) if result.trap.error_code else

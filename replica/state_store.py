@@ -35,10 +35,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cdk.candid import decode
 from cdk.principal import Principal
 from replica import management_state, wasm_state
 from replica.canister_state import CanisterSettings, CanisterState
+from replica.engines import Execution, Kind
+from replica.engines.python import engine as python_engine
 from replica.errors import RejectError
 from replica.execution import CanisterContext
 from replica.loader import ModuleRef, load_class
@@ -249,19 +250,11 @@ def rebuild_heap(subnet: Any, state: CanisterState, ref: ModuleRef) -> None:
     except RejectError as e:
         state.restore_error = f"restoring its code failed: {e.reject.message}"
         return
-    arg = state.install_arg
-
-    def step() -> None:
-        state.instance = subnet.new_instance(state, loaded)
-        state.instance.post_upgrade(*decode(loaded.interface.init_args, arg))
-
-    result = subnet.executor.run(
-        state, step, caller=state.settings.controllers[0] if state.settings.controllers else state.id,
-        context=None, mode="init", instruction_limit=subnet.limits.instructions_per_install,
-        payload_bytes=len(arg), stable_limit=subnet.limits.stable_access_bytes_per_upgrade, charge=False,
-    )
+    caller = state.settings.controllers[0] if state.settings.controllers else state.id
+    result = python_engine.install(state, loaded, subnet.executor, subnet.candid_cache, Execution(
+        Kind.POST_UPGRADE, subnet.limits.instructions_per_install, subnet.time_ns(), arg=state.install_arg,
+        caller=caller.bytes), pre_upgrade=False, charge=False)
     if result.trap is not None:
-        state.instance = None
         state.restore_error = f"rebuilding its heap with post_upgrade after the restart trapped: {result.trap.message}"
         return
     state.loaded = loaded

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
-from cdk.canister import Canister, Trap
+from cdk.canister import Trap
 from cdk.principal import Principal
 from replica import execution
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
@@ -42,7 +42,6 @@ from replica.engines.wasm.engine import WasmEngine, default_cache_dir
 from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.execution import CanisterContext, Executor
 from replica.limits import Limits
-from replica.loader import LoadedClass
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
 from replica.wasm_execution import accept_ingress as accept_wasm_ingress
@@ -199,11 +198,6 @@ class Subnet:
                 self.release(self.round, self._answer(state.id, context, None, Reject.of(
                     ErrorCode.CANISTER_REJECTED_MESSAGE, "Canister has been uninstalled.")))
         state.call_contexts.clear()
-
-    def new_instance(self, state: CanisterState, loaded: LoadedClass) -> Canister:
-        if state.ic is None:
-            state.ic = CanisterContext(state, self)
-        return loaded.cls(state.ic)
 
     def info(self, canister_id: Principal) -> CanisterInfo:
         s = self.canister(canister_id)

@@ -1,6 +1,6 @@
 """The Python-class engine behind the engine interface: an `Execution` of a query goes in as
 Candid bytes, an `Outcome` comes out (reply bytes, instructions, trap), and nothing the query
-changed is kept."""
+changed is kept; an install hook is one execution, kept only if nothing traps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from cdk.candid import T, decode, encode
 from replica.config import NetworkConfig
-from replica.engines import Execution, Kind
-from replica.engines.python.engine import PythonInstance
+from replica.engines import Execution, Kind, Outcome
+from replica.engines.python.engine import PythonInstance, install
 from replica.inprocess import LocalClient
 from replica.network import Network
 from replica.wasm_install import canister_view
@@ -62,3 +62,25 @@ def test_executions_other_than_queries_are_refused_here(counter):
     client, instance = counter
     with pytest.raises(ValueError, match="update executions"):
         _run(client, instance, Execution(Kind.UPDATE, 10**9, 0, method="inc", arg=NO_ARGS))
+
+
+def test_an_upgrade_is_one_execution_kept_only_if_nothing_traps(counter):
+    client, instance = counter
+    state, subnet = instance.state, client.network.subnet
+    loaded, old = state.loaded, state.instance
+    client.update(state.id, "write_stable", 0, b"kept")
+
+    def upgrade(arg: bytes) -> Outcome:
+        return install(state, loaded, subnet.executor, subnet.candid_cache,
+                       Execution(Kind.POST_UPGRADE, 300 * 10**9, 0, arg=arg, caller=b"\x04"))
+
+    failed = upgrade(b"DIDL\x00\x00")  # no nat: post_upgrade's argument does not decode
+    assert "failed to decode the arguments of the init arguments" in failed.trap.message
+    assert state.instance is old and old.count == 5
+    done = upgrade(encode([T.nat], [9]))
+    assert done.trap is None and done.instructions > 0
+    assert state.instance is not old and state.instance.count == 9
+    assert decode([T.blob], _run(client, PythonInstance(state, subnet.executor, subnet.candid_cache),
+                                 _query("read_stable", encode([T.nat64, T.nat64], [0, 4]))).reply) == [b"kept"]
+    with pytest.raises(ValueError, match="not update"):
+        install(state, loaded, subnet.executor, subnet.candid_cache, Execution(Kind.UPDATE, 10**9, 0))

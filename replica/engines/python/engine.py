@@ -15,6 +15,7 @@ from replica import heap
 from replica.canister_state import CanisterState
 from replica.engines import CanisterView, Execution, Kind, Outcome
 from replica.execution import CanisterContext, Executor, decode_args, encode_reply
+from replica.loader import LoadedClass
 
 
 class PythonInstance:
@@ -71,3 +72,37 @@ class PythonInstance:
             return self.execute(message, view)
         finally:
             self.state.stable.swap(redo)
+
+
+def install(state: CanisterState, loaded: LoadedClass, executor: Executor, candid_cache: HeaderCache,
+            message: Execution, *, pre_upgrade: bool = True, charge: bool = True) -> Outcome:
+    """Installs `loaded` on `state` by one execution of `message` (Kind.INIT, or
+    Kind.POST_UPGRADE): for an upgrade the old instance's pre_upgrade first (unless
+    `pre_upgrade` is False), then the class's construction and its init or post_upgrade with
+    the argument decoded by the .did's init types. Its changes are kept, and `state.instance` is
+    the new instance, only if nothing traps; `charge` False runs it free (a restart's rebuild)."""
+    if message.kind not in (Kind.INIT, Kind.POST_UPGRADE):
+        raise ValueError(f"a Python canister is installed by an init or post_upgrade execution, not "
+                         f"{message.kind.value}")
+    if state.ic is None:
+        state.ic = CanisterContext(state, executor.env)
+    old_instance = state.instance
+
+    def step() -> None:
+        args = decode_args(loaded.interface.init_args, message.arg,
+                           f"the init arguments of {loaded.ref.class_path}", candid_cache)
+        if message.kind is Kind.POST_UPGRADE and pre_upgrade and old_instance is not None:
+            old_instance.pre_upgrade()
+        state.instance = loaded.cls(state.ic)
+        if message.kind is Kind.POST_UPGRADE:
+            state.instance.post_upgrade(*args)
+        else:
+            state.instance.init(*args)
+
+    result = executor.run(
+        state, step, caller=Principal(message.caller), context=None, mode="init",
+        instruction_limit=message.instruction_limit, payload_bytes=len(message.arg),
+        stable_limit=executor.env.limits.stable_access_bytes_per_upgrade, charge=charge)
+    if result.trap is not None:
+        state.instance = old_instance
+    return Outcome(result.instructions, trap=result.trap, heap_bytes=state.heap_bytes)
