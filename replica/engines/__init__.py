@@ -7,8 +7,9 @@ means for the call context, cycles and routing; the engine knows nothing of roun
 
 Two engines exist: `replica.engines.wasm` runs IC wasm modules in wasmtime, metered as the IC
 meters them, and `replica.engines.python` runs Python-class canisters, the quick way to write a
-test canister. The Python engine takes queries through this interface; the subnet still runs a
-Python canister's updates, callbacks and install hooks with `replica.execution.Executor` directly.
+test canister. The Python engine takes queries and install hooks through this interface; the
+subnet still runs a Python canister's updates and callbacks with `replica.execution.Executor`
+directly.
 """
 
 from __future__ import annotations
