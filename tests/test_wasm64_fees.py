@@ -8,7 +8,7 @@ import wasmtime
 
 from replica.config import NetworkConfig
 from replica.fees import CURRENT_FEES, FEES_2024
-from replica.inprocess import LocalClient
+from replica.inprocess import MANAGEMENT, LocalClient
 from replica.limits import DEFAULT_LIMITS
 from replica.network import Network
 from tests.management_calls import install_code
@@ -81,3 +81,18 @@ def test_cost_call_reserves_the_response_callback_at_the_callers_rate(wasm64):
         + CURRENT_FEES.execution_cycles(limit, wasm64=wasm64)  # 5M + 40B cycles, or 5M + 80B in wasm64
         + 1_000 * 2 * 1024 * 1024)  # receiving the largest response
     assert CURRENT_FEES.execution_cycles(limit, wasm64=True) - CURRENT_FEES.execution_cycles(limit) == limit
+
+
+@pytest.mark.parametrize("ptr", ["i32", "i64"])
+def test_an_install_is_charged_at_its_modules_rate(ptr):
+    client = LocalClient(Network(None, NetworkConfig()))
+    canister = client.create_canister()
+    subnet = client.network.subnet
+    before = subnet.canisters[canister].cycles
+    report = client.update(MANAGEMENT, "install_code", {
+        "mode": {"install": None}, "canister_id": canister,
+        "wasm_module": bytes(wasmtime.wat2wasm(_WAT.format(ptr=ptr))), "arg": b"",
+        "sender_canister_version": None}).report
+    charged = subnet.fees.execution_cycles(report.instructions, subnet.subnet_size, wasm64=ptr == "i64")
+    assert report.instructions > 0
+    assert charged <= before - subnet.canisters[canister].cycles < charged + 100  # + a few cycles of storage
