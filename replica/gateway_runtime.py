@@ -73,6 +73,15 @@ def _lock_state_dir(state_dir: Path) -> int:
     return descriptor
 
 
+def clean_state_dir(state_dir: Path) -> None:
+    """Deletes the state directory's contents, refused while a network runs from it (its lock is held)."""
+    lock = _lock_state_dir(state_dir.resolve())
+    try:
+        _clean(state_dir.resolve())
+    finally:
+        os.close(lock)
+
+
 def _clean(state_dir: Path) -> None:
     for entry in state_dir.iterdir():
         if entry.name == LOCK_FILE:

@@ -72,6 +72,33 @@ def test_background_start_status_stop(tmp_path):
         assert icllama("stop", "--state-dir", str(state)).returncode == 0
 
 
+def test_background_clean_start_on_an_existing_state_dir(tmp_path):
+    state = tmp_path / "state"
+    assert icllama("start", "--background", "--port", "0", "--state-dir", str(state)).returncode == 0
+    try:
+        first = json.loads((state / "network.json").read_text())
+        root_key = cbor2.loads(httpx.get(f"{first['url']}/api/v2/status").content)["root_key"]
+        busy = icllama("start", "--background", "--clean", "--port", "0", "--state-dir", str(state))
+        assert busy.returncode == 2 and "already running" in busy.stderr
+        assert (state / "network.json").exists()  # a refused --clean deletes nothing
+    finally:
+        assert icllama("stop", "--state-dir", str(state)).returncode == 0
+    (state / "leftover").write_text("from the earlier network")
+
+    started = icllama("start", "--background", "--clean", "--port", "0", "--state-dir", str(state))
+    assert started.returncode == 0, started.stderr
+    try:
+        record = json.loads((state / "network.json").read_text())
+        assert record["url"] in started.stdout
+        assert not (state / "leftover").exists()
+        assert not list(state.glob("network.log.starting-*"))
+        assert (state / "network.log").exists()
+        # --clean made a new network: a new identity
+        assert cbor2.loads(httpx.get(f"{record['url']}/api/v2/status").content)["root_key"] != root_key
+    finally:
+        assert icllama("stop", "--state-dir", str(state)).returncode == 0
+
+
 def test_bad_arguments_are_clear(tmp_path):
     result = icllama("start", "--port", "70000", "--state-dir", str(tmp_path))
     assert result.returncode == 2 and "--port must be between 0 and 65535" in result.stderr

@@ -79,9 +79,16 @@ def _start_background(args: argparse.Namespace) -> int:
         raise UserError(f"a network is already running from {state_dir} at {running.url} (pid {running.pid}); "
                         f"stop it with `icllama stop --state-dir {args.state_dir}` or use another --state-dir")
     state_dir.mkdir(parents=True, exist_ok=True)
+    if args.clean:  # here, not in the child: the child's clean would delete its own starting log
+        from replica.gateway_runtime import NetworkStartError, clean_state_dir
+
+        try:
+            clean_state_dir(state_dir)
+        except NetworkStartError as error:
+            raise UserError(str(error)) from None
     command = [sys.executable, "-m", "client.cli", "start", "--host", args.host, "--port", str(args.port),
                "--state-dir", str(state_dir), "--round-seconds", str(args.round_seconds), "--engine", args.engine]
-    command += ["--realtime"] * args.realtime + ["--clean"] * args.clean
+    command += ["--realtime"] * args.realtime
     # The child writes a log of its own, which becomes network.log once it serves: a start that
     # fails never mixes into (or appends to) the log of an earlier or concurrent network.
     starting_log = state_dir / f"{LOG_FILE}.starting-{os.getpid()}"
