@@ -395,7 +395,8 @@ class CanisterShardTarget:
 
 # --- python -m client.upload ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from client.agent import DEFAULT_STATE_DIR, RemoteCanisters, connect, resolve_network
+    from client.agent import RemoteCanisters, connect, resolve_network
+    from client.commands.deploy import dfx_json_path
     from client.deploy import CanisterIds, read_dfx
     from client.identity import IdentityStore
     from sharding.export import ExportError, read_export
@@ -407,21 +408,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest", type=Path, help="the export's manifest.json")
     parser.add_argument("--network", default="local", help="`local` (default) or the URL of an IC HTTP interface")
     parser.add_argument("--identity", help="identity name or PEM path: a controller of the canisters")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help="where <network>/canister_ids.json is (default .icllama)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="where <network>/canister_ids.json is (default: .icllama, or the state directory of "
+                             "the local network running elsewhere)")
     parser.add_argument("--canister-ids", type=Path,
                         help="a canister_ids.json to read the ids from instead (its `local` entries for a URL)")
-    parser.add_argument("--dfx-json", type=Path, default=Path("dfx.json"), help="names each canister's .did")
+    parser.add_argument("--dfx-json", type=Path,
+                        help="names each canister's .did (default: ./dfx.json if it exists, else the one "
+                             "`icllama deploy` wrote, <state dir>/<network>/dfx.json)")
     parser.add_argument("--parallel", type=int, default=4, help="canisters uploading at once (default 4)")
     parser.add_argument("--only", action="append", default=[], help="upload only this canister (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     try:
         export = read_export(args.manifest)
-        target = resolve_network(args.network, args.state_dir, args.dfx_json)
+        target = resolve_network(args.network, args.state_dir, args.dfx_json or Path("dfx.json"))
+        print(f"uploading to {target.describe()}", file=sys.stderr)
         ids_file = (CanisterIds(args.canister_ids, "local") if args.canister_ids
                     else CanisterIds.of(target.state_dir, target.name))
-        ids, entries = ids_file.read(), read_dfx(args.dfx_json)
+        dfx_json = dfx_json_path(args.dfx_json, target)
+        ids, entries = ids_file.read(), read_dfx(dfx_json)
         canisters = RemoteCanisters(connect(target.url, IdentityStore.from_environment().resolve(args.identity)))
         jobs = []
         for f in export.files:
@@ -429,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if f.shard not in ids or f.shard not in entries:
                 raise UserError(f"{f.shard} has no canister in {ids_file.path} "
-                                f"or no entry in {args.dfx_json}; deploy first (`icllama deploy`)")
+                                f"or no entry in {dfx_json}; deploy first (`icllama deploy`)")
             canister = canisters.canister(ids[f.shard], entries[f.shard].did)
             jobs.append((ShardFile(f.shard, f.file, export.directory / f.file, f.size, f.sha256),
                          CanisterShardTarget(canister)))

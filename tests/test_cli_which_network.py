@@ -90,3 +90,28 @@ def test_deploy_writes_dfx_json_into_a_project_or_beside_the_ids(tmp_path: Path,
     (tmp_path / "dfx.json").write_text("{}")
     assert dfx_json_path(None, target) == Path("dfx.json")  # a project's own
     assert dfx_json_path(tmp_path / "other.json", target) == tmp_path / "other.json"
+
+
+def test_upload_follows_the_local_network_running_elsewhere(running, tmp_path: Path) -> None:
+    state, record = running
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "dfx.json").write_text(json.dumps({"networks": {"local": {"bind": f"127.0.0.1:{record['port']}"}},
+                                                    "canisters": {}}))
+    (elsewhere / "manifest.json").write_text(json.dumps({"format": "icllama-shards/1", "files": [
+        {"shard": "head", "file": "head.gguf", "size": 1, "sha256": "00" * 32}]}))
+
+    def upload(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "client.upload", "manifest.json", *args], cwd=elsewhere,
+                              capture_output=True, text=True, timeout=180,
+                              env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+    followed = upload()
+    assert followed.returncode == 2
+    assert f"uploading to local ({record['url']}, state dir {state})\n" in followed.stderr
+    assert f"head has no canister in {state / 'local' / 'canister_ids.json'} or no entry in dfx.json" \
+        in followed.stderr
+    # An explicit --state-dir means that directory's network only, as for status, deploy and generate.
+    explicit = upload("--state-dir", str(elsewhere / ".icllama"))
+    assert explicit.returncode == 2
+    assert f"state dir {elsewhere / '.icllama'})\n" in explicit.stderr
