@@ -195,8 +195,14 @@ def test_a_python_canister_class_is_called_by_its_published_interface(icp, tmp_p
 
 def test_delete(icp):
     created = icp.run("canister", "create", "--detached", "-q").stdout.strip()
-    # icp-cli stops the canister, then deletes it. --no-recover-cycles: recovering them installs
-    # icp-cli's shim, which needs ic0.cost_call (not offered here).
-    icp.run("canister", "delete", created, "--no-recover-cycles")
+    held = int(icp.status(created)["cycles"].replace("_", ""))
+    ledger_before = _cycles(icp.run("cycles", "balance").stdout)
+    # icp-cli stops the canister, installs its shim there, which deposits the canister's cycles
+    # (less ic0.cost_call's reservation for that call) into the caller's cycles ledger account,
+    # then deletes it.
+    deleted = icp.run("canister", "delete", created)
+    recovered = _cycles(icp.run("cycles", "balance").stdout) - ledger_before
+    assert f"Recovered {recovered} cycles from canister {created} to 2vxsx-fae" in deleted.stdout + deleted.stderr
+    assert 0 < held - recovered < 10**11  # the shim's install and its call's fees
     gone = icp.run("canister", "status", created, check=False)
     assert gone.returncode != 0 and f"Canister {created} was not found" in gone.stderr

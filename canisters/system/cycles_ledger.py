@@ -1,6 +1,6 @@
 """The cycles ledger as a local network hosts it at its mainnet id: accounts hold cycles, and
 `create_canister` turns an account's cycles into a new canister, as icp-cli's
-`icp canister create` expects.
+`icp canister create` expects; `deposit` credits an account with the cycles a canister sends.
 
 The ledger's own cycle balance backs the accounts (cycles deposited on the IC become the
 ledger's). It is created with the initial balances it is given: a local network funds the
@@ -104,6 +104,20 @@ class CyclesLedger(Canister):
             return {"Err": {"FailedToCreate": {"error": rejected.message, "refund_block": self._refund(key, amount),
                                                "fee_block": fee_block}}}
         return {"Ok": {"block_id": fee_block, "canister_id": created["canister_id"]}}
+
+    @update
+    def deposit(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Credits account `to` with all the cycles attached to the call, without a fee, as the cycles
+        ledger does (icp canister delete recovers a canister's cycles this way, through a shim)."""
+        attached = self.ic.msg_cycles_available()
+        if attached < FEE:
+            self.ic.trap(f"a deposit needs at least {FEE:,} cycles attached (the ledger's fee); got {attached:,}")
+        amount = self.ic.msg_cycles_accept(attached)
+        key = _key(args["to"])
+        self.balances[key] = self.balances.get(key, 0) + amount
+        self.blocks += 1
+        self._save()
+        return {"balance": self.balances[key], "block_index": self.blocks}
 
     @update
     async def withdraw(self, args: dict[str, Any]) -> dict[str, Any]:
