@@ -204,5 +204,9 @@ def test_delete(icp):
     recovered = _cycles(icp.run("cycles", "balance").stdout) - ledger_before
     assert f"Recovered {recovered} cycles from canister {created} to 2vxsx-fae" in deleted.stdout + deleted.stderr
     assert 0 < held - recovered < 10**11  # the shim's install and its call's fees
+    # A message from a user carries no cycles: a deposit needs at least the ledger's fee attached.
+    empty = icp.run("canister", "call", "um5iw-rqaaa-aaaaq-qaaba-cai", "deposit",
+                    '(record { to = record { owner = principal "2vxsx-fae" } })', check=False)
+    assert empty.returncode != 0 and "a deposit needs at least 100,000,000 cycles attached" in empty.stderr
     gone = icp.run("canister", "status", created, check=False)
     assert gone.returncode != 0 and f"Canister {created} was not found" in gone.stderr
