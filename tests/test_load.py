@@ -105,8 +105,12 @@ FIT = 3  # sessions whose KV caches the limited yblock holds
 
 def test_a_full_yblock_refuses_a_new_session_and_harms_nobody(
         exported: ExportedModel, alone: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Python yblocks: they read their wasm_memory_limit and refuse a session that would pass it as
+    "full". A wasm yblock cannot read the limit (no System API call gives it) and reuses the memory its
+    freed prefill scratch leaves, so it meets the limit only when memory.grow fails (IC0539, rolled back;
+    tests/test_wasm_engine.py covers that path)."""
     network = Network(None, BUSY_SUBNET)
-    deployed = deploy(LocalCanisters(LocalClient(network)), exported, tmp_path / "client")
+    deployed = deploy(LocalCanisters(LocalClient(network)), exported, tmp_path / "client", engine="python")
     last = deployed.yblock_names[-1]
     limit_heap(deployed, last, FIT)
     running = [start(deployed, prompt) for prompt in PROMPTS[:FIT]]
