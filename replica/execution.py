@@ -1,9 +1,11 @@
-"""Runs canister code for one execution and turns what happened into instructions, cycles,
-state changes (committed or rolled back) and outputs.
+"""Runs a Python canister's code for one execution and turns what happened into instructions,
+state changes (committed or rolled back), the calls it made and its debug prints.
 
 An execution is one message's worth of canister code: a method up to its first `await`, a
-continuation after a response, an install hook, or a query. Its state changes are committed
-when it ends normally and rolled back when it traps, so an `await` is a commit point.
+continuation after a response, a cleanup, an install hook, or a query. Its state changes are
+committed when it ends normally and rolled back when it traps, so an `await` is a commit point.
+Cycles, call contexts and routing are the subnet's: the Python engine
+(replica.engines.python.engine) hands what happened back as an `Outcome`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from cdk.principal import Principal
 from replica import heap
 from replica.canister_state import CanisterState
 from replica.cost_model import Kernel, message_overhead_instructions, work_instructions
+from replica.engines import Callback, Callbacks, OutgoingCall
 from replica.errors import ErrorCode, Reject, RejectError
 from replica.fees import FeeSchedule
 from replica.host_budget import HostBudget, HostBudgetExceeded
 from replica.limits import Limits
-from replica.messages import CallContext, OutgoingCall
 from replica.stable_memory import StableMemoryError
 
 
@@ -50,16 +52,34 @@ class Environment(Protocol):
 
 
 @dataclass
+class Conversation:
+    """One call context's async method: its coroutine, and the call it is suspended on."""
+
+    reply_types: Any  # the method's, to encode its reply
+    coroutine: Any = None
+    awaiting: PendingCall | None = None
+
+
+@dataclass
+class AwaitedCall:
+    """What a response to a call made by Python code needs: where to put it and how to decode it."""
+
+    pending: PendingCall
+    reply_types: Any
+    conversation: Conversation
+    cleanup: Callable[[], None] | None
+
+
+@dataclass
 class ExecutionResult:
     instructions: int
     cycles: int
     trap: Reject | None = None
     calls: list[OutgoingCall] = field(default_factory=list)
-    # Set when the call context is finished by this execution: the reply bytes or the reject.
-    reply: bytes | None = None
-    reject: Reject | None = None
-    value: Any = None  # the Python value returned (queries and install hooks use it)
-    before: PreExecutionState | None = None  # the state it started from, if its changes were kept
+    reject: Reject | None = None  # the canister answered its call with ic.reject
+    value: Any = None  # the Python value returned by the step
+    cycles_accepted: int = 0
+    logs: list[bytes] = field(default_factory=list)  # debug prints (none for a query)
 
 
 @dataclass
@@ -79,7 +99,10 @@ class CanisterContext(IC):
         self._env = env
         self._work = Work()
         self._caller: Principal = Principal.anonymous()
-        self._context: CallContext | None = None
+        self._conversation: Conversation | None = None  # set while an update or callback may call
+        self._cycles_available = 0
+        self._context_instructions = 0
+        self._replied = False
         self._calls: list[OutgoingCall] = []
         self._debit = 0
         self._stable_access = 0
@@ -93,6 +116,8 @@ class CanisterContext(IC):
         self._heap_of: object = None  # ... for this instance
         # Set by the first execution of a message whose changes were kept (see Subnet).
         self.first_committed: PreExecutionState | None = None
+        # The calls this canister's code awaits a response to, by the callback the subnet returns.
+        self.awaited: dict[int, AwaitedCall] = {}
 
     def heap_before(self, instance: object) -> heap.HeapSnapshot:
         """The heap's snapshot for the next execution. Only executions change the heap, so the
@@ -104,10 +129,14 @@ class CanisterContext(IC):
     def keep_heap(self, instance: object, snapshot: heap.HeapSnapshot) -> None:
         self._heap, self._heap_of = snapshot, instance
 
-    def begin(self, caller: Principal, context: CallContext | None, mode: str, stable_limit: int) -> None:
+    def begin(self, caller: Principal, mode: str, stable_limit: int, conversation: Conversation | None = None,
+              cycles_available: int = 0, context_instructions: int = 0, replied: bool = False) -> None:
         self._work = Work()
         self._caller = caller
-        self._context = context
+        self._conversation = conversation
+        self._cycles_available = cycles_available
+        self._context_instructions = context_instructions
+        self._replied = replied
         self._calls = []
         self._debit = 0
         self._stable_access = 0
@@ -140,26 +169,29 @@ class CanisterContext(IC):
         if counter_type == 0:
             return instructions
         if counter_type == 1:
-            return instructions + (self._context.instructions if self._context is not None else 0)
+            return instructions + self._context_instructions
         raise Trap(f"performance_counter({counter_type}): the counter types are 0 (this execution) and 1 "
                    "(the call context)")
 
     def call(self, canister: Principal, method: str, *args: Any, cycles: int = 0,
              cleanup: Callable[[], None] | None = None) -> PendingCall:
-        if self._mode != "update" or self._context is None:
+        if self._mode != "update" or self._conversation is None:
             raise Trap(f"{self._mode} code cannot make inter-canister calls (only update methods "
                        "can; composite queries are not simulated)", ErrorCode.CANISTER_CONTRACT_VIOLATION)
         call_id = self._canister.new_id()
         pending = PendingCall(call_id)
-        system_reject: Reject | None = None
         arg, reply_types = b"", None
+        known = True
         try:
             arg_types, reply_types = self._env.method_types(canister, method)
         except RejectError as e:
+            if e.reject.error_code not in _SYSTEM_REJECTED:  # e.g. no candid:service: nothing to type the call with
+                pending.outcome = ("reject", _call_rejected(e.reject))
+                return pending
             # An unknown canister or method is rejected by the system as a response, as on the
             # IC: the caller's state up to its await is committed before the reject arrives.
-            system_reject = e.reject
-        if system_reject is None:
+            known = False
+        if known:
             try:
                 arg = encode(arg_types, list(args), self._env.candid_cache)
             except CandidError as e:
@@ -188,9 +220,11 @@ class CanisterContext(IC):
             return pending
         self._debit += fee + cycles + reserved
         self._work.copied(len(arg))
-        self._calls.append(OutgoingCall(call_id, canister, method, arg, reply_types, cycles, pending,
-                                        reserved, cleanup, system_reject))
-        self._context.outstanding[call_id] = self._calls[-1]
+        # The subnet answers with these callbacks; their function index is this call's key.
+        callback = Callback(call_id, 0)
+        self._calls.append(OutgoingCall(canister.bytes, method, arg, cycles,
+                                        Callbacks(callback, callback, callback if cleanup is not None else None)))
+        self.awaited[call_id] = AwaitedCall(pending, reply_types, self._conversation, cleanup)
         return pending
 
     def stable_size(self) -> int:
@@ -226,8 +260,8 @@ class CanisterContext(IC):
         self.logs.append(data)
 
     def reject(self, message: str) -> None:
-        if self._mode != "update" or self._context is None or self._rejected is not None \
-                or self._context.responded:
+        if self._mode != "update" or self._conversation is None or self._rejected is not None \
+                or self._replied:
             raise Trap("ic.reject: only an update call that has not been answered yet can be rejected",
                        ErrorCode.CANISTER_CONTRACT_VIOLATION)
         self._rejected = message
@@ -236,13 +270,10 @@ class CanisterContext(IC):
         return self._canister.cycles - self._debit
 
     def msg_cycles_available(self) -> int:
-        return self._context.cycles_available if self._context else 0
+        return self._cycles_available - self._accepted
 
     def msg_cycles_accept(self, max_amount: int) -> int:
-        if self._context is None:
-            return 0
-        accepted = max(0, min(max_amount, self._context.cycles_available))
-        self._context.cycles_available -= accepted
+        accepted = max(0, min(max_amount, self._cycles_available - self._accepted))
         self._accepted += accepted
         self._debit -= accepted
         return accepted
@@ -266,10 +297,6 @@ class CanisterContext(IC):
         return self._work
 
     @property
-    def debit(self) -> int:
-        return self._debit
-
-    @property
     def calls(self) -> list[OutgoingCall]:
         return self._calls
 
@@ -280,6 +307,11 @@ class CanisterContext(IC):
     @property
     def rejected(self) -> str | None:
         return self._rejected
+
+
+# What the callee's subnet rejects once the call arrives, rather than the caller's own CDK.
+_SYSTEM_REJECTED = {code.text for code in (ErrorCode.CANISTER_NOT_FOUND, ErrorCode.CANISTER_METHOD_NOT_FOUND,
+                                           ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND)}
 
 
 def _call_rejected(reject: Reject) -> CallRejected:
@@ -306,21 +338,26 @@ class Executor:
         step: Callable[[], Any],
         *,
         caller: Principal,
-        context: CallContext | None,
         mode: str,
         instruction_limit: int,
         payload_bytes: int,
         discard_state: bool = False,
         stable_limit: int | None = None,
         charge: bool = True,
+        conversation: Conversation | None = None,
+        cycles_available: int = 0,
+        context_instructions: int = 0,
+        replied: bool = False,
     ) -> ExecutionResult:
         """Runs `step` (which calls into canister code) as one execution.
 
         The state changes are rolled back if it traps, and also when `discard_state` (queries,
-        and query methods called as updates). Cycles for the instructions are charged either way,
-        unless `charge` is False (queries are free)."""
+        and query methods called as updates). Cycles for the instructions are charged either way
+        if `charge` (install hooks); the subnet settles the cycles of updates and callbacks.
+        Code may call other canisters only with a `conversation` (an update or a callback)."""
         ctx = _context_of(canister)
-        ctx.begin(caller, context, mode, stable_limit or self.env.limits.stable_access_bytes_per_message)
+        ctx.begin(caller, mode, stable_limit or self.env.limits.stable_access_bytes_per_message, conversation,
+                  cycles_available, context_instructions, replied)
         snap = ctx.heap_before(canister.instance) if canister.instance is not None else None
         canister.stable.begin()
         trap: Reject | None = None
@@ -364,22 +401,16 @@ class Executor:
                     f"Canister {canister.id.to_text()} exceeded its Wasm memory limit of {limit} bytes "
                     f"(it would use {heap_after}); free state, or raise wasm_memory_limit with "
                     "update_settings (at most 4 GiB for wasm32, 6 GiB for wasm64)")
-        if mode != "query":  # a non-replicated query's prints are not kept (interface spec)
-            canister.keep_logs(ctx.logs + ([trap.message.encode()] if trap is not None else []), ctx.time())
-        if trap is None and not discard_state and mode == "update":
-            canister.version += 1  # every successful update execution counts (interface spec)
+        logs = [] if mode == "query" else ctx.logs  # a non-replicated query's prints are not kept (spec)
         rejected: Reject | None = None
-        before: PreExecutionState | None = None
         if trap is not None or discard_state:
             if snap is not None:
                 heap.restore(snap)
             canister.stable.rollback()
-            if context is not None:
-                for call in ctx.calls:
-                    context.outstanding.pop(call.call_id, None)
-                context.cycles_available += ctx.accepted  # accepting is rolled back with the rest
+            for call in ctx.calls:  # the calls are rolled back with the rest
+                ctx.awaited.pop(call.callbacks.reply.fun, None)
             calls: list[OutgoingCall] = []
-            debit = 0
+            accepted = 0
         else:
             before = PreExecutionState(snap, canister.stable.commit())
             if ctx.first_committed is None:
@@ -388,16 +419,13 @@ class Executor:
                 ctx.keep_heap(canister.instance, after)
             canister.heap_bytes = heap_after
             calls = ctx.calls
-            debit = ctx.debit
-            for call in calls:
-                canister.reserved_for_responses[call.call_id] = call.reserved
+            accepted = ctx.accepted
             if ctx.rejected is not None:
                 rejected = Reject.of(ErrorCode.CANISTER_REJECTED_MESSAGE, ctx.rejected)
         cycles = self.env.fees.execution_cycles(instructions, self.env.subnet_size) if charge else 0
-        canister.cycles -= cycles + debit
-        if context is not None:
-            context.instructions += instructions
-        return ExecutionResult(instructions, cycles, trap, calls, reject=rejected, value=value, before=before)
+        canister.cycles -= cycles
+        return ExecutionResult(instructions, cycles, trap, calls, reject=rejected, value=value,
+                               cycles_accepted=accepted, logs=logs)
 
 
 def _context_of(canister: CanisterState) -> CanisterContext:
@@ -407,26 +435,26 @@ def _context_of(canister: CanisterState) -> CanisterContext:
     return ctx
 
 
-def start_method(instance: Any, context: CallContext, method: str, args: list[Any]) -> tuple[str, Any]:
+def start_method(instance: Any, conversation: Conversation, method: str, args: list[Any]) -> tuple[str, Any]:
     """Calls `method`; drives it to its first await if it is async. Returns ("reply", value) or
     ("await", pending)."""
     result = getattr(instance, method)(*args)
     if inspect.iscoroutine(result):
-        context.coroutine = result
-        return resume(context)
+        conversation.coroutine = result
+        return resume(conversation)
     return "reply", result
 
 
-def resume(context: CallContext) -> tuple[str, Any]:
+def resume(conversation: Conversation) -> tuple[str, Any]:
     try:
-        awaited = context.coroutine.send(None)
+        awaited = conversation.coroutine.send(None)
     except StopIteration as stop:
-        context.coroutine = None
-        context.awaiting = None
+        conversation.coroutine = None
+        conversation.awaiting = None
         return "reply", stop.value
     if not isinstance(awaited, PendingCall):
         raise Trap(f"canister code awaited {type(awaited).__name__}; only self.ic.call(...) can be awaited")
-    context.awaiting = awaited
+    conversation.awaiting = awaited
     return "await", awaited
 
 

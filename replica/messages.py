@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from cdk.principal import Principal
 from replica.cost_model import CostReport
+from replica.engines import Callbacks
 from replica.errors import Reject
 
 
@@ -48,33 +48,26 @@ class Response:
 
 @dataclass
 class OutgoingCall:
-    """A call made by canister code, with everything needed to decode its response."""
+    """A call made by canister code and not answered yet."""
 
     call_id: int
     callee: Principal
     method: str
     arg: bytes
-    reply_types: Any
     cycles: int
-    pending: Any  # the cdk PendingCall that the canister code awaits
-    reserved: int = 0  # cycles set aside for executing the response, returned when it arrives
-    cleanup: Any = None  # canister code to run if the code resuming after this call traps
-    system_reject: Reject | None = None  # the system rejects the call (unknown canister or method)
+    callbacks: Callbacks  # what the caller's engine runs with the response
 
 
 @dataclass
 class CallContext:
-    """An incoming call being processed: the coroutine of an async method and what it awaits."""
+    """An incoming call being processed, and the calls its executions made."""
 
     id: int
     origin: IngressOrigin | CanisterOrigin
     caller: Principal
     method: str
     is_query: bool
-    reply_types: Any
     trace: CostReport
-    coroutine: Any = None
-    awaiting: Any = None  # the cdk PendingCall the coroutine is suspended on
     outstanding: dict[int, OutgoingCall] = field(default_factory=dict)
     cycles_available: int = 0
     started_round: int = 0

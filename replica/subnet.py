@@ -28,27 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cdk.candid import CandidError, HeaderCache, Interface, decode, parse_did
-from cdk.canister import Trap
+from cdk.candid import HeaderCache, Interface, parse_did
 from cdk.principal import Principal
-from replica import execution
 from replica.api_types import CanisterInfo, IngressMessage, IngressRejected, QueryResult, RequestStatus
 from replica.canister_state import CanisterSettings, CanisterState
 from replica.config import NetworkConfig
 from replica.cost_model import CostReport
-from replica.engines import Callbacks, Execution, Kind
+from replica.engines import Execution, Kind
 from replica.engines.python.engine import PythonInstance
 from replica.engines.wasm.engine import WasmEngine, default_cache_dir
 from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.execution import CanisterContext, Executor
 from replica.limits import Limits
+from replica.message_execution import accept_ingress as accept_wasm_ingress
+from replica.message_execution import enqueue_system_tasks, execute_request, execute_response
+from replica.message_execution import query as wasm_query
 from replica.messages import CallContext, CanisterOrigin, IngressOrigin, OutgoingCall, Request, Response
 from replica.stable_memory import StableMemory
-from replica.wasm_execution import accept_ingress as accept_wasm_ingress
-from replica.wasm_execution import enqueue_system_tasks
-from replica.wasm_execution import execute_request as execute_wasm_request
-from replica.wasm_execution import execute_response as execute_wasm_response
-from replica.wasm_execution import query as wasm_query
 from replica.wasm_install import canister_view
 
 MANAGEMENT = Principal.management()
@@ -365,43 +361,7 @@ class Subnet:
                          ) -> tuple[int, list[Any]]:
         if isinstance(message, Response):
             return self._execute_response(state, message)
-        return self._execute_request(state, message)
-
-    def _execute_request(self, state: CanisterState, request: Request) -> tuple[int, list[Any]]:
-        if state.module is not None:
-            return execute_wasm_request(self, state, request)
-        try:
-            self.require_running(state)
-            if state.loaded is None or state.instance is None:
-                why = f" ({state.restore_error})" if state.restore_error else ""
-                raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
-                                  f"Canister {state.id.to_text()} has no code installed{why}; install code first")
-            method = state.loaded.interface.methods.get(request.method)
-            if method is None:
-                raise RejectError(ErrorCode.CANISTER_METHOD_NOT_FOUND,
-                                  f"Canister {state.id.to_text()} has no update method '{request.method}'")
-            self.require_cycles(state, self.fees.execution_cycles(self.limits.instructions_per_update,
-                                                                  self.subnet_size))
-        except RejectError as e:
-            return 0, [self._reply_output(request.origin, request.receiver, None, e.reject, request.trace,
-                                          request.cycles)]
-        is_query = "query" in method.modes
-        context = CallContext(state.new_id(), request.origin, request.sender, request.method, is_query,
-                              method.rets, request.trace, cycles_available=request.cycles)
-
-        def step() -> Any:
-            args = execution.decode_args(method.args, request.arg, f"{state.id.to_text()}.{request.method}",
-                                         self.candid_cache)
-            kind, value = execution.start_method(state.instance, context, request.method, args)
-            return self._finish_step(state, context, kind, value)
-
-        result = self.executor.run(
-            state, step, caller=request.sender, context=context, mode="update",
-            instruction_limit=self.limits.instructions_per_update,
-            payload_bytes=len(request.arg), discard_state=is_query,
-        )
-        request.trace.cycles += result.cycles
-        return result.instructions, self._outputs(state, context, result)
+        return execute_request(self, state, message)
 
     def _execute_response(self, state: CanisterState, response: Response) -> tuple[int, list[Any]]:
         context = state.call_contexts.get(response.call_context_id)
@@ -413,82 +373,7 @@ class Subnet:
             # An earlier continuation trapped, so no code is left to receive this response; the
             # context is answered once its last outstanding call has come back.
             return 0, self._close_failed(state, context)
-        if isinstance(call.pending, Callbacks):  # a call made by wasm code
-            return execute_wasm_response(self, state, context, call, response)
-        fee = self.fees.response_byte_cycles(len(response.reply or b""), self.subnet_size)
-
-        def step() -> Any:
-            if response.reject is not None:
-                call.pending.outcome = ("reject", execution.reject_to_error(response.reject))
-            else:
-                try:
-                    reply = decode(call.reply_types, response.reply or b"", cache=self.candid_cache)
-                    call.pending.outcome = ("reply", _unwrap(reply))
-                except CandidError as e:
-                    call.pending.outcome = ("reject", execution.reject_to_error(Reject.of(
-                        ErrorCode.CANISTER_CONTRACT_VIOLATION,
-                        f"the reply of {call.callee.to_text()}.{call.method} does not match its .did: {e}")))
-            if context.awaiting is not call.pending:
-                return ("buffered", None)  # the coroutine awaits another call first
-            kind, value = execution.resume(context)
-            return self._finish_step(state, context, kind, value)
-
-        result = self.executor.run(
-            state, step, caller=context.caller, context=context, mode="update",
-            instruction_limit=self.limits.instructions_per_update,
-            payload_bytes=len(response.reply or b""),
-        )
-        state.cycles -= fee
-        response.trace.cycles += result.cycles + fee
-        instructions = result.instructions
-        if result.trap is not None and call.cleanup is not None:
-            # The IC's cleanup callback: it runs on the state the trap rolled back to, and keeps
-            # its own changes unless it traps too.
-            cleanup = self.executor.run(
-                state, call.cleanup, caller=context.caller, context=context, mode="cleanup",
-                instruction_limit=self.limits.instructions_per_update, payload_bytes=0)
-            response.trace.cycles += cleanup.cycles
-            instructions += cleanup.instructions
-        return instructions, self._outputs(state, context, result)
-
-    def _finish_step(self, state: CanisterState, context: CallContext, kind: str, value: Any) -> Any:
-        if kind == "reply":
-            if context.responded or state.ic.rejected is not None:
-                if value is not None:
-                    raise Trap(f"{context.method} returned a value after its call was already "
-                                         "answered with ic.reject; return None after rejecting",
-                                         ErrorCode.CANISTER_CONTRACT_VIOLATION)
-                return ("done", None)
-            limit = self.limits.reply_bytes
-            return ("reply", execution.encode_reply(context.reply_types, value, limit, self.candid_cache))
-        return (kind, value)
-
-    def _outputs(self, state: CanisterState, context: CallContext, result: execution.ExecutionResult) -> list[Any]:
-        outputs: list[Any] = []
-        for call in result.calls:
-            context.trace.messages += 1
-            context.trace.bytes += len(call.arg)
-            context.trace.cycles += self.fees.call_cycles(len(call.arg), self.subnet_size) + call.cycles
-            if call.system_reject is not None:
-                outputs.append(Response(state.id, context.id, call.call_id, None, call.system_reject,
-                                        context.trace, call.cycles))
-            else:
-                outputs.append(Request(state.id, call.callee, call.method, call.arg,
-                                       CanisterOrigin(state.id, context.id, call.call_id), context.trace,
-                                       cycles=call.cycles))
-        if result.trap is not None:
-            context.coroutine = None
-            return outputs + self.fail_context(state, context, result.trap)
-        if result.reject is not None:
-            outputs.append(self._answer(state.id, context, None, result.reject))
-        kind, value = result.value
-        if kind == "reply":
-            outputs.append(self._answer(state.id, context, value, None))
-        if kind in ("reply", "done"):
-            state.call_contexts.pop(context.id, None)
-        elif kind == "await":
-            state.call_contexts[context.id] = context
-        return outputs
+        return execute_response(self, state, context, call, response)
 
     def fail_context(self, state: CanisterState, context: CallContext, trap: Reject) -> list[Any]:
         """The spec's rule for a trap: it answers the caller only once no call of the context is
@@ -634,10 +519,6 @@ class Subnet:
 
 def _query_reject(reject: Reject) -> QueryResult:
     return QueryResult(None, int(reject.reject_code), reject.message, reject.error_code)
-
-
-def _unwrap(values: list[Any]) -> Any:
-    return None if len(values) == 0 else values[0] if len(values) == 1 else tuple(values)
 
 
 def chain_rounds(executions: Sequence[int], limits: Limits) -> int:

@@ -57,7 +57,7 @@ def test_system_rejects_arrive_after_the_await_commits(client: LocalClient, miss
     with pytest.raises(CallFailed) as failed:
         client.update(caller, "write_then_call_missing", target, "no_such_method")
     assert failed.value.error_code == "IC0503"
-    assert ("no method 'no_such_method'" if missing == "method" else "not found") in failed.value.message
+    assert ("method 'no_such_method'" if missing == "method" else "not found") in failed.value.message
     # The write before the await was committed there; the reject came back as a response.
     assert client.query(caller, "state")["writes"] == 1
 

@@ -58,10 +58,14 @@ def test_bad_arguments_and_the_instruction_limit_trap(counter):
     assert short.reply is None and short.trap.error_code == "IC0522"
 
 
-def test_executions_other_than_queries_are_refused_here(counter):
+def test_an_update_through_the_interface_replies_and_keeps_its_change(counter):
     client, instance = counter
-    with pytest.raises(ValueError, match="update executions"):
-        _run(client, instance, Execution(Kind.UPDATE, 10**9, 0, method="inc", arg=NO_ARGS))
+    done = _run(client, instance, Execution(Kind.UPDATE, 10**9, 0, method="inc", arg=NO_ARGS, caller=b"\x04"))
+    assert done.trap is None and done.instructions > 0
+    assert decode([T.nat], done.reply) == [6] and instance.state.instance.count == 6
+    trapped = _run(client, instance, Execution(Kind.UPDATE, 10**9, 0, method="inc_then_trap", arg=NO_ARGS,
+                                               caller=b"\x04"))
+    assert "always traps after incrementing" in trapped.trap.message and instance.state.instance.count == 6
 
 
 def test_an_upgrade_is_one_execution_kept_only_if_nothing_traps(counter):

@@ -7,9 +7,9 @@ means for the call context, cycles and routing; the engine knows nothing of roun
 
 Two engines exist: `replica.engines.wasm` runs IC wasm modules in wasmtime, metered as the IC
 meters them, and `replica.engines.python` runs Python-class canisters, the quick way to write a
-test canister. The Python engine takes queries and install hooks through this interface; the
-subnet still runs a Python canister's updates and callbacks with `replica.execution.Executor`
-directly.
+test canister. Every execution of either kind goes through this interface: install hooks,
+updates, queries and callbacks; the subnet's flow for them (replica.message_execution) is one
+for both engines.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class Execution:
     cycles_refunded: int = 0  # in a reply or reject callback: the cycles the callee did not take
     reject_code: int = 0  # in a reject callback (and its cleanup)
     reject_message: str = ""
+    reject_error_code: str | None = None  # the IC0xxx code of that reject (Python canisters see it)
     callback: Callbacks | None = None  # for REPLY, REJECT and CLEANUP: the call's callbacks
     replied: bool = False  # the call context was already answered (a callback cannot reply again)
     deadline_ns: int = 0  # ic0.msg_deadline: 0 for a guaranteed-response call

@@ -199,6 +199,10 @@ class WasmInstance:
         self._composite_scope = False
         self._build()
 
+    @property
+    def wasm64(self) -> bool:
+        return self.compiled.wasm64
+
     def _build(self) -> None:
         store = wasmtime.Store(self.engine.engine)
         store.set_limits(memory_size=self.heap_limit)  # a grow past it returns -1, as on the IC

@@ -1,11 +1,13 @@
-"""Messages to wasm canisters: the subnet's side of an execution by the wasm engine.
+"""Messages to canisters: the subnet's side of an execution, the same for both engines.
 
-Turns a request or a response into an `Execution`, and the engine's `Outcome` into what the
-subnet keeps: the call context (replied, rejected, waiting for its calls, or failed), cycles
-(execution fee, accepted cycles, cycles sent with calls and reserved for their responses) and
-the outgoing requests. Arguments and replies are Candid bytes the canister reads and writes
-itself; nothing is decoded here. The call-context rules are the subnet's own (a trap answers only
-once no call is outstanding; a trapping callback runs the call's cleanup callback).
+Turns a request or a response into an `Execution` for the canister's engine (wasm or Python),
+and the engine's `Outcome` into what the subnet keeps: the call context (replied, rejected,
+waiting for its calls, or failed), cycles (execution fee, accepted cycles, cycles sent with
+calls and reserved for their responses) and the outgoing requests. Arguments and replies are
+Candid bytes; nothing is decoded here. The call-context rules are the subnet's own (a trap
+answers only once no call is outstanding; a trapping callback runs the call's cleanup callback).
+Ingress checks, heartbeats, timers and non-replicated queries here are the wasm engine's (a
+Python canister's queries are answered by `Subnet.query`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from cdk.principal import Principal
 from replica.api_types import IngressMessage, IngressRejected, QueryResult
 from replica.cost_model import CostReport
-from replica.engines import Callbacks, Execution, Kind, Outcome
+from replica.engines import Execution, Kind, Outcome
+from replica.engines.python.engine import PythonInstance
 from replica.errors import ErrorCode, Reject, RejectCode, RejectError
 from replica.messages import CallContext, CanisterOrigin, OutgoingCall, Request, Response
 from replica.wasm_install import canister_view, keep_logs
@@ -59,8 +62,19 @@ def enqueue_system_tasks(subnet: Subnet) -> None:
                                                available_round=subnet.round))
 
 
-def _method_kind(state: CanisterState, method: str) -> Kind:
-    exports = state.instance.compiled.exports
+def engine_instance(subnet: Subnet, state: CanisterState) -> Any:
+    """The engine instance that runs `state`'s code: its wasm instance or its Python class."""
+    if state.module is not None and state.instance is not None:
+        return state.instance
+    if state.loaded is not None and state.instance is not None:
+        return PythonInstance(state, subnet.executor, subnet.candid_cache)
+    why = f" ({state.restore_error})" if state.restore_error else ""
+    raise RejectError(ErrorCode.CANISTER_WASM_MODULE_NOT_FOUND,
+                      f"Canister {state.id.to_text()} has no code installed{why}; install code first")
+
+
+def _method_kind(instance: Any, state: CanisterState, method: str) -> Kind:
+    exports = instance.exports
     if f"canister_update {method}" in exports:
         return Kind.UPDATE
     if f"canister_query {method}" in exports:
@@ -74,35 +88,38 @@ def execute_request(subnet: Subnet, state: CanisterState, request: Request) -> t
         return _system_task(subnet, state, request)
     try:
         subnet.require_running(state)
-        kind = _method_kind(state, request.method)
+        instance = engine_instance(subnet, state)
+        kind = _method_kind(instance, state, request.method)
         subnet.require_cycles(state, subnet.fees.execution_cycles(subnet.limits.instructions_per_update,
-                                                                  subnet.subnet_size, state.instance.compiled.wasm64))
+                                                                  subnet.subnet_size, instance.wasm64))
     except RejectError as e:
         return 0, [subnet._reply_output(request.origin, request.receiver, None, e.reject, request.trace,
                                         request.cycles)]
     context = CallContext(state.new_id(), request.origin, request.sender, request.method, kind is Kind.QUERY,
-                          None, request.trace, cycles_available=request.cycles)
-    outcome = _execute(subnet, state, context, Execution(
+                          request.trace, cycles_available=request.cycles)
+    outcome = _execute(subnet, state, instance, context, Execution(
         kind, subnet.limits.instructions_per_update, subnet.time_ns(), method=request.method, arg=request.arg,
         caller=request.sender.bytes, cycles_available=request.cycles, reply_limit=subnet.limits.reply_bytes))
-    return outcome.instructions, _outputs(subnet, state, context, outcome)
+    return outcome.instructions, _outputs(subnet, state, instance, context, outcome)
 
 
 def _system_task(subnet: Subnet, state: CanisterState, task: Request) -> tuple[int, list[Any]]:
     """A heartbeat or timer: it may call other canisters; its context answers no one (responded)."""
-    context = CallContext(state.new_id(), task.origin, task.sender, task.method, False, None, task.trace,
+    context = CallContext(state.new_id(), task.origin, task.sender, task.method, False, task.trace,
                           responded=True)
-    outcome = _execute(subnet, state, context, Execution(
+    instance = state.instance
+    outcome = _execute(subnet, state, instance, context, Execution(
         _SYSTEM_TASKS[task.method], subnet.limits.instructions_per_update, subnet.time_ns(),
         caller=task.sender.bytes))
-    return outcome.instructions, _outputs(subnet, state, context, outcome)
+    return outcome.instructions, _outputs(subnet, state, instance, context, outcome)
 
 
 def execute_response(subnet: Subnet, state: CanisterState, context: CallContext, call: OutgoingCall,
                      response: Response) -> tuple[int, list[Any]]:
     """Runs the reply or reject callback of `call` (and its cleanup callback if that traps)."""
-    callbacks: Callbacks = call.pending
+    callbacks = call.callbacks
     reject = response.reject
+    instance = engine_instance(subnet, state)
     fee = subnet.fees.response_byte_cycles(len(response.reply or b""), subnet.subnet_size)
     state.cycles -= fee
     response.trace.cycles += fee
@@ -111,24 +128,26 @@ def execute_response(subnet: Subnet, state: CanisterState, context: CallContext,
         subnet.time_ns(), arg=response.reply or b"", caller=context.caller.bytes,
         cycles_available=context.cycles_available, cycles_refunded=response.refund,
         reject_code=int(reject.reject_code) if reject is not None else 0,
-        reject_message=reject.message if reject is not None else "", callback=callbacks,
+        reject_message=reject.message if reject is not None else "",
+        reject_error_code=reject.error_code if reject is not None else None, callback=callbacks,
         replied=context.responded, reply_limit=subnet.limits.reply_bytes)
-    outcome = _execute(subnet, state, context, message)
+    outcome = _execute(subnet, state, instance, context, message)
     instructions = outcome.instructions
     if outcome.trap is not None and callbacks.cleanup is not None:
-        cleanup = _execute(subnet, state, context, Execution(
+        cleanup = _execute(subnet, state, instance, context, Execution(
             Kind.CLEANUP, subnet.limits.instructions_per_update, subnet.time_ns(), caller=context.caller.bytes,
             reject_code=message.reject_code, callback=callbacks, replied=context.responded))
         instructions += cleanup.instructions
-    return instructions, _outputs(subnet, state, context, outcome)
+    return instructions, _outputs(subnet, state, instance, context, outcome)
 
 
-def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message: Execution) -> Outcome:
-    """Runs `message` and settles its cycles: the execution fee, cycles accepted from the call,
-    and the cycles its outgoing calls take with them."""
+def _execute(subnet: Subnet, state: CanisterState, instance: Any, context: CallContext, message: Execution
+             ) -> Outcome:
+    """Runs `message` on `instance` and settles its cycles: the execution fee, cycles accepted
+    from the call, and the cycles its outgoing calls take with them."""
     message = replace(message, context_instructions=context.instructions)
-    outcome = state.instance.execute(message, canister_view(subnet, state))
-    cycles = subnet.fees.execution_cycles(outcome.instructions, subnet.subnet_size, state.instance.compiled.wasm64)
+    outcome = instance.execute(message, canister_view(subnet, state))
+    cycles = subnet.fees.execution_cycles(outcome.instructions, subnet.subnet_size, instance.wasm64)
     state.cycles -= cycles
     context.trace.cycles += cycles
     context.instructions += outcome.instructions
@@ -146,10 +165,11 @@ def _execute(subnet: Subnet, state: CanisterState, context: CallContext, message
     return outcome
 
 
-def _outputs(subnet: Subnet, state: CanisterState, context: CallContext, outcome: Outcome) -> list[Any]:
+def _outputs(subnet: Subnet, state: CanisterState, instance: Any, context: CallContext, outcome: Outcome
+             ) -> list[Any]:
     outputs: list[Any] = []
     for call in outcome.calls:
-        outputs.append(_send(subnet, state, context, call))
+        outputs.append(_send(subnet, state, instance.wasm64, context, call))
     if outcome.trap is not None:
         return outputs + subnet.fail_context(state, context, outcome.trap)
     if outcome.reply is not None or outcome.reject is not None:
@@ -165,16 +185,17 @@ def _outputs(subnet: Subnet, state: CanisterState, context: CallContext, outcome
     return outputs
 
 
-def _send(subnet: Subnet, state: CanisterState, context: CallContext, call: Any) -> Request | Response:
+def _send(subnet: Subnet, state: CanisterState, wasm64: bool, context: CallContext, call: Any
+          ) -> Request | Response:
     """An outgoing call as a request (or the system's reject of it, when the canister cannot pay
     for it); its fee is charged and its response's cost set aside now."""
     call_id = state.new_id()
     fee = subnet.fees.call_cycles(len(call.arg), subnet.subnet_size)
-    reserve = subnet.call_reservation_cycles(state.instance.compiled.wasm64)
+    reserve = subnet.call_reservation_cycles(wasm64)
     context.trace.messages += 1
     context.trace.bytes += len(call.arg)
     context.trace.cycles += fee
-    sent = OutgoingCall(call_id, Principal(call.callee), call.method, call.arg, None, call.cycles, call.callbacks)
+    sent = OutgoingCall(call_id, Principal(call.callee), call.method, call.arg, call.cycles, call.callbacks)
     context.outstanding[call_id] = sent
     state.cycles -= call.cycles
     try:
@@ -200,7 +221,7 @@ def accept_ingress(subnet: Subnet, state: CanisterState, msg: IngressMessage) ->
     `ic0.accept_message`. It runs on one node (non-replicated), changes nothing and costs nothing.
     Raises IngressRejected otherwise."""
     try:
-        _method_kind(state, msg.method)
+        _method_kind(state.instance, state, msg.method)
     except RejectError as e:
         raise IngressRejected(400, e.reject.error_code or "", e.reject.message, int(e.reject.reject_code)) from None
     if "canister_inspect_message" not in state.instance.compiled.exports:
